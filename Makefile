@@ -1,0 +1,30 @@
+# make run   - set everything up, then train and evaluate AlexNet on Fashion-MNIST
+# make test  - set everything up, then run the test suite
+# Both are safe to run again: set-up is skipped when .venv is current.
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed
+ARGS ?=
+
+.PHONY: run test test-all setup data clean
+
+run: setup data
+	$(VENV)/bin/alexnet train $(ARGS)
+
+test: setup data
+	$(VENV)/bin/python -m pytest -q $(ARGS)
+
+setup: $(STAMP)
+
+# torch and torchvision first, by exact version, with plain pip (it finds this machine's wheel store)
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(VENV)/bin/python -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+data:
+	@scripts/ensure-data.sh
+
+clean:
+	rm -rf $(VENV) runs

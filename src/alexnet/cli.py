@@ -1,0 +1,164 @@
+"""The ``alexnet`` command: models, summary, train, evaluate, predict.
+
+Every sub-command parses its flags and calls a library function of the same name; errors in what
+the user gave come out as one line on stderr, exit code 2 for usage errors and 1 for the rest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+
+from alexnet.config import ConfigError, TrainConfig, load_config_file
+
+
+def _cmd_models(args) -> int:
+    from alexnet.models import MODELS
+
+    for name, (_, size, init, description) in MODELS.items():
+        print(f"{name:<12} {description} (native input {size}, init {init})")
+    return 0
+
+
+def _cmd_summary(args) -> int:
+    from alexnet.models import build_model, native_image_size
+    from alexnet.summary import format_table, summarize
+
+    try:
+        model = build_model(args.model, num_classes=args.num_classes, in_channels=args.in_channels)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    size = args.image_size or native_image_size(args.model)
+    if size < model.min_size:
+        raise ConfigError(f"--image-size {size} is below the minimum {model.min_size} for {args.model}; use at least {model.min_size}")
+    result = summarize(model, size, args.in_channels)
+    result["model"] = args.model
+    print(json.dumps(result, indent=2) if args.json else f"{args.model} at {args.in_channels}x{size}x{size}\n" + format_table(result))
+    return 0
+
+
+def _train_settings(args) -> TrainConfig:
+    values = load_config_file(args.config) if args.config else {}
+    for f in dataclasses.fields(TrainConfig):
+        if hasattr(args, f.name):  # flags given on the command line win over the file
+            values[f.name] = getattr(args, f.name)
+    return TrainConfig.from_dict(values, source=args.config or "settings")
+
+
+def _cmd_train(args) -> int:
+    from alexnet.train import train
+
+    if args.resume:
+        given = [f.name for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)]
+        if given or args.config:
+            raise ConfigError(f"--resume continues with the run's own settings; drop {', '.join('--' + g.replace('_', '-') for g in given) or '--config'}")
+        result = train(TrainConfig(), resume=args.resume)
+    else:
+        result = train(_train_settings(args), argv=["alexnet", *sys.argv[1:]])
+    print(f"done: validation top-1 {100 * result['val_top1']:.2f}% top-5 {100 * result['val_top5']:.2f}%; run folder {result['run_dir']}")
+    return 0
+
+
+def _cmd_evaluate(args) -> int:
+    from alexnet.evaluate import evaluate_checkpoint, format_report
+
+    result = evaluate_checkpoint(args.checkpoint, data=args.data, device=args.device, out=args.out)
+    print(json.dumps(result, indent=2) if args.json else format_report(result))
+    return 0
+
+
+def _cmd_predict(args) -> int:
+    from alexnet.predict import predict
+
+    if (args.checkpoint is None) == (args.weights is None):
+        raise ConfigError("give exactly one of --checkpoint CKPT or --weights FILE")
+    results = predict(args.images, checkpoint=args.checkpoint, weights=args.weights, top=args.top)
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    for r in results:
+        print(r["image"])
+        for p in r["predictions"]:
+            print(f"  {100 * p['probability']:6.2f}%  {p['class']}")
+    return 0
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _add_config_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field, help from the field; absent flags stay absent (SUPPRESS)."""
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        kind = str(f.type).split("|")[0].strip()
+        help_text = f"{f.metadata['help']} (default: {f.default})"
+        if kind == "bool":
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
+        else:
+            p.add_argument(flag, type={"int": int, "float": float, "str": str}[kind], default=argparse.SUPPRESS, metavar=f.name.upper(), help=help_text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from alexnet.models import MODELS
+
+    parser = argparse.ArgumentParser(prog="alexnet", description="AlexNet: the source document's, the 2012 paper's and torchvision's.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub.add_parser("models", help="list the AlexNet variants").set_defaults(func=_cmd_models)
+
+    p = sub.add_parser("summary", help="per-layer shapes, parameters, multiply-accumulates and memory")
+    p.add_argument("--model", default="alexnet", choices=list(MODELS))
+    p.add_argument("--image-size", type=_positive_int, default=None, help="default: the variant's native size (227, or 224 for alexnet_owt)")
+    p.add_argument("--num-classes", type=_positive_int, default=1000)
+    p.add_argument("--in-channels", type=_positive_int, default=3)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=_cmd_summary)
+
+    p = sub.add_parser("train", help="train (Fashion-MNIST by default, or --data FOLDER), evaluate each epoch")
+    p.add_argument("--config", help="JSON file of settings (flags override it)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+    _add_config_flags(p)
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("evaluate", help="top-1/top-5, per-class accuracy and confusion matrix of a checkpoint")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--data", default=None, help="evaluate on this data instead of the checkpoint's own")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", default=None, help="folder for evaluation.json and confusion.png (default: the run folder)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("predict", help="top-k classes of image files")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--checkpoint", default=None, help="a checkpoint written by alexnet train")
+    p.add_argument("--weights", default=None, help="a torchvision AlexNet weights file (alexnet-owt-*.pth)")
+    p.add_argument("--top", type=_positive_int, default=5)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_predict)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``alexnet`` and ``python -m alexnet``; returns the exit code."""
+    from alexnet.checkpoint import CheckpointError
+    from alexnet.data import DataError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as e:
+        print(f"alexnet {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except (DataError, CheckpointError, ValueError, FloatingPointError, OSError) as e:
+        print(f"alexnet {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"alexnet {args.command}: interrupted", file=sys.stderr)
+        return 130

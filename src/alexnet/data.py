@@ -1,0 +1,401 @@
+"""Data: Fashion-MNIST from its IDX files, or any folder of images, as batches for training.
+
+Two paths, one interface (:func:`build_data` returns :class:`Data`):
+
+* Fashion-MNIST (and any IDX set) sits in memory as one uint8 tensor (60,000 x 1 x 28 x 28 is 47 MB).
+  :class:`TensorBatches` moves each batch to the device and resizes, crops and flips it there in a
+  single ``grid_sample`` call - no per-image Python work, so the same code is fast on CPU and GPU.
+* An image folder (torchvision's ImageFolder layout) is decoded by PIL in DataLoader workers with
+  the paper's transforms: shorter side to 256 (scaled with ``image_size``), random crop and
+  horizontal flip for training, centre crop for evaluation.
+
+Per-channel normalization statistics are computed from the training set and stored with the model.
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MNIST_CLASSES = [
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+]  # fmt: skip
+IDX_FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+INSTALL_HINT = "install them with: sudo apt-get install dataset-fashion-mnist (or pass --data DIR)"
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+MAX_SHIFT = 2.0  # Fashion-MNIST random crops: shifts of up to 2 of the 28 source pixels
+
+
+class DataError(Exception):
+    """Data that cannot be used; the message names the file or folder and what to do."""
+
+
+# --------------------------------------------------------------------------------------------
+# IDX files (Fashion-MNIST, MNIST)
+
+_IDX_DTYPES = {0x08: torch.uint8}
+
+
+def read_idx(path: str | Path) -> torch.Tensor:
+    """Read an IDX file (plain or .gz) into a uint8 tensor, checking its magic number and length."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as e:
+        raise DataError(f"{path}: cannot read IDX file ({e})") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES or not 1 <= raw[3] <= 4:
+        raise DataError(f"{path}: not an IDX file of unsigned bytes (wrong magic number)")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DataError(f"{path}: truncated IDX header")
+    shape = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    expected = header + math.prod(shape)
+    if len(raw) != expected:
+        raise DataError(f"{path}: IDX length {len(raw)} bytes does not match its shape {shape} ({expected} bytes)")
+    return torch.frombuffer(bytearray(raw[header:]), dtype=torch.uint8).reshape(shape)
+
+
+def find_idx_files(root: str | Path | None) -> dict[str, Path]:
+    """Locate the four Fashion-MNIST IDX files (plain or .gz) in ``root`` or Debian's folder."""
+    folder = Path(root) if root is not None else FASHION_MNIST_DIR
+    found, missing = {}, []
+    for key, stem in IDX_FILES.items():
+        for candidate in (folder / stem, folder / f"{stem}.gz"):
+            if candidate.is_file():
+                found[key] = candidate
+                break
+        else:
+            missing.append(stem)
+    if missing:
+        where = f"{folder}" if root is not None else f"{folder} (Debian's dataset-fashion-mnist)"
+        raise DataError(f"Fashion-MNIST files missing in {where}: {', '.join(missing)}; {INSTALL_HINT}")
+    return found
+
+
+def load_idx_dataset(root: str | Path | None = None) -> dict[str, torch.Tensor]:
+    """Images (N, 1, H, W) uint8 and labels (N,) int64 for the train and test splits."""
+    files = find_idx_files(root)
+    out = {}
+    for split in ("train", "test"):
+        images, labels = read_idx(files[f"{split}_images"]), read_idx(files[f"{split}_labels"])
+        if images.dim() != 3 or labels.dim() != 1 or len(images) != len(labels):
+            raise DataError(
+                f"{files[f'{split}_images']}: expected N x H x W images and N labels, "
+                f"got {list(images.shape)} and {list(labels.shape)}"
+            )
+        out[f"{split}_images"] = images.unsqueeze(1)  # (N, H, W) -> (N, 1, H, W)
+        out[f"{split}_labels"] = labels.long()
+    return out
+
+
+def is_idx_folder(path: str | Path) -> bool:
+    folder = Path(path)
+    return any((folder / s).is_file() or (folder / f"{s}.gz").is_file() for s in IDX_FILES.values())
+
+
+class TensorBatches:
+    """Batches of an in-memory uint8 image tensor, resized and augmented on the device.
+
+    Training batches get the paper's two augmentations in one ``grid_sample``: a random crop (a
+    shift of up to ``MAX_SHIFT`` source pixels, zero-padded like the background) and a horizontal
+    flip with probability 1/2. Evaluation batches are only resized.
+    The order is a seeded permutation per epoch, so a run can be repeated and resumed exactly.
+    """
+
+    def __init__(self, images, labels, *, batch_size, image_size, mean, std, train, device, seed=0):
+        self.images, self.labels = images, labels
+        self.batch_size, self.image_size, self.train = batch_size, image_size, train
+        self.device = torch.device(device)
+        self.mean = torch.tensor(mean).view(1, -1, 1, 1).to(self.device)
+        self.std = torch.tensor(std).view(1, -1, 1, 1).to(self.device)
+        self.seed, self.epoch = seed, 0
+        if self.device.type == "cuda":  # keep the whole set on the GPU: no host transfers at all
+            self.images, self.labels = self.images.to(self.device), self.labels.to(self.device)
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.images) / self.batch_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        n = len(self.images)
+        order = torch.randperm(n, generator=g) if self.train else torch.arange(n)
+        for start in range(0, n, self.batch_size):
+            idx = order[start : start + self.batch_size].to(self.images.device)
+            x = self.images[idx].to(self.device, non_blocking=True).float().div_(255)
+            y = self.labels[idx].to(self.device, non_blocking=True)
+            if self.train:
+                flip, shift = random_flips_and_shifts(len(idx), g)
+                yield self.transform(x, flip, shift), y
+            else:
+                yield self.transform(x), y
+
+    def transform(self, x: torch.Tensor, flip: torch.Tensor | None = None, shift: torch.Tensor | None = None) -> torch.Tensor:
+        """(N, C, h, w) floats in [0, 1] -> (N, C, S, S), resized by :func:`resample` and normalized."""
+        return (resample(x, self.image_size, flip, shift) - self.mean) / self.std
+
+
+def resample(x: torch.Tensor, size: int, flip: torch.Tensor | None = None, shift: torch.Tensor | None = None) -> torch.Tensor:
+    """Bilinear resize of (N, C, h, w) to (N, C, size, size), optionally flipped and shifted.
+
+    ``flip`` (N,) bool mirrors images left-right; ``shift`` (N, 2) moves them by (x, y) source
+    pixels, i.e. a crop of the zero-padded image. One ``grid_sample`` does all three, for training
+    and evaluation alike, so an un-augmented training batch equals the evaluation batch exactly.
+    """
+    n, c, h, w = x.shape
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0] = 1.0 - 2.0 * flip.float() if flip is not None else 1.0
+    theta[:, 1, 1] = 1.0
+    if shift is not None:  # affine_grid works in [-1, 1]: one source pixel is 2/w (2/h) of it
+        theta[:, 0, 2] = -shift[:, 0] * 2 / w
+        theta[:, 1, 2] = -shift[:, 1] * 2 / h
+    grid = F.affine_grid(theta.to(x.device), [n, c, size, size], align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def random_flips_and_shifts(n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """The paper's augmentation for one batch: flips with probability 1/2, and random crops as
+    shifts drawn uniformly from [-MAX_SHIFT, MAX_SHIFT] source pixels in x and y."""
+    flip = torch.rand(n, generator=g) < 0.5
+    shift = (torch.rand(n, 2, generator=g) * 2 - 1) * MAX_SHIFT
+    return flip, shift
+
+
+# --------------------------------------------------------------------------------------------
+# Image folders (ImageFolder layout)
+
+
+def open_image(path: str | Path, mode: str) -> Image.Image:
+    """Decode any PIL-readable image and convert it to ``mode`` ('RGB' or 'L').
+
+    Palette images with transparency and RGBA are composited on white first, so transparent
+    pixels do not turn into arbitrary colours; CMYK, 16-bit and others go through PIL's convert.
+    """
+    with Image.open(path) as img:
+        img.load()
+        if img.mode == "P" and "transparency" in img.info:
+            img = img.convert("RGBA")
+        if img.mode in ("RGBA", "LA"):
+            background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+            img = Image.alpha_composite(background, img.convert("RGBA"))
+        if img.mode == "I;16" or img.mode == "I":
+            img = img.point(lambda v: v / 256).convert("L")
+        return img.convert(mode)
+
+
+def scan_folder(root: Path, classes: list[str] | None = None) -> tuple[list[tuple[str, int]], list[str]]:
+    """(path, class index) for every image below ``root``/<class>/, and the sorted class names."""
+    if classes is None:
+        classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+        if not classes:
+            raise DataError(f"{root}: no class sub-folders; expected {root}/<class name>/<image files>")
+    samples = []
+    for i, name in enumerate(classes):
+        folder = root / name
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.rglob("*")):
+            if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS:
+                samples.append((str(path), i))
+    if not samples:
+        raise DataError(f"{root}: no image files ({', '.join(IMAGE_EXTENSIONS)}) in its class sub-folders")
+    return samples, classes
+
+
+def resize_size(image_size: int) -> int:
+    """Shorter side before cropping: the paper's 256 for 224-227 crops, scaled for other sizes."""
+    return 256 if 224 <= image_size <= 256 else max(image_size, round(image_size * 256 / 224))
+
+
+def folder_transform(image_size: int, mean, std, train: bool):
+    """The paper's photo pipeline: resize shorter side, random (train) or centre (eval) crop."""
+    from torchvision.transforms import v2
+
+    crop = [v2.RandomCrop(image_size), v2.RandomHorizontalFlip()] if train else [v2.CenterCrop(image_size)]
+    return v2.Compose([
+        v2.PILToTensor(),
+        v2.Resize(resize_size(image_size), antialias=True),
+        *crop,
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize(mean, std),
+    ])  # fmt: skip
+
+
+class ImageList(Dataset):
+    """A list of (path, label) pairs decoded with :func:`open_image` and a transform."""
+
+    def __init__(self, samples, mode: str, transform=None):
+        self.samples, self.mode, self.transform = samples, mode, transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int):
+        path, label = self.samples[i]
+        img = open_image(path, self.mode)
+        return (self.transform(img) if self.transform else img), label
+
+
+def channel_stats(samples, mode: str, limit: int = 2000, size: int = 64, seed: int = 0):
+    """Per-channel mean and std of pixel values in [0, 1] over up to ``limit`` training images.
+
+    Each image is resized to ``size`` x ``size`` first: the statistics barely change and a
+    million-image set is summarized in seconds.
+    """
+    from torchvision.transforms import v2
+
+    chosen = random.Random(seed).sample(samples, min(limit, len(samples)))
+    prep = v2.Compose([v2.PILToTensor(), v2.Resize((size, size), antialias=True), v2.ToDtype(torch.float64, scale=True)])
+    total = sq = None
+    for path, _ in chosen:
+        x = prep(open_image(path, mode)).flatten(1)
+        s, q = x.sum(1), (x * x).sum(1)
+        total, sq = (s, q) if total is None else (total + s, sq + q)
+    count = len(chosen) * size * size
+    mean = total / count
+    std = (sq / count - mean**2).clamp_min(1e-12).sqrt()
+    return mean.tolist(), std.tolist()
+
+
+# --------------------------------------------------------------------------------------------
+# One entry point for training and evaluation
+
+
+@dataclass
+class Data:
+    """What a run needs from its data set."""
+
+    train: Any  # iterable of (images, labels) batches with __len__ and set_epoch(epoch)
+    val: Any
+    classes: list[str]
+    preprocess: dict  # how to turn one image into model input; stored in every checkpoint
+    num_train: int
+    num_val: int
+    source: str
+    split: dict | None = field(default=None)  # the hold-out split made for a plain folder
+
+
+class _EpochLoader:
+    """A DataLoader whose shuffling order is fixed by (seed, epoch), like TensorBatches."""
+
+    def __init__(self, loader: DataLoader, seed: int):
+        self.loader, self.seed = loader, seed
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def set_epoch(self, epoch: int) -> None:
+        if self.loader.generator is not None:
+            self.loader.generator.manual_seed(self.seed * 1_000_003 + epoch)
+
+    def __iter__(self):
+        return iter(self.loader)
+
+
+def build_data(cfg, device: torch.device, stats: dict | None = None) -> Data:
+    """Build the train and validation batches for ``cfg`` (a TrainConfig).
+
+    ``stats`` (from a checkpoint's ``preprocess``) reuses stored normalization instead of
+    recomputing it, so a resumed or evaluated model sees exactly the inputs it was trained on.
+    """
+    if cfg.data is None or is_idx_folder(cfg.data):
+        return _idx_data(cfg, device, stats)
+    root = Path(cfg.data)
+    if not root.is_dir():
+        raise DataError(f"--data {root}: no such folder; give an image folder or a folder of IDX files")
+    return _folder_data(cfg, root, device, stats)
+
+
+def _idx_data(cfg, device, stats) -> Data:
+    d = load_idx_dataset(cfg.data)
+    classes = FASHION_MNIST_CLASSES if int(d["train_labels"].max()) < 10 else [str(i) for i in range(int(d["train_labels"].max()) + 1)]
+    if stats is None:
+        pixels = d["train_images"].float().div_(255)
+        stats = {"mean": [pixels.mean().item()], "std": [pixels.std().item()]}
+    common = dict(batch_size=cfg.batch_size, image_size=cfg.image_size, mean=stats["mean"], std=stats["std"], device=device, seed=cfg.seed)
+    h = d["train_images"].shape[-1]
+    return Data(
+        train=TensorBatches(d["train_images"], d["train_labels"], train=True, **common),
+        val=TensorBatches(d["test_images"], d["test_labels"], train=False, **common),
+        classes=classes,
+        preprocess={"kind": "tensor", "mode": "L", "source_size": h, "image_size": cfg.image_size, "mean": stats["mean"], "std": stats["std"]},
+        num_train=len(d["train_images"]),
+        num_val=len(d["test_images"]),
+        source=str(cfg.data or FASHION_MNIST_DIR),
+    )
+
+
+def _folder_data(cfg, root: Path, device, stats) -> Data:
+    split = None
+    if (root / "train").is_dir() and (root / "val").is_dir():
+        train_samples, classes = scan_folder(root / "train")
+        val_samples, _ = scan_folder(root / "val", classes)
+    else:
+        samples, classes = scan_folder(root)
+        order = list(range(len(samples)))
+        random.Random(cfg.seed).shuffle(order)
+        n_val = max(1, round(len(samples) * cfg.val_fraction)) if len(samples) > 1 else 0
+        val_samples = [samples[i] for i in sorted(order[:n_val])]
+        train_samples = [samples[i] for i in sorted(order[n_val:])]
+        split = {"seed": cfg.seed, "val_fraction": cfg.val_fraction, "val": [p for p, _ in val_samples]}
+    if not val_samples:
+        raise DataError(f"--data {root}: too few images to hold out a validation set")
+    mode = "RGB"
+    if stats is None:
+        mean, std = channel_stats(train_samples, mode, seed=cfg.seed)
+        stats = {"mean": mean, "std": std}
+    pin = device.type == "cuda"
+
+    def loader(samples, train):
+        ds = ImageList(samples, mode, folder_transform(cfg.image_size, stats["mean"], stats["std"], train))
+        g = torch.Generator().manual_seed(cfg.seed) if train else None
+        return DataLoader(
+            ds, batch_size=cfg.batch_size, shuffle=train, generator=g, num_workers=cfg.workers,
+            pin_memory=pin, persistent_workers=cfg.workers > 0, drop_last=False,
+        )  # fmt: skip
+
+    return Data(
+        train=_EpochLoader(loader(train_samples, True), cfg.seed),
+        val=_EpochLoader(loader(val_samples, False), cfg.seed),
+        classes=classes,
+        preprocess={"kind": "folder", "mode": mode, "image_size": cfg.image_size, "resize": resize_size(cfg.image_size), "mean": stats["mean"], "std": stats["std"]},
+        num_train=len(train_samples),
+        num_val=len(val_samples),
+        source=str(root),
+        split=split,
+    )
+
+
+def preprocess_image(path: str | Path, preprocess: dict) -> torch.Tensor:
+    """One image file -> (C, S, S) model input, exactly as evaluation batches are made."""
+    img = open_image(path, preprocess["mode"])
+    if preprocess["kind"] == "tensor":
+        s = preprocess["source_size"]  # back to the data set's own resolution, then as TensorBatches
+        img = img.resize((s, s), Image.BILINEAR)
+        x = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).view(1, -1, s, s).float().div(255)
+        x = resample(x, preprocess["image_size"])
+        mean = torch.tensor(preprocess["mean"]).view(1, -1, 1, 1)
+        std = torch.tensor(preprocess["std"]).view(1, -1, 1, 1)
+        return ((x - mean) / std)[0]
+    return folder_transform(preprocess["image_size"], preprocess["mean"], preprocess["std"], train=False)(img)

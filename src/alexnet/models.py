@@ -1,0 +1,300 @@
+"""The three networks called AlexNet, built by name.
+
+``alexnet``
+    The source document's PyTorch class, exactly: 96/256/384/384/256 channels, no LRN, dropout
+    *before* FC6 and FC7, input 3x227x227 (conv1 has no padding, so 227 - not the paper's "224" -
+    is what makes the arithmetic work). A state_dict saved from the document's ``AlexNet`` loads
+    into it with the same keys and gives identical outputs.
+``alexnet2012``
+    The 2012 paper (Krizhevsky, Sutskever & Hinton, NIPS 2012, section 3 and figure 2): the same
+    layer sizes split into two towers (``groups=2`` in conv2, conv4 and conv5, whose kernels only
+    see the maps of their own GPU), local response normalization after the ReLUs of conv1 and conv2
+    (section 3.3), dropout *after* the FC6 and FC7 ReLUs (section 4.2), and the paper's
+    initialization (section 5).
+``alexnet_owt``
+    torchvision's ``alexnet``: the single-tower variant of "One weird trick for parallelizing
+    convolutional neural networks" (Krizhevsky, 2014) with 64/192/384/256/256 channels and padding
+    2 in conv1, input 224. ``torchvision.models.alexnet().state_dict()`` loads with strict=True.
+
+All three end in ``AdaptiveAvgPool2d((6, 6))`` as torchvision does, so FC6 always sees 256x6x6
+= 9216 inputs: at the native size the pooling is the identity, at other sizes the weights stay
+the same shape. Every variant takes ``num_classes``, ``in_channels`` and the ablation options of
+:func:`build_model`.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+# Local response normalization, section 3.3: b = a / (k + alpha * sum(a^2))^beta over n = 5
+# adjacent maps, k = 2, alpha = 1e-4, beta = 0.75. We follow Krizhevsky's cuda-convnet layer
+# configuration and Caffe, which divide alpha by n; that is what nn.LocalResponseNorm computes
+# (it averages the squares), so alpha=1e-4 here. The formula as printed in the paper (no division)
+# would be nn.LocalResponseNorm(5, alpha=5e-4, beta=0.75, k=2).
+LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K = 5, 1e-4, 0.75, 2.0
+
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "relu": lambda: nn.ReLU(inplace=True),  # section 3.1: ReLUs train several times faster
+    "tanh": nn.Tanh,  # the saturating baseline of figure 1
+}
+POOLING = {"overlap": (3, 2), "plain": (2, 2)}  # section 3.4: z=3, s=2 against z=s=2
+INITS = ("paper", "kaiming", "torch")
+
+
+class AlexNet(nn.Module):
+    """``features`` -> ``avgpool`` -> ``classifier``, as in torchvision.
+
+    Built by :func:`build_model`; the layers are written out literally in the three builders below.
+    """
+
+    def __init__(self, features: nn.Sequential, classifier: nn.Sequential, min_size: int):
+        super().__init__()
+        self.features = features
+        self.avgpool = nn.AdaptiveAvgPool2d((6, 6))
+        self.classifier = classifier
+        self.min_size = min_size  # smallest input height/width the layers accept
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if min(x.shape[-2:]) < self.min_size:
+            raise ValueError(
+                f"input of {x.shape[-2]}x{x.shape[-1]} is below the minimum image size "
+                f"{self.min_size} for this network; resize it to at least {self.min_size}"
+            )
+        x = self.features(x)
+        x = self.avgpool(x)
+        x = torch.flatten(x, 1)  # (N, 256, 6, 6) -> (N, 9216)
+        return self.classifier(x)  # logits: the softmax lives in the loss and in prediction
+
+
+def _act(activation: str) -> nn.Module:
+    return ACTIVATIONS[activation]()
+
+
+def _lrn(lrn: bool) -> list[nn.Module]:
+    return [nn.LocalResponseNorm(LRN_SIZE, alpha=LRN_ALPHA, beta=LRN_BETA, k=LRN_K)] if lrn else []
+
+
+def _pool(pooling: str) -> nn.Module:
+    kernel, stride = POOLING[pooling]
+    return nn.MaxPool2d(kernel_size=kernel, stride=stride)
+
+
+def _seed_classifier(num_classes: int, act: str, dropout: float) -> nn.Sequential:
+    """Dropout *before* FC6 and FC7, as the document's code and torchvision have it."""
+    return nn.Sequential(
+        nn.Dropout(p=dropout),
+        nn.Linear(256 * 6 * 6, 4096),  # fc6: 4096
+        _act(act),
+        nn.Dropout(p=dropout),
+        nn.Linear(4096, 4096),  # fc7: 4096
+        _act(act),
+        nn.Linear(4096, num_classes),  # fc8: num_classes (logits)
+    )
+
+
+def _alexnet(num_classes, in_channels, activation, lrn, pooling, dropout):
+    # Shapes in the comments are for the native 3 x 227 x 227 input.
+    features = nn.Sequential(
+        nn.Conv2d(in_channels, 96, kernel_size=11, stride=4, padding=0),  # conv1: 96 x 55 x 55
+        _act(activation),
+        *_lrn(lrn),
+        _pool(pooling),  # pool1: 96 x 27 x 27
+        nn.Conv2d(96, 256, kernel_size=5, padding=2),  # conv2: 256 x 27 x 27
+        _act(activation),
+        *_lrn(lrn),
+        _pool(pooling),  # pool2: 256 x 13 x 13
+        nn.Conv2d(256, 384, kernel_size=3, padding=1),  # conv3: 384 x 13 x 13
+        _act(activation),
+        nn.Conv2d(384, 384, kernel_size=3, padding=1),  # conv4: 384 x 13 x 13
+        _act(activation),
+        nn.Conv2d(384, 256, kernel_size=3, padding=1),  # conv5: 256 x 13 x 13
+        _act(activation),
+        _pool(pooling),  # pool5: 256 x 6 x 6
+    )
+    return features, _seed_classifier(num_classes, activation, dropout)
+
+
+def _alexnet2012(num_classes, in_channels, activation, lrn, pooling, dropout):
+    # Figure 2: two towers of 48/128/192/192/128 maps. conv3 and the FC layers see both towers;
+    # conv2, conv4 and conv5 see only their own (groups=2). Shapes for 3 x 227 x 227.
+    features = nn.Sequential(
+        nn.Conv2d(in_channels, 96, kernel_size=11, stride=4),  # conv1: 2 x 48 x 55 x 55
+        _act(activation),
+        *_lrn(lrn),  # section 3.3: LRN after the ReLU, before pooling
+        _pool(pooling),  # pool1: 96 x 27 x 27
+        nn.Conv2d(96, 256, kernel_size=5, padding=2, groups=2),  # conv2: 2 x 128 x 27 x 27
+        _act(activation),
+        *_lrn(lrn),
+        _pool(pooling),  # pool2: 256 x 13 x 13
+        nn.Conv2d(256, 384, kernel_size=3, padding=1),  # conv3: 2 x 192 x 13 x 13
+        _act(activation),
+        nn.Conv2d(384, 384, kernel_size=3, padding=1, groups=2),  # conv4: 2 x 192 x 13 x 13
+        _act(activation),
+        nn.Conv2d(384, 256, kernel_size=3, padding=1, groups=2),  # conv5: 2 x 128 x 13 x 13
+        _act(activation),
+        _pool(pooling),  # pool5: 256 x 6 x 6
+    )
+    # Section 4.2: dropout on the outputs of the first two fully-connected layers.
+    classifier = nn.Sequential(
+        nn.Linear(256 * 6 * 6, 4096),  # fc6: 4096
+        _act(activation),
+        nn.Dropout(p=dropout),
+        nn.Linear(4096, 4096),  # fc7: 4096
+        _act(activation),
+        nn.Dropout(p=dropout),
+        nn.Linear(4096, num_classes),  # fc8: num_classes (logits)
+    )
+    return features, classifier
+
+
+def _alexnet_owt(num_classes, in_channels, activation, lrn, pooling, dropout):
+    # torchvision/models/alexnet.py, layer for layer. Shapes for 3 x 224 x 224.
+    features = nn.Sequential(
+        nn.Conv2d(in_channels, 64, kernel_size=11, stride=4, padding=2),  # conv1: 64 x 55 x 55
+        _act(activation),
+        *_lrn(lrn),
+        _pool(pooling),  # pool1: 64 x 27 x 27
+        nn.Conv2d(64, 192, kernel_size=5, padding=2),  # conv2: 192 x 27 x 27
+        _act(activation),
+        *_lrn(lrn),
+        _pool(pooling),  # pool2: 192 x 13 x 13
+        nn.Conv2d(192, 384, kernel_size=3, padding=1),  # conv3: 384 x 13 x 13
+        _act(activation),
+        nn.Conv2d(384, 256, kernel_size=3, padding=1),  # conv4: 256 x 13 x 13
+        _act(activation),
+        nn.Conv2d(256, 256, kernel_size=3, padding=1),  # conv5: 256 x 13 x 13
+        _act(activation),
+        _pool(pooling),  # pool5: 256 x 6 x 6
+    )
+    return features, _seed_classifier(num_classes, activation, dropout)
+
+
+# name -> (builder, native image size, default init, one-line description)
+MODELS = {
+    "alexnet": (
+        _alexnet,
+        227,
+        "kaiming",
+        "the source document's network: 96/256/384/384/256, no LRN, dropout before FC6/FC7, 227x227",
+    ),
+    "alexnet2012": (
+        _alexnet2012,
+        227,
+        "paper",
+        "the 2012 paper's network: two towers (groups=2), LRN, dropout after FC6/FC7, paper init",
+    ),
+    "alexnet_owt": (
+        _alexnet_owt,
+        224,
+        "torch",
+        "torchvision's 'one weird trick' variant: 64/192/384/256/256, pad 2, loads torchvision weights",
+    ),
+}
+
+
+def native_image_size(name: str) -> int:
+    """The input height/width the variant was designed for (227, or 224 for ``alexnet_owt``)."""
+    return MODELS[_check_name(name)][1]
+
+
+def _check_name(name: str) -> str:
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}")
+    return name
+
+
+def _out(size: int, kernel: int, stride: int, padding: int) -> int:
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def min_image_size(features: nn.Sequential) -> int:
+    """Smallest square input for which every convolution and pooling of ``features`` has output."""
+    for size in range(1, 1024):
+        s = size
+        for m in features:
+            if isinstance(m, (nn.Conv2d, nn.MaxPool2d)):
+                k, st, p = (_pair0(m.kernel_size), _pair0(m.stride), _pair0(m.padding))
+                s = _out(s, k, st, p)
+                if s < 1:
+                    break
+        else:
+            return size
+    raise ValueError("these layers accept no input size below 1024")
+
+
+def _pair0(v) -> int:
+    return v[0] if isinstance(v, tuple) else v
+
+
+def init_weights(model: AlexNet, scheme: str) -> None:
+    """Initialize conv and linear layers.
+
+    ``paper``: section 5 - weights N(0, 0.01); biases 1 in conv2, conv4, conv5 and the hidden FC
+    layers ("provides the ReLUs with positive inputs"), 0 elsewhere. With these and lr 0.01 many
+    users see the loss sit at chance for a long time (Caffe's readme used bias 0.1 instead).
+    ``kaiming``: He-normal weights (fan_out, ReLU gain) and zero biases, as torchvision does for
+    VGG/ResNet; this removes the stall at chance and is the training default for ``alexnet``.
+    ``torch``: PyTorch's default layer init, which torchvision's ``alexnet`` keeps.
+    """
+    if scheme not in INITS:
+        raise ValueError(f"unknown init {scheme!r}; choose one of: {', '.join(INITS)}")
+    if scheme == "torch":
+        return
+    layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    for i, m in enumerate(layers):
+        if scheme == "paper":
+            nn.init.normal_(m.weight, mean=0.0, std=0.01)
+            # layers 2, 4, 5 (conv) and 6, 7 (FC) in the paper's 1-based numbering
+            nn.init.constant_(m.bias, 1.0 if i + 1 in (2, 4, 5, 6, 7) else 0.0)
+            continue
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif m is not layers[-1]:
+            nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+        else:
+            nn.init.normal_(m.weight, mean=0.0, std=0.01)  # FC8: small logits at the start
+        nn.init.zeros_(m.bias)
+
+
+def build_model(
+    name: str = "alexnet",
+    *,
+    num_classes: int = 1000,
+    in_channels: int = 3,
+    activation: str = "relu",
+    lrn: bool | None = None,
+    pooling: str = "overlap",
+    dropout: float = 0.5,
+    init: str | None = None,
+) -> AlexNet:
+    """Build an AlexNet variant by name (see :data:`MODELS` and ``alexnet models``).
+
+    Args:
+        name: ``alexnet``, ``alexnet2012`` or ``alexnet_owt``.
+        num_classes: outputs of FC8.
+        in_channels: 3 for RGB, 1 for grayscale.
+        activation: ``relu`` or ``tanh`` (the paper's figure-1 ablation).
+        lrn: local response normalization after conv1 and conv2; default on for ``alexnet2012``
+            only (the paper's section 3.3 ablation).
+        pooling: ``overlap`` (3x3 stride 2, the paper's) or ``plain`` (2x2 stride 2, section 3.4).
+        dropout: dropout probability in the classifier (0.5 in the paper).
+        init: ``paper``, ``kaiming`` or ``torch``; default per variant (see :func:`init_weights`).
+    """
+    builder, _, default_init, _ = MODELS[_check_name(name)]
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {activation!r}; choose one of: {', '.join(ACTIVATIONS)}")
+    if pooling not in POOLING:
+        raise ValueError(f"unknown pooling {pooling!r}; choose one of: {', '.join(POOLING)}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout {dropout} must be in [0, 1)")
+    if num_classes < 1 or in_channels < 1:
+        raise ValueError("num_classes and in_channels must be at least 1")
+    if lrn is None:
+        lrn = name == "alexnet2012"
+    features, classifier = builder(num_classes, in_channels, activation, lrn, pooling, dropout)
+    model = AlexNet(features, classifier, min_image_size(features))
+    init_weights(model, init or default_init)
+    return model

@@ -1,0 +1,56 @@
+"""Figures drawn from what a run wrote to disk (metrics.jsonl), never from live objects."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display needed
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def read_metrics(path: str | Path) -> list[dict]:
+    """The epoch records of a run's ``metrics.jsonl``."""
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def plot_curves(metrics_path: str | Path, out_png: str | Path) -> None:
+    """Loss and accuracy per epoch, training against validation."""
+    rows = read_metrics(metrics_path)
+    epochs = [r["epoch"] for r in rows]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    ax_loss.plot(epochs, [r["train_loss"] for r in rows], "o-", label="train")
+    ax_loss.plot(epochs, [r["val_loss"] for r in rows], "o-", label="validation")
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss")
+    ax_acc.plot(epochs, [100 * r["train_acc"] for r in rows], "o-", label="train top-1")
+    ax_acc.plot(epochs, [100 * r["val_top1"] for r in rows], "o-", label="validation top-1")
+    ax_acc.plot(epochs, [100 * r["val_top5"] for r in rows], "o--", label="validation top-5")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=100)
+    plt.close(fig)
+
+
+def plot_confusion(confusion: list[list[int]], classes: list[str], out_png: str | Path) -> None:
+    """Confusion matrix, rows the true class and columns the predicted one, counts in the cells."""
+    n = len(classes)
+    size = max(5.0, 0.5 * n + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(confusion, cmap="Blues")
+    if n <= 30:
+        ax.set_xticks(range(n), classes, rotation=90)
+        ax.set_yticks(range(n), classes)
+        peak = max(max(row) for row in confusion) or 1
+        for i in range(n):
+            for j in range(n):
+                v = confusion[i][j]
+                ax.text(j, i, str(v), ha="center", va="center", fontsize=7, color="white" if v > peak / 2 else "black")
+    ax.set(xlabel="predicted class", ylabel="true class", title="confusion matrix")
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=100)
+    plt.close(fig)

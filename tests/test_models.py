@@ -1,0 +1,221 @@
+"""The three AlexNet variants: shapes, gradients, exact sizes, and parity with their references.
+
+The strongest tests here compare against an outside reference: the source document's own class
+(tests/reference_seed.py, copied verbatim) and torchvision's ``alexnet``. Models are built once per
+module where a test does not change them; building one costs about half a second on 2 CPU cores.
+"""
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from alexnet.models import MODELS, build_model, native_image_size
+from reference_seed import AlexNet as SeedAlexNet
+
+VARIANTS = list(MODELS)
+
+# Exact totals for 3 x 227 x 227 (224 for alexnet_owt) and 1000 classes; see PAPER.md section 1.
+PARAMS = {"alexnet": 62_378_344, "alexnet2012": 60_965_224, "alexnet_owt": 61_100_840}
+MIN_SIZE = {"alexnet": 67, "alexnet2012": 67, "alexnet_owt": 63}
+NATIVE = {"alexnet": 227, "alexnet2012": 227, "alexnet_owt": 224}
+
+
+@pytest.fixture(scope="module")
+def default_models():
+    """Each variant with its default settings, built once for the read-only tests."""
+    return {name: build_model(name) for name in VARIANTS}
+
+
+def test_registry_matches_the_variants_under_test():
+    assert set(MODELS) == set(PARAMS)
+    for name in VARIANTS:
+        assert native_image_size(name) == NATIVE[name]
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_parameter_count_is_exact(default_models, name):
+    assert sum(p.numel() for p in default_models[name].parameters()) == PARAMS[name]
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+@pytest.mark.parametrize("num_classes, in_channels", [(1000, 3), (10, 1), (7, 3)])
+def test_output_shape(name, num_classes, in_channels):
+    model = build_model(name, num_classes=num_classes, in_channels=in_channels, init="torch").eval()
+    assert model.features[0].weight.shape[1] == in_channels
+    with torch.no_grad():
+        for size in (MIN_SIZE[name], 99, NATIVE[name]):
+            out = model(torch.randn(2, in_channels, size, size))
+            assert out.shape == (2, num_classes), size
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_backward_gives_finite_gradients_everywhere(default_models, name):
+    model = default_models[name].train()
+    model.zero_grad(set_to_none=True)
+    torch.manual_seed(0)
+    size = MIN_SIZE[name]
+    out = model(torch.randn(2, 3, size, size))
+    loss = nn.functional.cross_entropy(out, torch.tensor([1, 2]))
+    loss.backward()
+    assert torch.isfinite(out).all() and torch.isfinite(loss)
+    for pname, p in model.named_parameters():
+        assert p.grad is not None, pname
+        assert torch.isfinite(p.grad).all(), pname
+    model.zero_grad(set_to_none=True)
+    model.eval()
+
+
+# Parity with the source document's class --------------------------------------------------------
+
+
+def test_seed_state_dict_loads_strict_and_gives_identical_logits():
+    torch.manual_seed(0)
+    reference = SeedAlexNet().eval()
+    model = build_model("alexnet", init="torch").eval()
+    model.load_state_dict(reference.state_dict(), strict=True)
+    x = torch.randn(2, 3, 227, 227)
+    with torch.no_grad():
+        expected, got = reference(x), model(x)
+    # AdaptiveAvgPool2d((6, 6)) on a 6 x 6 map averages windows of one value: the identity.
+    assert torch.allclose(got, expected, rtol=0, atol=1e-6)
+    # ... and the other way round: our keys are the document's keys.
+    back = SeedAlexNet()
+    back.load_state_dict(model.state_dict(), strict=True)
+
+
+def test_seed_parity_in_train_mode_with_the_same_dropout_masks():
+    """Dropout sits in the same places (before FC6 and FC7): the same seed draws the same masks."""
+    torch.manual_seed(1)
+    reference = SeedAlexNet().train()
+    model = build_model("alexnet", init="torch").train()
+    model.load_state_dict(reference.state_dict(), strict=True)
+    x = torch.randn(2, 3, 227, 227)
+    with torch.no_grad():
+        torch.manual_seed(2)
+        expected = reference(x)
+        torch.manual_seed(2)
+        got = model(x)
+    assert torch.allclose(got, expected, rtol=0, atol=1e-6)
+
+
+# Parity with torchvision --------------------------------------------------------------------------
+
+
+def test_torchvision_alexnet_loads_into_alexnet_owt_and_back():
+    torch.manual_seed(0)
+    tv = torchvision.models.alexnet(weights=None).eval()
+    model = build_model("alexnet_owt").eval()
+    model.load_state_dict(tv.state_dict(), strict=True)
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        assert torch.allclose(model(x), tv(x), rtol=0, atol=1e-6)
+
+    torch.manual_seed(1)
+    ours = build_model("alexnet_owt").eval()
+    tv_back = torchvision.models.alexnet(weights=None).eval()
+    tv_back.load_state_dict(ours.state_dict(), strict=True)
+    with torch.no_grad():
+        assert torch.allclose(tv_back(x), ours(x), rtol=0, atol=1e-6)
+
+
+# The 2012 paper's network ------------------------------------------------------------------------
+
+
+def _layers(model, kind):
+    return [m for m in model.modules() if isinstance(m, kind)]
+
+
+def test_alexnet2012_has_two_towers(default_models):
+    convs = _layers(default_models["alexnet2012"], nn.Conv2d)
+    assert [c.groups for c in convs] == [1, 2, 1, 2, 2]  # conv3 sees both towers (figure 2)
+    assert [c.out_channels for c in convs] == [96, 256, 384, 384, 256]
+
+
+def test_alexnet2012_lrn_follows_the_relus_of_conv1_and_conv2(default_models):
+    types = [type(m) for m in default_models["alexnet2012"].features]
+    # section 3.3: conv -> ReLU -> LRN -> pool, in layers 1 and 2 only
+    assert types[:8] == [nn.Conv2d, nn.ReLU, nn.LocalResponseNorm, nn.MaxPool2d] * 2
+    assert types.count(nn.LocalResponseNorm) == 2
+    for lrn in _layers(default_models["alexnet2012"], nn.LocalResponseNorm):
+        assert (lrn.size, lrn.alpha, lrn.beta, lrn.k) == (5, 1e-4, 0.75, 2)
+
+
+def test_alexnet2012_dropout_follows_the_fc6_and_fc7_relus(default_models):
+    types = [type(m) for m in default_models["alexnet2012"].classifier]
+    assert types == [nn.Linear, nn.ReLU, nn.Dropout] * 2 + [nn.Linear]
+    assert all(d.p == 0.5 for d in _layers(default_models["alexnet2012"], nn.Dropout))
+
+
+def test_alexnet2012_uses_the_paper_init(default_models):
+    layers = _layers(default_models["alexnet2012"], (nn.Conv2d, nn.Linear))
+    fc6 = layers[5].weight  # 37.7 M draws: the sample std is within ~1e-6 of the true one
+    assert fc6.mean().abs().item() < 1e-4
+    assert fc6.std().item() == pytest.approx(0.01, rel=1e-3)
+    for layer in layers:
+        assert layer.weight.std().item() == pytest.approx(0.01, rel=0.05)
+    # section 5: biases 1 in conv2, conv4, conv5, fc6, fc7; 0 in conv1, conv3, fc8
+    for number, layer in enumerate(layers, start=1):
+        value = 1.0 if number in (2, 4, 5, 6, 7) else 0.0
+        assert torch.equal(layer.bias, torch.full_like(layer.bias, value)), number
+
+
+# Ablation options -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_ablations_build_and_run(name):
+    options = dict(activation="tanh", pooling="plain", dropout=0.2, lrn=name != "alexnet2012")
+    model = build_model(name, num_classes=10, init="torch", **options)
+    assert not _layers(model, nn.ReLU) and len(_layers(model, nn.Tanh)) == 7
+    assert all(p.kernel_size == 2 and p.stride == 2 for p in _layers(model, nn.MaxPool2d))
+    assert [d.p for d in _layers(model, nn.Dropout)] == [0.2, 0.2]
+    assert len(_layers(model, nn.LocalResponseNorm)) == (0 if name == "alexnet2012" else 2)
+    model.train()
+    out = model(torch.randn(2, 3, model.min_size, model.min_size))
+    out.sum().backward()
+    assert out.shape == (2, 10) and torch.isfinite(out).all()
+
+
+def test_lrn_is_off_by_default_except_in_alexnet2012(default_models):
+    counts = {n: len(_layers(m, nn.LocalResponseNorm)) for n, m in default_models.items()}
+    assert counts == {"alexnet": 0, "alexnet2012": 2, "alexnet_owt": 0}
+
+
+def test_alexnet_with_lrn_runs_at_227():
+    model = build_model("alexnet", lrn=True, init="torch").eval()
+    assert len(_layers(model, nn.LocalResponseNorm)) == 2
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 227, 227)).shape == (1, 1000)
+
+
+# Input size and argument checks -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_minimum_image_size(default_models, name):
+    model = default_models[name].eval()
+    smallest = MIN_SIZE[name]
+    assert model.min_size == smallest
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, smallest, smallest)).shape == (1, 1000)
+        with pytest.raises(ValueError, match=str(smallest)):
+            model(torch.randn(1, 3, smallest - 1, smallest - 1))
+        # the guard is honest: the layers themselves fail one pixel below the minimum
+        with pytest.raises(RuntimeError):
+            model.avgpool(model.features(torch.randn(1, 3, smallest - 1, smallest - 1)))
+
+
+@pytest.mark.parametrize(
+    "kwargs, choices",
+    [
+        (dict(name="alexnet3"), list(MODELS)),
+        (dict(name="alexnet", activation="sigmoid"), ["relu", "tanh"]),
+        (dict(name="alexnet", pooling="average"), ["overlap", "plain"]),
+    ],
+)
+def test_unknown_options_raise_naming_the_choices(kwargs, choices):
+    with pytest.raises(ValueError) as info:
+        build_model(**kwargs)
+    for choice in choices:
+        assert choice in str(info.value)
