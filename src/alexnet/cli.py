@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 
 from alexnet.config import ConfigError, TrainConfig, load_config_file
@@ -35,7 +36,7 @@ def _cmd_summary(args) -> int:
         raise ConfigError(f"--image-size {size} is below the minimum {model.min_size} for {args.model}; use at least {model.min_size}")
     result = summarize(model, size, args.in_channels)
     result["model"] = args.model
-    print(json.dumps(result, indent=2) if args.json else f"{args.model} at {args.in_channels}x{size}x{size}\n" + format_table(result))
+    print(json.dumps(result, indent=2) if args.json else f"{args.model}: " + format_table(result))
     return 0
 
 
@@ -56,7 +57,7 @@ def _cmd_train(args) -> int:
             raise ConfigError(f"--resume continues with the run's own settings; drop {', '.join('--' + g.replace('_', '-') for g in given) or '--config'}")
         result = train(TrainConfig(), resume=args.resume)
     else:
-        result = train(_train_settings(args), argv=["alexnet", *sys.argv[1:]])
+        result = train(_train_settings(args), argv=["alexnet", *args.argv])
     print(f"done: validation top-1 {100 * result['val_top1']:.2f}% top-5 {100 * result['val_top5']:.2f}%; run folder {result['run_dir']}")
     return 0
 
@@ -151,8 +152,12 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(argv) if argv is not None else sys.argv[1:]
     try:
         return args.func(args)
+    except BrokenPipeError:  # `alexnet summary | head`: the reader left, nothing is wrong
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except ConfigError as e:
         print(f"alexnet {args.command}: error: {e}", file=sys.stderr)
         return 2

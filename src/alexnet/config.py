@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -80,7 +81,9 @@ class TrainConfig:
                 raise ConfigError(f"--{_flag(key)} must be a positive integer, got {getattr(self, key)}")
         if self.workers < 0:
             raise ConfigError(f"--workers must be 0 or more, got {self.workers}")
-        for key in ("lr", "momentum", "weight_decay", "label_smoothing", "dropout", "warmup"):
+        for key in ("lr", "momentum", "weight_decay", "label_smoothing", "dropout", "warmup", "val_fraction"):
+            if not math.isfinite(getattr(self, key)):
+                raise ConfigError(f"--{_flag(key)} must be a finite number, got {getattr(self, key)}")
             if getattr(self, key) < 0:
                 raise ConfigError(f"--{_flag(key)} must not be negative, got {getattr(self, key)}")
         if self.lr == 0:

@@ -71,6 +71,8 @@ def read_idx(path: str | Path) -> torch.Tensor:
     expected = header + math.prod(shape)
     if len(raw) != expected:
         raise DataError(f"{path}: IDX length {len(raw)} bytes does not match its shape {shape} ({expected} bytes)")
+    if expected == header:  # a valid file of zero images; frombuffer refuses empty buffers
+        return torch.zeros(shape, dtype=torch.uint8)
     return torch.frombuffer(bytearray(raw[header:]), dtype=torch.uint8).reshape(shape)
 
 
@@ -105,6 +107,22 @@ def load_idx_dataset(root: str | Path | None = None) -> dict[str, torch.Tensor]:
         out[f"{split}_images"] = images.unsqueeze(1)  # (N, H, W) -> (N, 1, H, W)
         out[f"{split}_labels"] = labels.long()
     return out
+
+
+def idx_class_names(root: str | Path | None, count: int) -> list[str]:
+    """Fashion-MNIST's names for the default data; else one name per line of ``classes.txt`` in the
+    folder if present, Fashion-MNIST's names for a folder whose name says fashion, else 0, 1, ..."""
+    if root is None:
+        return FASHION_MNIST_CLASSES
+    names_file = Path(root) / "classes.txt"
+    if names_file.is_file():
+        names = [line.strip() for line in names_file.read_text().splitlines() if line.strip()]
+        if len(names) < count:
+            raise DataError(f"{names_file}: {len(names)} names for {count} classes; give one name per line")
+        return names[:count]
+    if "fashion" in Path(root).resolve().name.lower() and count == 10:
+        return FASHION_MNIST_CLASSES
+    return [str(i) for i in range(count)]
 
 
 def is_idx_folder(path: str | Path) -> bool:
@@ -206,10 +224,14 @@ def open_image(path: str | Path, mode: str) -> Image.Image:
 
 def scan_folder(root: Path, classes: list[str] | None = None) -> tuple[list[tuple[str, int]], list[str]]:
     """(path, class index) for every image below ``root``/<class>/, and the sorted class names."""
+    found = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     if classes is None:
-        classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+        classes = found
         if not classes:
             raise DataError(f"{root}: no class sub-folders; expected {root}/<class name>/<image files>")
+    elif set(found) - set(classes):
+        extra = ", ".join(sorted(set(found) - set(classes)))
+        raise DataError(f"{root}: class folder(s) {extra} are not among the training classes; add them to train/ or remove them")
     samples = []
     for i, name in enumerate(classes):
         folder = root / name
@@ -329,7 +351,7 @@ def build_data(cfg, device: torch.device, stats: dict | None = None) -> Data:
 
 def _idx_data(cfg, device, stats) -> Data:
     d = load_idx_dataset(cfg.data)
-    classes = FASHION_MNIST_CLASSES if int(d["train_labels"].max()) < 10 else [str(i) for i in range(int(d["train_labels"].max()) + 1)]
+    classes = idx_class_names(cfg.data, int(d["train_labels"].max()) + 1)
     if stats is None:
         pixels = d["train_images"].float().div_(255)
         stats = {"mean": [pixels.mean().item()], "std": [pixels.std().item()]}

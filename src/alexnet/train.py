@@ -133,21 +133,23 @@ def train(cfg: TrainConfig, *, argv: list[str] | None = None, resume: str | Path
             raise CheckpointError(f"--resume {run_dir}: no checkpoint at {last}; start a new run instead")
         state = load_checkpoint(last)
         cfg = TrainConfig.from_dict(state["config"], source=str(last))
-    else:
-        run_dir = start_run_folder(cfg, argv)
 
     device = resolve_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
+    with torch.device("meta"):  # the size limit, before anything is loaded or written
+        min_size = build_model(cfg.model, pooling=cfg.pooling, init="torch").min_size
+    if cfg.image_size < min_size:
+        raise ConfigError(f"--image-size {cfg.image_size} is below the minimum {min_size} for {cfg.model}; use at least {min_size}")
+    data = build_data(cfg, device, stats=state["preprocess"] if state else None)
+    if state is None:
+        run_dir = start_run_folder(cfg, argv)
     torch.manual_seed(cfg.seed)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    data = build_data(cfg, device, stats=state["preprocess"] if state else None)
     model = build_model(
         cfg.model, num_classes=len(data.classes), in_channels=len(data.preprocess["mean"]),
         activation=cfg.activation, lrn=cfg.lrn, pooling=cfg.pooling, dropout=cfg.dropout, init=cfg.init,
     ).to(device)  # fmt: skip
-    if cfg.image_size < model.min_size:
-        raise ConfigError(f"--image-size {cfg.image_size} is below the minimum {model.min_size} for {cfg.model}; use at least {model.min_size}")
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, cfg)

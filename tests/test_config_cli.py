@@ -1,0 +1,353 @@
+"""config.py and cli.py: the settings tree, its precedence, and what the command line does with bad input.
+
+The error tests hold the CLI to its promise (cli.py's docstring): one line on stderr naming what was
+wrong, no traceback, exit code 2 for usage errors (argparse, and settings rejected by
+:class:`TrainConfig`) and 1 for the rest (missing data, checkpoints and images). Nothing here
+trains: the cases that reach ``train()`` fail before the first step, and the tests that need a
+successful ``train`` sub-command replace ``alexnet.train.train`` with a recorder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from alexnet.cli import _train_settings, build_parser, main
+from alexnet.config import DEFAULTS, ConfigError, TrainConfig, load_config_file
+
+VARIANTS = ("alexnet", "alexnet2012", "alexnet_owt")
+
+
+# --------------------------------------------------------------------------------------------
+# TrainConfig
+
+
+def test_defaults_build_and_follow_the_paper():
+    cfg = TrainConfig()
+    assert cfg == DEFAULTS
+    # Krizhevsky et al. 2012, section 5 and 4.2: batch 128, momentum 0.9, weight decay 0.0005, dropout 0.5
+    assert (cfg.batch_size, cfg.momentum, cfg.weight_decay, cfg.dropout) == (128, 0.9, 5e-4, 0.5)
+    assert cfg.model in VARIANTS and cfg.data is None
+
+
+def test_settings_survive_a_json_round_trip():
+    # config.json and every checkpoint store to_dict(); resume and evaluate read it back with from_dict
+    cfg = TrainConfig(model="alexnet2012", lr=1.0, lrn=True, init="paper", data="/x", name="n", channels_last=False)
+    assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    assert TrainConfig.from_dict(DEFAULTS.to_dict()) == DEFAULTS
+
+
+def test_from_dict_rejects_unknown_keys_naming_them():
+    with pytest.raises(ConfigError) as e:
+        TrainConfig.from_dict({"epoch": 3, "lr": 0.1, "bogus_key": 1}, source="my.json")
+    msg = str(e.value)
+    assert "epoch" in msg and "bogus_key" in msg and "my.json" in msg
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("epochs", "3"), ("epochs", 3.0), ("epochs", True), ("lr", "x"), ("lr", None), ("lr", False),
+        ("channels_last", 1), ("channels_last", "true"), ("lrn", "yes"), ("data", 5), ("batch_size", [128]),
+        ("model", None), ("init", 1),
+    ],
+)  # fmt: skip
+def test_from_dict_rejects_wrong_types_naming_the_key(key, value):
+    with pytest.raises(ConfigError) as e:
+        TrainConfig.from_dict({key: value}, source="settings.json")
+    assert key in str(e.value) and "settings.json" in str(e.value)
+
+
+@pytest.mark.parametrize("values", [{"lr": 1}, {"lrn": None}, {"lrn": False}, {"data": None}, {"init": "paper"}, {"dropout": 0}])
+def test_from_dict_accepts_the_right_types(values):
+    cfg = TrainConfig.from_dict(values)
+    for key, value in values.items():
+        assert getattr(cfg, key) == value
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("epochs", 0), ("epochs", -1), ("batch_size", 0), ("batch_size", -8), ("lr", 0.0), ("lr", -1.0),
+        ("image_size", 0), ("image_size", -67), ("workers", -1), ("momentum", -0.1), ("weight_decay", -1e-4),
+        ("dropout", 1.0), ("dropout", -0.5), ("val_fraction", 0.0), ("val_fraction", 1.0),
+        ("model", "nope"), ("activation", "gelu"), ("pooling", "max"), ("schedule", "step"),
+        ("precision", "fp16"), ("init", "xavier"),
+    ],
+)  # fmt: skip
+def test_bad_values_are_rejected_naming_the_flag(key, value):
+    flag = "--" + key.replace("_", "-")
+    for make in (lambda: TrainConfig(**{key: value}), lambda: TrainConfig.from_dict({key: value})):
+        with pytest.raises(ConfigError, match=flag):
+            make()
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf])
+def test_non_finite_learning_rate_is_rejected(value):
+    with pytest.raises(ConfigError, match="--lr"):
+        TrainConfig(lr=value)
+
+
+def test_load_config_file_errors_name_the_file(tmp_path):
+    with pytest.raises(ConfigError, match="missing.json"):
+        load_config_file(tmp_path / "missing.json")
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(ConfigError, match="bad.json"):
+        load_config_file(tmp_path / "bad.json")
+    (tmp_path / "list.json").write_text("[1, 2]")
+    with pytest.raises(ConfigError, match="list.json"):
+        load_config_file(tmp_path / "list.json")
+
+
+# --------------------------------------------------------------------------------------------
+# Precedence: defaults < --config file < flags
+
+
+def _settings(*argv: str) -> TrainConfig:
+    return _train_settings(build_parser().parse_args(["train", *argv]))
+
+
+def test_no_file_and_no_flags_give_the_defaults():
+    assert _settings() == DEFAULTS
+
+
+def test_file_overrides_defaults_and_flags_override_the_file(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"epochs": 5, "lr": 0.1, "batch_size": 64, "channels_last": True, "model": "alexnet2012"}))
+    from_file = _settings("--config", str(path))
+    assert (from_file.epochs, from_file.lr, from_file.batch_size, from_file.model) == (5, 0.1, 64, "alexnet2012")
+    assert from_file.momentum == DEFAULTS.momentum  # not in the file: the default
+
+    both = _settings("--config", str(path), "--epochs", "7", "--no-channels-last", "--momentum", "0.5")
+    assert (both.epochs, both.channels_last, both.momentum) == (7, False, 0.5)  # the flags
+    assert (both.lr, both.batch_size, both.model) == (0.1, 64, "alexnet2012")  # the file
+    assert both.weight_decay == DEFAULTS.weight_decay  # the default
+
+
+def test_file_errors_name_the_file_and_key(tmp_path):
+    path = tmp_path / "typo.json"
+    path.write_text(json.dumps({"epoch": 5}))
+    with pytest.raises(ConfigError, match="typo.json.*epoch"):
+        _settings("--config", str(path))
+    path.write_text(json.dumps({"lr": "0.1"}))
+    with pytest.raises(ConfigError, match="typo.json.*lr"):
+        _settings("--config", str(path))
+
+
+# A value different from the default for every field: each must have a flag that reaches TrainConfig.
+FLAG_VALUES = {
+    "model": ("alexnet_owt", "alexnet_owt"), "activation": ("tanh", "tanh"), "lrn": (None, True),
+    "pooling": ("plain", "plain"), "dropout": ("0.25", 0.25), "init": ("paper", "paper"),
+    "data": ("/some/where", "/some/where"), "image_size": ("99", 99), "val_fraction": ("0.2", 0.2),
+    "workers": ("0", 0), "epochs": ("9", 9), "batch_size": ("32", 32), "lr": ("0.5", 0.5),
+    "momentum": ("0.8", 0.8), "weight_decay": ("0.001", 0.001), "schedule": ("cosine", "cosine"),
+    "warmup": ("0.3", 0.3), "label_smoothing": ("0.1", 0.1), "seed": ("42", 42), "device": ("cpu", "cpu"),
+    "precision": ("fp32", "fp32"), "channels_last": (None, False), "out": ("elsewhere", "elsewhere"),
+    "name": ("r1", "r1"),
+}  # fmt: skip
+
+
+def test_every_setting_has_a_flag():
+    assert set(FLAG_VALUES) == {f.name for f in dataclasses.fields(TrainConfig)}
+    for key, (text, value) in FLAG_VALUES.items():
+        flag = "--" + key.replace("_", "-")
+        if text is None:  # booleans: --flag / --no-flag
+            flag = flag if value else "--no-" + key.replace("_", "-")
+            cfg = _settings(flag)
+        else:
+            cfg = _settings(flag, text)
+        assert getattr(cfg, key) == value != getattr(DEFAULTS, key), key
+
+
+# --------------------------------------------------------------------------------------------
+# The command line: successful commands
+
+
+def _main(capsys, *argv: str) -> tuple[int, str, str]:
+    """Exit code, stdout and stderr of ``alexnet ARGV`` run in this process."""
+    try:
+        code = main(list(argv))
+    except SystemExit as e:  # argparse
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_models_lists_the_three_variants(capsys):
+    code, out, err = _main(capsys, "models")
+    assert code == 0 and err == ""
+    assert sorted(line.split()[0] for line in out.splitlines()) == sorted(VARIANTS)
+
+
+def test_summary_json_has_totals(capsys):
+    code, out, err = _main(capsys, "summary", "--json")
+    assert code == 0
+    result = json.loads(out)
+    assert result["model"] == "alexnet" and "rows" in result
+    assert {"params", "macs"} <= set(result["totals"])
+    assert result["totals"]["params"] == 62_378_344  # the source document's count at 3 x 227 x 227
+
+
+def test_train_gets_the_resolved_settings_and_its_command_line(capsys, monkeypatch, tmp_path):
+    import alexnet.train
+
+    seen = {}
+
+    def fake_train(cfg, *, argv=None, resume=None, quiet=False):
+        seen.update(cfg=cfg, argv=argv, resume=resume)
+        return {"val_top1": 0.5, "val_top5": 0.75, "run_dir": str(tmp_path / "r")}
+
+    monkeypatch.setattr(alexnet.train, "train", fake_train)
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"epochs": 5, "lr": 0.1}))
+    code, out, err = _main(capsys, "train", "--config", str(config), "--epochs", "2", "--out", str(tmp_path))
+    assert code == 0 and err == ""
+    assert "50.00%" in out and "75.00%" in out and str(tmp_path / "r") in out
+    assert seen["cfg"] == TrainConfig(epochs=2, lr=0.1, out=str(tmp_path)) and seen["resume"] is None
+
+
+def test_train_records_the_command_line_it_was_given(capsys, monkeypatch, tmp_path):
+    import alexnet.train
+
+    seen = {}
+    monkeypatch.setattr(alexnet.train, "train", lambda cfg, **kw: seen.update(kw) or {"val_top1": 0, "val_top5": 0, "run_dir": ""})
+    monkeypatch.setattr(sys, "argv", ["python", "-m", "pytest", "-q"])
+    argv = ["train", "--epochs", "2", "--out", str(tmp_path)]
+    assert _main(capsys, *argv)[0] == 0
+    assert seen["argv"] == ["alexnet", *argv]
+
+
+# --------------------------------------------------------------------------------------------
+# The command line: bad input
+
+ARGPARSE_ERRORS = [
+    [],
+    ["nope"],
+    ["train", "--nope"],
+    ["train", "--epochs", "three"],
+    ["summary", "--model", "nope"],
+    ["summary", "--image-size", "0"],
+    ["predict"],
+    ["evaluate"],
+]
+
+
+@pytest.mark.parametrize("argv", ARGPARSE_ERRORS, ids=lambda a: " ".join(a) or "nothing")
+def test_usage_errors_from_argparse_exit_2(capsys, argv):
+    code, out, err = _main(capsys, *argv)
+    assert code == 2 and out == ""
+    assert "error:" in err.splitlines()[-1] and "Traceback" not in err
+
+
+# (id, argv with {tmp} and {idx} to fill in, exit code, what stderr must name)
+BAD_INPUT = [
+    ("epochs-0", ["train", "--epochs", "0", "--out", "{tmp}/runs"], 2, "--epochs"),
+    ("lr-negative", ["train", "--lr", "-1", "--out", "{tmp}/runs"], 2, "--lr"),
+    ("batch-size-0", ["train", "--batch-size", "0", "--out", "{tmp}/runs"], 2, "--batch-size"),
+    ("model-nope", ["train", "--model", "nope", "--out", "{tmp}/runs"], 2, "nope"),
+    ("image-size-50", ["train", "--image-size", "50", "--data", "{idx}", "--out", "{tmp}/runs"], 2, "67"),
+    ("config-missing", ["train", "--config", "{tmp}/missing.json", "--out", "{tmp}/runs"], 2, "missing.json"),
+    ("config-not-json", ["train", "--config", "{tmp}/bad.json", "--out", "{tmp}/runs"], 2, "bad.json"),
+    ("config-unknown-key", ["train", "--config", "{tmp}/typo.json", "--out", "{tmp}/runs"], 2, "epoch"),
+    ("resume-with-flags", ["train", "--resume", "{tmp}/empty", "--epochs", "5"], 2, "--epochs"),
+    ("data-missing", ["train", "--data", "/does/not/exist", "--out", "{tmp}/runs"], 1, "/does/not/exist"),
+    ("data-no-images", ["train", "--data", "{tmp}/empty", "--out", "{tmp}/runs"], 1, "{tmp}/empty"),
+    ("resume-empty", ["train", "--resume", "{tmp}/empty"], 1, "{tmp}/empty"),
+    ("predict-no-model", ["predict", "{tmp}/img.png"], 2, "--checkpoint"),
+    ("predict-two-models", ["predict", "{tmp}/img.png", "--checkpoint", "a.pt", "--weights", "b.pth"], 2, "--checkpoint"),
+    ("predict-missing-checkpoint", ["predict", "{tmp}/missing.png", "--checkpoint", "{tmp}/x.pt"], 1, "x.pt"),
+    ("predict-corrupt-checkpoint", ["predict", "{tmp}/img.png", "--checkpoint", "{tmp}/junk.pt"], 1, "junk.pt"),
+    ("predict-corrupt-weights", ["predict", "{tmp}/img.png", "--weights", "{tmp}/junk.pt"], 1, "junk.pt"),
+    ("evaluate-missing-checkpoint", ["evaluate", "--checkpoint", "{tmp}/x.pt"], 1, "x.pt"),
+    ("summary-too-small", ["summary", "--image-size", "50"], 2, "67"),
+]
+
+
+@pytest.fixture
+def bad_input_files(tmp_path):
+    """The files the BAD_INPUT cases point at; missing.json, x.pt and missing.png stay missing."""
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "bad.json").write_text("{")
+    (tmp_path / "typo.json").write_text(json.dumps({"epoch": 3}))
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    (tmp_path / "img.png").write_bytes(b"not really a png")
+    return tmp_path
+
+
+def _fill(argv, tmp, idx):
+    return [a.format(tmp=tmp, idx=idx) for a in argv]
+
+
+@pytest.mark.parametrize("argv, code, names", [c[1:] for c in BAD_INPUT], ids=[c[0] for c in BAD_INPUT])
+def test_bad_input_gives_one_line_and_the_right_exit_code(capsys, bad_input_files, idx_folder, argv, code, names):
+    argv = _fill(argv, bad_input_files, idx_folder.path)
+    got, out, err = _main(capsys, *argv)
+    assert (got, len(err.splitlines())) == (code, 1), err
+    assert err.startswith(f"alexnet {argv[0]}: error: ") and "Traceback" not in err
+    assert names.format(tmp=bad_input_files) in err
+
+
+def test_predict_names_a_missing_or_unreadable_image(capsys, monkeypatch, tmp_path):
+    # A real checkpoint is 230 MB; the image errors do not depend on the model, so a tiny one stands in.
+    import alexnet.predict
+
+    preprocess = {"kind": "folder", "mode": "RGB", "image_size": 8, "resize": 9, "mean": [0.5] * 3, "std": [0.5] * 3}
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 2))
+    monkeypatch.setattr(alexnet.predict, "load_for_inference", lambda *a, **k: (model.eval(), ["a", "b"], preprocess))
+    (tmp_path / "text.png").write_text("not an image")
+    for name, phrase in (("missing.png", "no such image file"), ("text.png", "not a readable image")):
+        code, out, err = _main(capsys, "predict", str(tmp_path / name), "--checkpoint", "stands-in.pt")
+        assert (code, len(err.splitlines())) == (1, 1), err
+        assert str(tmp_path / name) in err and phrase in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        pytest.param(["train", "--epochs", "0"], id="epochs-0"),
+        pytest.param(["train", "--image-size", "50", "--data", "{idx}"], id="image-size-50"),
+        pytest.param(["train", "--data", "/does/not/exist"], id="data-missing"),
+    ],
+)
+def test_rejected_runs_leave_no_run_folder(capsys, tmp_path, idx_folder, argv):
+    runs = tmp_path / "runs"
+    code, _, _ = _main(capsys, *_fill(argv, tmp_path, idx_folder.path), "--out", str(runs), "--name", "r")
+    assert code != 0
+    assert not (runs / "r").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# python -m alexnet, in a fresh interpreter (about 2 s each: torch's import)
+
+
+def _run_module(*argv: str, cwd) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "alexnet", *argv], capture_output=True, text=True, cwd=cwd, timeout=120)
+
+
+def test_python_m_alexnet_models(tmp_path):
+    p = _run_module("models", cwd=tmp_path)
+    assert p.returncode == 0 and p.stderr == ""
+    assert [line.split()[0] for line in p.stdout.splitlines()] == list(VARIANTS)
+
+
+@pytest.mark.parametrize(
+    "argv, code, names",
+    [
+        (["nope"], 2, "nope"),
+        (["train", "--data", "/does/not/exist", "--out", "{tmp}"], 1, "/does/not/exist"),
+        (["predict", "img.png"], 2, "--checkpoint"),
+    ],
+    ids=["unknown-command", "data-missing", "predict-no-model"],
+)
+def test_python_m_alexnet_errors(tmp_path, argv, code, names):
+    p = _run_module(*[a.format(tmp=tmp_path) for a in argv], cwd=tmp_path)
+    assert p.returncode == code and "Traceback" not in p.stderr
+    assert names in p.stderr.splitlines()[-1]
+    if code == 1 or argv[0] == "predict":  # our own errors (argparse prints its usage line first)
+        assert len(p.stderr.splitlines()) == 1, p.stderr
