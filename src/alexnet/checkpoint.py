@@ -44,6 +44,20 @@ def save_checkpoint(state: dict, path: str | Path) -> None:
         os.close(dir_fd)
 
 
+def link_checkpoint(src: str | Path, dst: str | Path) -> None:
+    """Make ``dst`` the same file as ``src`` (a hard link, atomically replacing ``dst``), so that
+    ``best.pt`` costs no second write; falls back to an atomic copy where links are not allowed."""
+    src, dst = Path(src), Path(dst)
+    tmp = dst.with_name(f".{dst.name}.link.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:
+        save_checkpoint(torch.load(src, map_location="cpu", weights_only=True), dst)
+        return
+    os.replace(tmp, dst)
+
+
 def load_file(path: str | Path) -> object:
     """``torch.load(path, weights_only=True)`` with one-line errors for missing, corrupt and unsafe files."""
     path = Path(path)

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# One-shot GPU check, for a machine with an NVIDIA GPU and PyTorch installed:
+#   1. the training-step throughput table on CUDA (fp32 baseline against bf16 / channels_last),
+#   2. training runs on Fashion-MNIST (recipe sweep, the long run, the 227 px network, the paper's init),
+#   3. the fast test suite on CUDA.
+# Usage: benchmarks/gpu.sh OUT_DIR FASHION_MNIST_DIR     (writes a few files to OUT_DIR)
+set -uo pipefail
+out=$1
+data=$2
+runs=${RUNS_DIR:-/tmp/gpu-runs}
+export PYTHONPATH="$PWD/src" PYTHONUNBUFFERED=1
+py=${PYTHON:-python3}
+mkdir -p "$out" "$runs"
+log="$out/log.txt"
+
+{ nvidia-smi -L; $py -c 'import torch, torchvision; print("torch", torch.__version__, "torchvision", torchvision.__version__)'; } 2>&1 | tee "$log"
+
+timeout 120 $py benchmarks/train_throughput.py --device cuda --in-channels 3 --image-sizes 67 227 \
+  --batch-sizes 128 256 --dtypes fp32 bf16 --memory-formats contiguous channels_last \
+  --malloc default --optimizers fused --repeats 5 --steps 10 --no-sanity 2>&1 | tee "$out/throughput.txt" >>"$log"
+
+train() {  # NAME TIMEOUT FLAGS...
+  local name=$1 limit=$2
+  shift 2
+  echo "== $name: $*" >>"$log"
+  timeout "$limit" $py -m alexnet train --data "$data" --out "$runs" --name "$name" "$@" >>"$log" 2>&1
+  echo "rc=$?" >>"$log"
+}
+train b256-lr02-e4 60 --batch-size 256 --epochs 4
+train b256-lr02-e5 60 --batch-size 256 --epochs 5
+train b256-lr02-e6 60 --batch-size 256 --epochs 6
+train b256-lr04-e5 60 --batch-size 256 --lr 0.04 --epochs 5
+train b128-lr02-e4 60 --batch-size 128 --epochs 4
+train b128-lr02-e5 60 --batch-size 128 --epochs 5
+train s99-b256-e5 60 --image-size 99 --batch-size 256 --epochs 5
+train paper2012-plateau-e5 60 --model alexnet2012 --schedule plateau --lr 0.01 --epochs 5
+train default-e15 120 --epochs 15
+train s227-e15 150 --image-size 227 --epochs 15
+
+timeout 120 $py -m pytest -q -x -m "not slow" tests/test_train.py tests/test_models.py 2>&1 | tail -15 >"$out/pytest.txt"
+
+train default-e30 150 --epochs 30
+
+$py - "$runs" >"$out/runs.md" <<'PY'
+import json, sys
+from pathlib import Path
+print("| run | epochs | final top-1 | best top-1 | final top-5 | train img/s (mean) | train+val s |")
+print("|---|---|---|---|---|---|---|")
+for run in sorted(Path(sys.argv[1]).iterdir()):
+    m = run / "metrics.jsonl"
+    if not m.is_file():
+        continue
+    rows = [json.loads(l) for l in m.read_text().splitlines() if l.strip()]
+    cfg = json.loads((run / "config.json").read_text())
+    secs = sum(r["train_seconds"] + r["val_seconds"] for r in rows)
+    ips = sum(r["images_per_second"] for r in rows) / len(rows)
+    print(f"| {run.name} | {len(rows)}/{cfg['epochs']} | {100*rows[-1]['val_top1']:.2f} | "
+          f"{100*max(r['val_top1'] for r in rows):.2f} | {100*rows[-1]['val_top5']:.2f} | {ips:.0f} | {secs:.0f} |")
+PY
+cat "$out/runs.md" "$out/pytest.txt"
