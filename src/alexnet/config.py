@@ -41,12 +41,12 @@ class TrainConfig:
 
     # -- data (data.py) --
     data: str | None = _f(None, "None = Fashion-MNIST from Debian's dataset-fashion-mnist; or a folder of IDX files; or an ImageFolder-style folder of images (one sub-folder per class, optionally train/ and val/)")
-    image_size: int = _f(67, "input height and width; 67 is the smallest the document's layers accept (see README)")
+    image_size: int = _f(99, "input height and width: 99 = 32k+35 gives whole-number maps (final 2x2); 227 is the document's input; 67 the smallest")
     val_fraction: float = _f(0.1, 'hold-out share for an image folder without train/ and val/ sub-folders')
     workers: int = _f(2, 'data-loader worker processes (image folders only; Fashion-MNIST is augmented on tensors)')
 
     # -- optimization (train.py); the paper's section 5 recipe --
-    epochs: int = _f(3, "passes over the training set")
+    epochs: int = _f(5, "passes over the training set")
     batch_size: int = _f(128, "images per SGD step (the paper: 128)")
     lr: float = _f(0.02, 'peak learning rate (the paper: 0.01, constant until validation error stops improving)')
     momentum: float = _f(0.9, "SGD momentum (the paper: 0.9)")
