@@ -144,12 +144,13 @@ def test_file_errors_name_the_file_and_key(tmp_path):
 FLAG_VALUES = {
     "model": ("alexnet_owt", "alexnet_owt"), "activation": ("tanh", "tanh"), "lrn": (None, True),
     "pooling": ("plain", "plain"), "dropout": ("0.25", 0.25), "init": ("paper", "paper"),
-    "data": ("/some/where", "/some/where"), "image_size": ("99", 99), "val_fraction": ("0.2", 0.2),
+    "data": ("/some/where", "/some/where"), "image_size": ("131", 131), "val_fraction": ("0.2", 0.2),
     "workers": ("0", 0), "epochs": ("9", 9), "batch_size": ("32", 32), "lr": ("0.5", 0.5),
     "momentum": ("0.8", 0.8), "weight_decay": ("0.001", 0.001), "schedule": ("cosine", "cosine"),
     "warmup": ("0.3", 0.3), "label_smoothing": ("0.1", 0.1), "seed": ("42", 42), "device": ("cpu", "cpu"),
     "precision": ("fp32", "fp32"), "channels_last": (None, False), "out": ("elsewhere", "elsewhere"),
-    "name": ("r1", "r1"),
+    "name": ("r1", "r1"), "checkpoint_every": ("10m", "10m"), "on_nan": ("rollback", "rollback"),
+    "skip_bad_images": (None, True),
 }  # fmt: skip
 
 
@@ -266,6 +267,12 @@ BAD_INPUT = [
     ("predict-corrupt-weights", ["predict", "{tmp}/img.png", "--weights", "{tmp}/junk.pt"], 1, "junk.pt"),
     ("evaluate-missing-checkpoint", ["evaluate", "--checkpoint", "{tmp}/x.pt"], 1, "x.pt"),
     ("summary-too-small", ["summary", "--image-size", "50"], 2, "67"),
+    ("lr-nan", ["train", "--lr", "nan", "--out", "{tmp}/runs"], 2, "--lr"),
+    ("dropout-1", ["train", "--dropout", "1", "--out", "{tmp}/runs"], 2, "--dropout"),
+    ("checkpoint-every-bad", ["train", "--checkpoint-every", "soon", "--out", "{tmp}/runs"], 2, "--checkpoint-every"),
+    ("on-nan-bad", ["train", "--on-nan", "ignore", "--out", "{tmp}/runs"], 2, "--on-nan"),
+    ("existing-run", ["train", "--data", "{idx}", "--out", "{tmp}/runs", "--name", "done"], 2, "--resume"),
+    ("out-unwritable", ["train", "--data", "{idx}", "--out", "{tmp}/img.png/runs"], 2, "--out"),
 ]
 
 
@@ -277,6 +284,8 @@ def bad_input_files(tmp_path):
     (tmp_path / "typo.json").write_text(json.dumps({"epoch": 3}))
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     (tmp_path / "img.png").write_bytes(b"not really a png")
+    (tmp_path / "runs" / "done" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "runs" / "done" / "checkpoints" / "last.pt").write_bytes(b"a run that finished")
     return tmp_path
 
 

@@ -29,17 +29,14 @@ from alexnet.data import (
     DataError,
     TensorBatches,
     build_data,
-    channel_stats,
     find_idx_files,
-    folder_transform,
     load_idx_dataset,
-    open_image,
     preprocess_image,
     random_flips_and_shifts,
     read_idx,
     resample,
-    scan_folder,
 )
+from alexnet.folders import channel_stats, folder_transform, open_image, scan_folder
 from conftest import CLASS_COLOURS, IDX_NAMES, write_idx
 
 CPU = torch.device("cpu")
@@ -426,7 +423,7 @@ def test_idx_data_stats_and_preprocess(idx_folder):
 def test_preprocess_image_equals_the_evaluation_batch_for_idx_data(idx_folder, tmp_path):
     # The predict/evaluate guarantee: a 28 x 28 PNG of a test image becomes exactly the tensor the
     # evaluation batches hold for that image.
-    data = build_data(TrainConfig(data=str(idx_folder.path), batch_size=16), CPU)
+    data = build_data(TrainConfig(data=str(idx_folder.path), batch_size=16, image_size=67), CPU)
     batch, labels = next(iter(data.val))
     assert torch.equal(labels, idx_folder.test_labels[:16])
     for i in (0, 7, 15):

@@ -1,4 +1,4 @@
-"""The ``alexnet`` command: models, summary, train, evaluate, predict.
+"""The ``alexnet`` command: models, summary, train, evaluate, predict, export.
 
 Every sub-command parses its flags and calls a library function of the same name; errors in what
 the user gave come out as one line on stderr, exit code 2 for usage errors and 1 for the rest.
@@ -86,6 +86,14 @@ def _cmd_predict(args) -> int:
     return 0
 
 
+def _cmd_export(args) -> int:
+    from alexnet.export import export
+
+    paths = export(args.checkpoint, format=args.format, out=args.out, force=args.force)
+    print("wrote " + " and ".join(str(p) for p in paths))
+    return 0
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -106,6 +114,7 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from alexnet.export import EXPORTERS
     from alexnet.models import MODELS
 
     parser = argparse.ArgumentParser(prog="alexnet", description="AlexNet: the source document's, the 2012 paper's and torchvision's.")
@@ -137,11 +146,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="top-k classes of image files")
     p.add_argument("images", nargs="+", metavar="IMAGE")
-    p.add_argument("--checkpoint", default=None, help="a checkpoint written by alexnet train")
+    p.add_argument("--checkpoint", default=None, help="a checkpoint written by alexnet train, or a .safetensors from alexnet export")
     p.add_argument("--weights", default=None, help="a torchvision AlexNet weights file (alexnet-owt-*.pth)")
     p.add_argument("--top", type=_positive_int, default=5)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("export", help="write a checkpoint's weights as safetensors plus a JSON sidecar (no pickle)")
+    p.add_argument("--checkpoint", required=True, help="a checkpoint written by alexnet train")
+    p.add_argument("--format", default="safetensors", choices=list(EXPORTERS), help="file format (default: safetensors)")
+    p.add_argument("--out", default=None, help="the .safetensors path or a folder (default: next to the checkpoint); the sidecar is <same stem>.json")
+    p.add_argument("--force", action="store_true", help="replace existing files")
+    p.set_defaults(func=_cmd_export)
     return parser
 
 
@@ -149,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``alexnet`` and ``python -m alexnet``; returns the exit code."""
     from alexnet.checkpoint import CheckpointError
     from alexnet.data import DataError
+    from alexnet.train import Interrupted, RunError
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -161,7 +178,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"alexnet {args.command}: error: {e}", file=sys.stderr)
         return 2
-    except (DataError, CheckpointError, ValueError, FloatingPointError, OSError) as e:
+    except Interrupted as e:
+        print(f"alexnet {args.command}: {e}", file=sys.stderr)
+        return e.exit_code
+    except (DataError, CheckpointError, RunError, ValueError, FloatingPointError, OSError) as e:
         print(f"alexnet {args.command}: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

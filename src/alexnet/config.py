@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -44,9 +45,10 @@ class TrainConfig:
     image_size: int = _f(99, "input height and width: 99 = 32k+35 gives whole-number maps (final 2x2); 227 is the document's input; 67 the smallest")
     val_fraction: float = _f(0.1, 'hold-out share for an image folder without train/ and val/ sub-folders')
     workers: int = _f(2, 'data-loader worker processes (image folders only; Fashion-MNIST is augmented on tensors)')
+    skip_bad_images: bool = _f(False, "train on the readable images of a folder and list the bad ones in the run folder's bad_images.json")
 
     # -- optimization (train.py); the paper's section 5 recipe --
-    epochs: int = _f(5, "passes over the training set")
+    epochs: int = _f(4, "passes over the training set")
     batch_size: int = _f(128, "images per SGD step (the paper: 128)")
     lr: float = _f(0.02, 'peak learning rate (the paper: 0.01, constant until validation error stops improving)')
     momentum: float = _f(0.9, "SGD momentum (the paper: 0.9)")
@@ -59,6 +61,8 @@ class TrainConfig:
     seed: int = _f(0, "seeds the init, the data order, the augmentation and the hold-out split")
     device: str = _f("auto", 'auto (CUDA when present, else CPU), cpu, cuda, cuda:N')
     precision: str = _f("auto", 'auto (bf16 autocast where the hardware runs it fast), fp32, bf16')
+    checkpoint_every: str | None = _f(None, "also save last.pt during an epoch: every N steps (500) or minutes (10m)")
+    on_nan: str = _f("stop", "on a NaN or infinite loss: stop (keeping the last good checkpoint), or rollback to it with half the learning rate (at most 3 times)")
     channels_last: bool = _f(True, "NHWC memory format (faster convolutions on CPU and GPU)")
     out: str = _f("runs", 'parent folder of run folders')
     name: str | None = _f(None, 'run folder name; None = model and a timestamp')
@@ -70,6 +74,7 @@ class TrainConfig:
             "pooling": tuple(POOLING),
             "schedule": SCHEDULES,
             "precision": ("auto", "fp32", "bf16"),
+            "on_nan": ("stop", "rollback"),
         }
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
@@ -90,6 +95,8 @@ class TrainConfig:
             raise ConfigError("--lr must be positive, got 0")
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"--dropout must be in [0, 1), got {self.dropout}")
+        if self.checkpoint_every is not None and not re.fullmatch(r"[1-9][0-9]*m?|[0-9]*\.[0-9]+m", self.checkpoint_every):
+            raise ConfigError(f"--checkpoint-every {self.checkpoint_every!r}: give steps (500) or minutes (10m)")
         if not 0 < self.val_fraction < 1:
             raise ConfigError(f"--val-fraction must be between 0 and 1, got {self.val_fraction}")
 

@@ -6,8 +6,7 @@ Two paths, one interface (:func:`build_data` returns :class:`Data`):
   :class:`TensorBatches` moves each batch to the device and resizes, crops and flips it there in a
   single ``grid_sample`` call - no per-image Python work, so the same code is fast on CPU and GPU.
 * An image folder (torchvision's ImageFolder layout) is decoded by PIL in DataLoader workers with
-  the paper's transforms: shorter side to 256 (scaled with ``image_size``), random crop and
-  horizontal flip for training, centre crop for evaluation.
+  the paper's transforms: see folders.py.
 
 Per-channel normalization statistics are computed from the training set and stored with the model.
 """
@@ -16,7 +15,7 @@ from __future__ import annotations
 
 import gzip
 import math
-import random
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -24,7 +23,6 @@ from typing import Any, Iterator
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = [
@@ -38,12 +36,22 @@ IDX_FILES = {
     "test_labels": "t10k-labels-idx1-ubyte",
 }
 INSTALL_HINT = "install them with: sudo apt-get install dataset-fashion-mnist (or pass --data DIR)"
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 MAX_SHIFT = 2.0  # Fashion-MNIST random crops: shifts of up to 2 of the 28 source pixels
 
 
 class DataError(Exception):
     """Data that cannot be used; the message names the file or folder and what to do."""
+
+
+class ImageError(DataError):
+    """An image file that cannot be used; the message is one line, ``"<path>: <reason>"``."""
+
+    def __init__(self, path: str | Path, reason: str):
+        self.path, self.reason = str(path), reason
+        super().__init__(f"{path}: {reason}")
+
+    def __reduce__(self):  # rebuilt from (path, reason) when it crosses from a loader worker
+        return type(self), (self.path, self.reason)
 
 
 # --------------------------------------------------------------------------------------------
@@ -53,13 +61,17 @@ _IDX_DTYPES = {0x08: torch.uint8}
 
 
 def read_idx(path: str | Path) -> torch.Tensor:
-    """Read an IDX file (plain or .gz) into a uint8 tensor, checking its magic number and length."""
+    """Read an IDX file (plain or .gz) into a uint8 tensor, checking its magic number and length.
+
+    Any malformed file - not gzip data in a .gz, a cut-off or damaged gzip stream, a wrong magic
+    number, a shape that does not match the length - raises :class:`DataError` naming it.
+    """
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rb") as f:
             raw = f.read()
-    except (OSError, EOFError) as e:
+    except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError; bad deflate data a zlib.error
         raise DataError(f"{path}: cannot read IDX file ({e})") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES or not 1 <= raw[3] <= 4:
         raise DataError(f"{path}: not an IDX file of unsigned bytes (wrong magic number)")
@@ -72,7 +84,10 @@ def read_idx(path: str | Path) -> torch.Tensor:
     if len(raw) != expected:
         raise DataError(f"{path}: IDX length {len(raw)} bytes does not match its shape {shape} ({expected} bytes)")
     if expected == header:  # a valid file of zero images; frombuffer refuses empty buffers
-        return torch.zeros(shape, dtype=torch.uint8)
+        try:
+            return torch.zeros(shape, dtype=torch.uint8)
+        except RuntimeError:  # e.g. 0 x 2^32-1 x 2^32-1 x 2^32-1: no elements, but its strides overflow
+            raise DataError(f"{path}: IDX shape {shape} is too large to hold") from None
     return torch.frombuffer(bytearray(raw[header:]), dtype=torch.uint8).reshape(shape)
 
 
@@ -145,26 +160,30 @@ class TensorBatches:
         self.device = torch.device(device)
         self.mean = torch.tensor(mean).view(1, -1, 1, 1).to(self.device)
         self.std = torch.tensor(std).view(1, -1, 1, 1).to(self.device)
-        self.seed, self.epoch = seed, 0
+        self.seed, self.epoch, self.start = seed, 0, 0
         if self.device.type == "cuda":  # keep the whole set on the GPU: no host transfers at all
             self.images, self.labels = self.images.to(self.device), self.labels.to(self.device)
 
     def __len__(self) -> int:
         return math.ceil(len(self.images) / self.batch_size)
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Select the epoch's order, and skip its first ``start`` batches (resuming mid-epoch)."""
+        self.epoch, self.start = epoch, start
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         n = len(self.images)
         order = torch.randperm(n, generator=g) if self.train else torch.arange(n)
-        for start in range(0, n, self.batch_size):
+        for b, start in enumerate(range(0, n, self.batch_size)):
             idx = order[start : start + self.batch_size].to(self.images.device)
+            if self.train:  # draw even for skipped batches: the random stream stays the same
+                flip, shift = random_flips_and_shifts(len(idx), g)
+            if b < self.start:
+                continue
             x = self.images[idx].to(self.device, non_blocking=True).float().div_(255)
             y = self.labels[idx].to(self.device, non_blocking=True)
             if self.train:
-                flip, shift = random_flips_and_shifts(len(idx), g)
                 yield self.transform(x, flip, shift), y
             else:
                 yield self.transform(x), y
@@ -201,106 +220,6 @@ def random_flips_and_shifts(n: int, g: torch.Generator) -> tuple[torch.Tensor, t
 
 
 # --------------------------------------------------------------------------------------------
-# Image folders (ImageFolder layout)
-
-
-def open_image(path: str | Path, mode: str) -> Image.Image:
-    """Decode any PIL-readable image and convert it to ``mode`` ('RGB' or 'L').
-
-    Palette images with transparency and RGBA are composited on white first, so transparent
-    pixels do not turn into arbitrary colours; CMYK, 16-bit and others go through PIL's convert.
-    """
-    with Image.open(path) as img:
-        img.load()
-        if img.mode == "P" and "transparency" in img.info:
-            img = img.convert("RGBA")
-        if img.mode in ("RGBA", "LA"):
-            background = Image.new("RGBA", img.size, (255, 255, 255, 255))
-            img = Image.alpha_composite(background, img.convert("RGBA"))
-        if img.mode == "I;16" or img.mode == "I":
-            img = img.point(lambda v: v / 256).convert("L")
-        return img.convert(mode)
-
-
-def scan_folder(root: Path, classes: list[str] | None = None) -> tuple[list[tuple[str, int]], list[str]]:
-    """(path, class index) for every image below ``root``/<class>/, and the sorted class names."""
-    found = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    if classes is None:
-        classes = found
-        if not classes:
-            raise DataError(f"{root}: no class sub-folders; expected {root}/<class name>/<image files>")
-    elif set(found) - set(classes):
-        extra = ", ".join(sorted(set(found) - set(classes)))
-        raise DataError(f"{root}: class folder(s) {extra} are not among the training classes; add them to train/ or remove them")
-    samples = []
-    for i, name in enumerate(classes):
-        folder = root / name
-        if not folder.is_dir():
-            continue
-        for path in sorted(folder.rglob("*")):
-            if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS:
-                samples.append((str(path), i))
-    if not samples:
-        raise DataError(f"{root}: no image files ({', '.join(IMAGE_EXTENSIONS)}) in its class sub-folders")
-    return samples, classes
-
-
-def resize_size(image_size: int) -> int:
-    """Shorter side before cropping: the paper's 256 for 224-227 crops, scaled for other sizes."""
-    return 256 if 224 <= image_size <= 256 else max(image_size, round(image_size * 256 / 224))
-
-
-def folder_transform(image_size: int, mean, std, train: bool):
-    """The paper's photo pipeline: resize shorter side, random (train) or centre (eval) crop."""
-    from torchvision.transforms import v2
-
-    crop = [v2.RandomCrop(image_size), v2.RandomHorizontalFlip()] if train else [v2.CenterCrop(image_size)]
-    return v2.Compose([
-        v2.PILToTensor(),
-        v2.Resize(resize_size(image_size), antialias=True),
-        *crop,
-        v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize(mean, std),
-    ])  # fmt: skip
-
-
-class ImageList(Dataset):
-    """A list of (path, label) pairs decoded with :func:`open_image` and a transform."""
-
-    def __init__(self, samples, mode: str, transform=None):
-        self.samples, self.mode, self.transform = samples, mode, transform
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, i: int):
-        path, label = self.samples[i]
-        img = open_image(path, self.mode)
-        return (self.transform(img) if self.transform else img), label
-
-
-def channel_stats(samples, mode: str, limit: int = 2000, size: int = 64, seed: int = 0):
-    """Per-channel mean and std of pixel values in [0, 1] over up to ``limit`` training images.
-
-    Each image is resized to ``size`` x ``size`` first: the statistics barely change and a
-    million-image set is summarized in seconds.
-    """
-    from torchvision.transforms import v2
-
-    chosen = random.Random(seed).sample(samples, min(limit, len(samples)))
-    prep = v2.Compose([v2.PILToTensor(), v2.Resize((size, size), antialias=True), v2.ToDtype(torch.float64, scale=True)])
-    total = sq = None
-    for path, _ in chosen:
-        x = prep(open_image(path, mode)).flatten(1)
-        s, q = x.sum(1), (x * x).sum(1)
-        total, sq = (s, q) if total is None else (total + s, sq + q)
-    count = len(chosen) * size * size
-    mean = total / count
-    std = (sq / count - mean**2).clamp_min(1e-12).sqrt()
-    return mean.tolist(), std.tolist()
-
-
-# --------------------------------------------------------------------------------------------
 # One entry point for training and evaluation
 
 
@@ -316,23 +235,7 @@ class Data:
     num_val: int
     source: str
     split: dict | None = field(default=None)  # the hold-out split made for a plain folder
-
-
-class _EpochLoader:
-    """A DataLoader whose shuffling order is fixed by (seed, epoch), like TensorBatches."""
-
-    def __init__(self, loader: DataLoader, seed: int):
-        self.loader, self.seed = loader, seed
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-    def set_epoch(self, epoch: int) -> None:
-        if self.loader.generator is not None:
-            self.loader.generator.manual_seed(self.seed * 1_000_003 + epoch)
-
-    def __iter__(self):
-        return iter(self.loader)
+    bad_files: list[dict] = field(default_factory=list)  # {"path", "reason"} skipped by --skip-bad-images
 
 
 def build_data(cfg, device: torch.device, stats: dict | None = None) -> Data:
@@ -346,7 +249,9 @@ def build_data(cfg, device: torch.device, stats: dict | None = None) -> Data:
     root = Path(cfg.data)
     if not root.is_dir():
         raise DataError(f"--data {root}: no such folder; give an image folder or a folder of IDX files")
-    return _folder_data(cfg, root, device, stats)
+    from alexnet.folders import folder_data  # folders.py builds on this module's Data and errors
+
+    return folder_data(cfg, root, device, stats)
 
 
 def _idx_data(cfg, device, stats) -> Data:
@@ -368,49 +273,9 @@ def _idx_data(cfg, device, stats) -> Data:
     )
 
 
-def _folder_data(cfg, root: Path, device, stats) -> Data:
-    split = None
-    if (root / "train").is_dir() and (root / "val").is_dir():
-        train_samples, classes = scan_folder(root / "train")
-        val_samples, _ = scan_folder(root / "val", classes)
-    else:
-        samples, classes = scan_folder(root)
-        order = list(range(len(samples)))
-        random.Random(cfg.seed).shuffle(order)
-        n_val = max(1, round(len(samples) * cfg.val_fraction)) if len(samples) > 1 else 0
-        val_samples = [samples[i] for i in sorted(order[:n_val])]
-        train_samples = [samples[i] for i in sorted(order[n_val:])]
-        split = {"seed": cfg.seed, "val_fraction": cfg.val_fraction, "val": [p for p, _ in val_samples]}
-    if not val_samples:
-        raise DataError(f"--data {root}: too few images to hold out a validation set")
-    mode = "RGB"
-    if stats is None:
-        mean, std = channel_stats(train_samples, mode, seed=cfg.seed)
-        stats = {"mean": mean, "std": std}
-    pin = device.type == "cuda"
-
-    def loader(samples, train):
-        ds = ImageList(samples, mode, folder_transform(cfg.image_size, stats["mean"], stats["std"], train))
-        g = torch.Generator().manual_seed(cfg.seed) if train else None
-        return DataLoader(
-            ds, batch_size=cfg.batch_size, shuffle=train, generator=g, num_workers=cfg.workers,
-            pin_memory=pin, persistent_workers=cfg.workers > 0, drop_last=False,
-        )  # fmt: skip
-
-    return Data(
-        train=_EpochLoader(loader(train_samples, True), cfg.seed),
-        val=_EpochLoader(loader(val_samples, False), cfg.seed),
-        classes=classes,
-        preprocess={"kind": "folder", "mode": mode, "image_size": cfg.image_size, "resize": resize_size(cfg.image_size), "mean": stats["mean"], "std": stats["std"]},
-        num_train=len(train_samples),
-        num_val=len(val_samples),
-        source=str(root),
-        split=split,
-    )
-
-
 def preprocess_image(path: str | Path, preprocess: dict) -> torch.Tensor:
     """One image file -> (C, S, S) model input, exactly as evaluation batches are made."""
+    from alexnet.folders import folder_transform, open_image
     img = open_image(path, preprocess["mode"])
     if preprocess["kind"] == "tensor":
         s = preprocess["source_size"]  # back to the data set's own resolution, then as TensorBatches

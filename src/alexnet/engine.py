@@ -19,6 +19,12 @@ def autocast(device: torch.device, precision: str):
     return contextlib.nullcontext()
 
 
+def _to(device: torch.device, x: torch.Tensor, y: torch.Tensor, channels_last: bool):
+    """A batch on the device; images NHWC when the model is (the convolutions' fast layout)."""
+    x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+    return (x.contiguous(memory_format=torch.channels_last) if channels_last else x), y
+
+
 def train_one_epoch(
     model: nn.Module,
     batches,
@@ -29,23 +35,34 @@ def train_one_epoch(
     step_scheduler=None,
     label_smoothing: float = 0.0,
     channels_last: bool = False,
-    on_step: Callable[[dict], None] | None = None,
+    on_step: Callable[[dict], bool | None] | None = None,
+    totals: dict | None = None,
 ) -> dict:
-    """Train for one pass over ``batches``; returns mean loss, accuracy, images and seconds.
+    """Train for one pass over ``batches``; returns mean loss, accuracy, images and steps of the
+    epoch, and the seconds and images (``images_now``) of this call.
 
-    ``step_scheduler`` (if given) is stepped after every optimizer step (warm-up, one-cycle);
-    ``on_step`` receives a small dict after every step for progress display.
+    ``step_scheduler`` (if given) is stepped after every optimizer step (warm-up, one-cycle).
+    ``on_step`` receives a dict after every step (``step``: batches done in this epoch, ``loss``,
+    ``images``, ``lr``, ``totals()``: the running sums); when it returns True the epoch stops there
+    and the result has ``stopped=True``. ``totals`` continues the running sums of an epoch that was
+    stopped part-way (``{"loss_sum", "correct", "seen", "steps"}``), so its metrics come out as if
+    it had never stopped. A NaN or infinite loss raises FloatingPointError.
     """
     model.train()
     start = time.perf_counter()
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device, dtype=torch.long)
-    seen = 0
+    totals = totals or {"loss_sum": 0.0, "correct": 0, "seen": 0, "steps": 0}
+    loss_sum = torch.tensor(totals["loss_sum"], device=device)
+    correct = torch.tensor(totals["correct"], device=device, dtype=torch.long)
+    seen, step = totals["seen"], totals["steps"]
+    seen_before = seen
+    check_every = 1 if device.type == "cpu" else 50  # a finiteness check syncs a GPU: do it rarely
+    stopped = False
+
+    def running() -> dict:
+        return {"loss_sum": loss_sum.item(), "correct": correct.item(), "seen": seen, "steps": step}
+
     for x, y in batches:
-        x = x.to(device, non_blocking=True)
-        y = y.to(device, non_blocking=True)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x, y = _to(device, x, y, channels_last)
         with autocast(device, precision):
             logits = model(x)
             loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
@@ -57,13 +74,21 @@ def train_one_epoch(
         loss_sum += loss.detach() * len(y)
         correct += (logits.argmax(1) == y).sum()
         seen += len(y)
-        if on_step is not None:
-            on_step({"loss": loss, "images": len(y), "lr": optimizer.param_groups[0]["lr"]})
-    seconds = time.perf_counter() - start
+        step += 1
+        if step % check_every == 0 and not torch.isfinite(loss_sum):
+            raise FloatingPointError(f"the training loss became {loss.item()} at step {step} of the epoch")
+        if on_step is not None and on_step(
+            {"step": step, "loss": loss, "images": len(y), "lr": optimizer.param_groups[0]["lr"], "totals": running}
+        ):
+            stopped = True
+            break
     loss_mean = loss_sum.item() / max(seen, 1)
     if not math.isfinite(loss_mean):
         raise FloatingPointError(f"the training loss became {loss_mean}")
-    return {"loss": loss_mean, "acc": correct.item() / max(seen, 1), "images": seen, "seconds": seconds}
+    return {
+        "loss": loss_mean, "acc": correct.item() / max(seen, 1), "images": seen, "steps": step,
+        "seconds": time.perf_counter() - start, "images_now": seen - seen_before, "stopped": stopped,
+    }  # fmt: skip
 
 
 @torch.no_grad()
@@ -85,10 +110,7 @@ def evaluate(
     seen = 0
     k = min(5, num_classes)
     for x, y in batches:
-        x = x.to(device, non_blocking=True)
-        y = y.to(device, non_blocking=True)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x, y = _to(device, x, y, channels_last)
         with autocast(device, precision):
             logits = model(x).float()
         loss_sum += F.cross_entropy(logits, y, reduction="sum")

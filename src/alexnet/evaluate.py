@@ -15,13 +15,15 @@ from alexnet.train import resolve_device, resolve_precision
 
 
 def evaluate_checkpoint(checkpoint: str | Path, *, data: str | None = None, device: str = "auto", out: str | Path | None = None) -> dict:
-    """Evaluate a training checkpoint on its validation data (or on ``data``, same layout).
+    """Evaluate a training checkpoint or an export (``.safetensors``) on its validation data (or
+    on ``data``, same layout).
 
     Writes ``evaluation.json`` and ``confusion.png`` to ``out`` (default: the run folder).
     """
     checkpoint = Path(checkpoint)
     state = load_checkpoint(checkpoint)
-    cfg = TrainConfig.from_dict(state["config"], source=str(checkpoint))
+    # an export keeps only the settings that rebuild the network and its validation set
+    cfg = TrainConfig.from_dict({**TrainConfig().to_dict(), **state["config"]}, source=str(checkpoint))
     cfg = replace(cfg, device=device, workers=min(cfg.workers, 2), **({"data": data} if data is not None else {}))
     dev = resolve_device(cfg.device)
     precision = resolve_precision(cfg.precision, dev)
@@ -29,7 +31,7 @@ def evaluate_checkpoint(checkpoint: str | Path, *, data: str | None = None, devi
     classes = state["classes"]
     if batches.classes != classes:
         raise ValueError(f"--data {cfg.data}: its classes {batches.classes[:5]}... differ from the checkpoint's {classes[:5]}...")
-    model = model_from_checkpoint(state).to(dev)
+    model = model_from_checkpoint(state, source=f"--checkpoint {checkpoint}").to(dev)
     result = engine.evaluate(model, batches.val, len(classes), device=dev, precision=precision)
     result.update({"checkpoint": str(checkpoint), "data": batches.source, "classes": classes,
                    "top1_error": 1 - result["top1"], "top5_error": 1 - result["top5"]})  # fmt: skip

@@ -1,4 +1,5 @@
-"""Prediction: the top-k classes of image files, from a training checkpoint or torchvision weights."""
+"""Prediction: the top-k classes of image files, from a training checkpoint, an export
+(``.safetensors`` + sidecar, see export.py) or torchvision weights."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from alexnet.checkpoint import CheckpointError, load_checkpoint, load_file, model_from_checkpoint
+from alexnet.checkpoint import FORMAT, CheckpointError, check_weights, identify_weights, load_checkpoint, load_file, model_from_checkpoint
 from alexnet.data import DataError, preprocess_image
 from alexnet.models import AlexNet, build_model
 
@@ -23,11 +24,22 @@ def load_torchvision_weights(path: str | Path) -> tuple[AlexNet, list[str], dict
     (shipped inside torchvision, nothing is downloaded) and torchvision's preprocessing."""
     from torchvision.models import AlexNet_Weights
 
+    if Path(path).suffix == ".safetensors":
+        raise CheckpointError(f"--weights {path}: an alexnet export; load it with --checkpoint")
     state = load_file(path)
+    if isinstance(state, dict) and state.get("format") == FORMAT:
+        raise CheckpointError(f"--weights {path}: a training checkpoint; load it with --checkpoint")
     if not isinstance(state, dict) or "features.0.weight" not in state:
         raise CheckpointError(f"--weights {path}: not a torchvision AlexNet state_dict (expected keys like features.0.weight)")
+    found = identify_weights(state)
+    if found["variant"] not in (None, "alexnet_owt"):
+        raise CheckpointError(
+            f"--weights {path}: these are {found['variant']}'s weights, not torchvision's alexnet_owt; "
+            "load a training checkpoint or an export of them with --checkpoint"
+        )
     classes = list(AlexNet_Weights.IMAGENET1K_V1.meta["categories"])
-    num_classes = state["classifier.6.weight"].shape[0] if "classifier.6.weight" in state else len(classes)
+    num_classes = found["num_classes"] or len(classes)
+    check_weights(state, "alexnet_owt", num_classes, 3, f"--weights {path}")  # torchvision's inputs are RGB
     model = build_model("alexnet_owt", num_classes=num_classes, init="torch")
     try:
         model.load_state_dict(state)
@@ -39,14 +51,16 @@ def load_torchvision_weights(path: str | Path) -> tuple[AlexNet, list[str], dict
 
 
 def load_for_inference(checkpoint: str | Path | None = None, weights: str | Path | None = None):
-    """(model in eval mode, class names, preprocessing) from exactly one of the two sources."""
+    """(model in eval mode, class names, preprocessing) from exactly one of the two sources;
+    ``checkpoint`` is a training checkpoint (``.pt``) or an export (``.safetensors``)."""
     if (checkpoint is None) == (weights is None):
         raise ValueError("give exactly one of --checkpoint or --weights")
     if weights is not None:
         model, classes, preprocess = load_torchvision_weights(weights)
     else:
         state = load_checkpoint(checkpoint)
-        model, classes, preprocess = model_from_checkpoint(state), state["classes"], state["preprocess"]
+        model = model_from_checkpoint(state, source=f"--checkpoint {checkpoint}")
+        classes, preprocess = state["classes"], state["preprocess"]
     return model.eval(), classes, preprocess
 
 

@@ -12,8 +12,11 @@ import ctypes
 import json
 import platform
 import shlex
+import signal
 import subprocess
 import sys
+import threading
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -90,7 +93,7 @@ def environment(device: torch.device, precision: str) -> dict:
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,
         "platform": platform.platform(),
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": _cpu_name(),
         "threads": torch.get_num_threads(),
         "device": str(device),
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
@@ -98,6 +101,16 @@ def environment(device: torch.device, precision: str) -> dict:
         "git_commit": commit,
         "started": datetime.now().isoformat(timespec="seconds"),
     }
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.SGD:
@@ -142,9 +155,131 @@ def start_run_folder(cfg: TrainConfig, argv: list[str] | None) -> Path:
     return run_dir
 
 
+class Interrupted(Exception):
+    """SIGINT or SIGTERM stopped the run after saving a checkpoint; the message says how to resume."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
+class _Signals:
+    """While active, SIGINT and SIGTERM only set ``received``: the loop saves and stops cleanly.
+    A second SIGINT interrupts at once."""
+
+    def __init__(self):
+        self.received, self._old = None, {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.received is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.received = signum
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+class _Run:
+    """Everything a run holds between steps: built fresh, or restored from a checkpoint."""
+
+    def __init__(self, cfg: TrainConfig, state: dict | None, run_dir: Path | None, argv):
+        self.cfg, self.device = cfg, resolve_device(cfg.device)
+        self.precision = resolve_precision(cfg.precision, self.device)
+        with torch.device("meta"):  # the size limit, before anything is loaded or written
+            min_size = build_model(cfg.model, pooling=cfg.pooling, init="torch").min_size
+        if cfg.image_size < min_size:
+            raise ConfigError(f"--image-size {cfg.image_size} is below the minimum {min_size} for {cfg.model}; use at least {min_size}")
+        self.data = build_data(cfg, self.device, stats=state["preprocess"] if state else None)
+        self.run_dir = run_dir if state is not None else start_run_folder(cfg, argv)
+        torch.manual_seed(cfg.seed)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        else:
+            keep_freed_memory()
+        self.model = build_model(
+            cfg.model, num_classes=len(self.data.classes), in_channels=len(self.data.preprocess["mean"]),
+            activation=cfg.activation, lrn=cfg.lrn, pooling=cfg.pooling, dropout=cfg.dropout, init=cfg.init,
+        ).to(self.device, memory_format=torch.channels_last if cfg.channels_last else torch.preserve_format)  # fmt: skip
+        self.optimizer = make_optimizer(self.model, cfg)
+        self.step_sched, self.plateau = make_schedule(self.optimizer, cfg, len(self.data.train))
+        self.epoch, self.totals, self.best, self.rollbacks, self.metrics = 0, None, 0.0, 0, {}
+        if state is not None:
+            self.restore(state)
+        else:
+            (self.run_dir / "env.json").write_text(json.dumps(environment(self.device, self.precision), indent=2) + "\n")
+            if self.data.split is not None:
+                (self.run_dir / "split.json").write_text(json.dumps(self.data.split, indent=2) + "\n")
+            if getattr(self.data, "bad_files", None):
+                (self.run_dir / "bad_images.json").write_text(json.dumps(self.data.bad_files, indent=2) + "\n")
+
+    @property
+    def scheduler(self):
+        return self.step_sched or self.plateau
+
+    def state(self, epoch: int, totals: dict | None) -> dict:
+        """The checkpoint: ``totals`` is None after a whole epoch, else the running sums mid-epoch."""
+        return {
+            "format": FORMAT, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler else None,
+            "epoch": epoch, "totals": totals, "best_top1": self.best, "rollbacks": self.rollbacks,
+            "metrics": self.metrics,
+            "rng": {"torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None},
+            "preprocess": self.data.preprocess, "classes": self.data.classes, "config": self.cfg.to_dict(),
+        }  # fmt: skip
+
+    def restore(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        # a whole epoch done: continue with the next; stopped part-way: continue that epoch
+        self.totals = state.get("totals")
+        self.epoch = state["epoch"] + (1 if self.totals is None else 0)
+        self.best, self.rollbacks, self.metrics = state["best_top1"], state.get("rollbacks", 0), state["metrics"]
+        torch.set_rng_state(state["rng"]["torch"])
+        if self.device.type == "cuda" and state["rng"].get("cuda") is not None:
+            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+
+    def save(self, epoch: int, totals: dict | None, best: bool = False) -> None:
+        last = self.run_dir / "checkpoints" / "last.pt"
+        try:
+            save_checkpoint(self.state(epoch, totals), last)
+            if best:  # last.pt is replaced by a new file next time; best.pt keeps this one
+                link_checkpoint(last, self.run_dir / "checkpoints" / "best.pt")
+        except OSError as e:
+            raise RunError(
+                f"cannot write a checkpoint to {last.parent} ({e.strerror or e}); the previous checkpoint is "
+                f"kept - free space or fix the folder, then: alexnet train --resume {self.run_dir}"
+            ) from None
+
+    def halve_lr(self) -> None:
+        """After a rollback: half the learning rate from here on, for every schedule."""
+        for group in self.optimizer.param_groups:
+            for key in ("lr", "initial_lr", "max_lr", "min_lr"):  # OneCycleLR keeps its own copies
+                if key in group:
+                    group[key] *= 0.5
+        if hasattr(self.step_sched, "base_lrs"):
+            self.step_sched.base_lrs = [lr * 0.5 for lr in self.step_sched.base_lrs]
+
+
+class RunError(Exception):
+    """The run cannot go on (disk full, repeated NaN); the message says what was kept and what to do."""
+
+
+MAX_ROLLBACKS = 3
+
+
 def train(cfg: TrainConfig, *, argv: list[str] | None = None, resume: str | Path | None = None, quiet: bool = False) -> dict:
     """Run (or, with ``resume``, continue) training; returns the last epoch's metrics and the run folder."""
-    state = None
+    state, run_dir = None, None
     if resume is not None:
         run_dir = Path(resume)
         last = run_dir / "checkpoints" / "last.pt"
@@ -152,103 +287,124 @@ def train(cfg: TrainConfig, *, argv: list[str] | None = None, resume: str | Path
             raise CheckpointError(f"--resume {run_dir}: no checkpoint at {last}; start a new run instead")
         state = load_checkpoint(last)
         cfg = TrainConfig.from_dict(state["config"], source=str(last))
-
-    device = resolve_device(cfg.device)
-    precision = resolve_precision(cfg.precision, device)
-    with torch.device("meta"):  # the size limit, before anything is loaded or written
-        min_size = build_model(cfg.model, pooling=cfg.pooling, init="torch").min_size
-    if cfg.image_size < min_size:
-        raise ConfigError(f"--image-size {cfg.image_size} is below the minimum {min_size} for {cfg.model}; use at least {min_size}")
-    data = build_data(cfg, device, stats=state["preprocess"] if state else None)
-    if state is None:
-        run_dir = start_run_folder(cfg, argv)
-    torch.manual_seed(cfg.seed)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    else:
-        keep_freed_memory()
-    model = build_model(
-        cfg.model, num_classes=len(data.classes), in_channels=len(data.preprocess["mean"]),
-        activation=cfg.activation, lrn=cfg.lrn, pooling=cfg.pooling, dropout=cfg.dropout, init=cfg.init,
-    ).to(device)  # fmt: skip
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(model, cfg)
-    step_sched, plateau = make_schedule(optimizer, cfg, len(data.train))
-    first_epoch, best = 0, 0.0
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if step_sched is not None:
-            step_sched.load_state_dict(state["scheduler"])
-        if plateau is not None:
-            plateau.load_state_dict(state["scheduler"])
-        first_epoch, best = state["epoch"] + 1, state["best_top1"]
-        torch.set_rng_state(state["rng"]["torch"])
-        if device.type == "cuda" and state["rng"].get("cuda") is not None:
-            torch.cuda.set_rng_state(state["rng"]["cuda"], device)
-    else:
-        (run_dir / "env.json").write_text(json.dumps(environment(device, precision), indent=2) + "\n")
-        if data.split is not None:
-            (run_dir / "split.json").write_text(json.dumps(data.split, indent=2) + "\n")
-
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
-    say(
-        f"run {run_dir}: {cfg.model} on {data.source} ({data.num_train} train / {data.num_val} val images, "
-        f"{len(data.classes)} classes) at {cfg.image_size}x{cfg.image_size}, {device} {precision}"
-    )
-    writer = _tensorboard(run_dir)
-    metrics_path = run_dir / "metrics.jsonl"
-    record = {}
-    for epoch in range(first_epoch, cfg.epochs):
-        data.train.set_epoch(epoch)
-        bar = _progress(epoch, cfg.epochs, data.num_train, quiet)
-        tr = engine.train_one_epoch(
-            model, data.train, optimizer, device=device, precision=precision, step_scheduler=step_sched,
-            label_smoothing=cfg.label_smoothing, channels_last=cfg.channels_last, on_step=bar.update if bar else None,
-        )  # fmt: skip
-        if bar:
-            bar.close()
-        ev = engine.evaluate(model, data.val, len(data.classes), device=device, precision=precision, channels_last=cfg.channels_last)
-        lr = optimizer.param_groups[0]["lr"]
-        if plateau is not None:
-            plateau.step(ev["top1"])
-        is_best = ev["top1"] > best
-        best = max(best, ev["top1"])
-        record = {
-            "epoch": epoch, "train_loss": tr["loss"], "train_acc": tr["acc"],
-            "val_loss": ev["loss"], "val_top1": ev["top1"], "val_top5": ev["top5"],
-            "lr": lr, "train_seconds": tr["seconds"], "val_seconds": ev["seconds"],
-            "images_per_second": tr["images"] / tr["seconds"],
-        }  # fmt: skip
-        with metrics_path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
-        ckpt = {
-            "format": FORMAT, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": (step_sched or plateau).state_dict() if (step_sched or plateau) else None,
-            "epoch": epoch, "best_top1": best, "metrics": record,
-            "rng": {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None},
-            "preprocess": data.preprocess, "classes": data.classes, "config": cfg.to_dict(),
-        }  # fmt: skip
-        save_checkpoint(ckpt, run_dir / "checkpoints" / "last.pt")
-        if is_best:  # last.pt is replaced by a new file next epoch; best.pt keeps this one
-            link_checkpoint(run_dir / "checkpoints" / "last.pt", run_dir / "checkpoints" / "best.pt")
-        plot_curves(metrics_path, run_dir / "curves.png")
-        if writer is not None:
-            for key in ("train_loss", "train_acc", "val_loss", "val_top1", "val_top5", "lr", "images_per_second"):
-                writer.add_scalar(key, record[key], epoch + 1)
-            writer.flush()
+    with _Signals() as signals:  # from here on SIGINT/SIGTERM end the run at the next step, saved
+        run = _Run(cfg, state, run_dir, argv)
+        if state is not None:
+            _trim_metrics(run.run_dir / "metrics.jsonl", run.epoch)
+        d = run.data
         say(
-            f"epoch {epoch + 1}/{cfg.epochs}: train loss {tr['loss']:.4f} acc {100 * tr['acc']:.2f}% | "
-            f"val top-1 {100 * ev['top1']:.2f}% top-5 {100 * ev['top5']:.2f}% loss {ev['loss']:.4f} | "
-            f"{tr['seconds']:.0f}s train ({record['images_per_second']:.0f} img/s) + {ev['seconds']:.0f}s val"
+            f"run {run.run_dir}: {cfg.model} on {d.source} ({d.num_train} train / {d.num_val} val images, "
+            f"{len(d.classes)} classes) at {cfg.image_size}x{cfg.image_size}, {run.device} {run.precision}"
         )
+        if run.epoch >= cfg.epochs:
+            say(f"{run.run_dir} already finished all {cfg.epochs} epochs")
+        writer = _tensorboard(run.run_dir)
+        try:
+            while run.epoch < cfg.epochs:
+                try:
+                    _one_epoch(run, signals, say, writer, quiet)
+                except FloatingPointError as e:
+                    _after_nan(run, e, say)
+        finally:
+            if writer is not None:
+                writer.close()
+    return {**run.metrics, "run_dir": str(run.run_dir), "best_top1": run.best}
+
+
+def _one_epoch(run: _Run, signals: _Signals, say, writer, quiet: bool) -> None:
+    cfg, epoch = run.cfg, run.epoch
+    run.data.train.set_epoch(epoch, start=run.totals["steps"] if run.totals else 0)
+    bar = _progress(epoch, cfg.epochs, run.data.num_train, run.totals["seen"] if run.totals else 0, quiet)
+    every_steps, every_seconds = parse_every(cfg.checkpoint_every)
+    last_save = time.monotonic()
+
+    def on_step(info: dict) -> bool:
+        nonlocal last_save
+        if bar is not None:
+            bar.update(info)
+        due = (every_steps and info["step"] % every_steps == 0) or (
+            every_seconds and time.monotonic() - last_save >= every_seconds
+        )
+        if signals.received is not None or due:
+            run.save(epoch, info["totals"]())
+            last_save = time.monotonic()
+        return signals.received is not None
+
+    tr = engine.train_one_epoch(
+        run.model, run.data.train, run.optimizer, device=run.device, precision=run.precision,
+        step_scheduler=run.step_sched, label_smoothing=cfg.label_smoothing, channels_last=cfg.channels_last,
+        on_step=on_step, totals=run.totals,
+    )  # fmt: skip
+    if bar is not None:
+        bar.close()
+    if tr["stopped"]:
+        name = signal.Signals(signals.received).name
+        raise Interrupted(
+            f"{name}: saved a checkpoint at epoch {epoch + 1}, step {tr['steps']}; "
+            f"continue with: alexnet train --resume {run.run_dir}", signals.received,
+        )  # fmt: skip
+    ev = engine.evaluate(run.model, run.data.val, len(run.data.classes), device=run.device, precision=run.precision, channels_last=cfg.channels_last)
+    lr = run.optimizer.param_groups[0]["lr"]
+    if run.plateau is not None:
+        run.plateau.step(ev["top1"])
+    is_best = ev["top1"] > run.best
+    run.best = max(run.best, ev["top1"])
+    run.metrics = {
+        "epoch": epoch, "train_loss": tr["loss"], "train_acc": tr["acc"],
+        "val_loss": ev["loss"], "val_top1": ev["top1"], "val_top5": ev["top5"],
+        "lr": lr, "train_seconds": tr["seconds"], "val_seconds": ev["seconds"],
+        "images_per_second": tr["images_now"] / tr["seconds"],
+    }  # fmt: skip
+    metrics_path = run.run_dir / "metrics.jsonl"
+    with metrics_path.open("a") as f:  # before the checkpoint: a resume trims lines it did not keep
+        f.write(json.dumps(run.metrics) + "\n")
+    run.save(epoch, None, best=is_best)
+    run.epoch, run.totals = epoch + 1, None
+    plot_curves(metrics_path, run.run_dir / "curves.png")
     if writer is not None:
-        writer.close()
-    if not record and state is not None:
-        record = state["metrics"]
-        say(f"{run_dir} already finished all {cfg.epochs} epochs")
-    return {**record, "run_dir": str(run_dir), "best_top1": best}
+        for key in ("train_loss", "train_acc", "val_loss", "val_top1", "val_top5", "lr", "images_per_second"):
+            writer.add_scalar(key, run.metrics[key], epoch + 1)
+        writer.flush()
+    say(
+        f"epoch {epoch + 1}/{cfg.epochs}: train loss {tr['loss']:.4f} acc {100 * tr['acc']:.2f}% | "
+        f"val top-1 {100 * ev['top1']:.2f}% top-5 {100 * ev['top5']:.2f}% loss {ev['loss']:.4f} | "
+        f"{tr['seconds']:.0f}s train ({run.metrics['images_per_second']:.0f} img/s) + {ev['seconds']:.0f}s val"
+    )
+
+
+def _after_nan(run: _Run, error: FloatingPointError, say) -> None:
+    """``--on-nan stop``: stop, keeping the last good checkpoint. ``rollback``: reload it and halve
+    the learning rate, at most MAX_ROLLBACKS times."""
+    last = run.run_dir / "checkpoints" / "last.pt"
+    kept = f"the last good checkpoint {last} is kept" if last.is_file() else "no checkpoint had been written yet"
+    if run.cfg.on_nan != "rollback" or not last.is_file() or run.rollbacks >= MAX_ROLLBACKS:
+        tried = f" after {run.rollbacks} rollback(s)" if run.rollbacks else ""
+        raise RunError(f"{error}{tried}; {kept}; lower --lr or use --on-nan rollback") from None
+    rollbacks = run.rollbacks + 1
+    run.restore(load_checkpoint(last))  # its learning rate already holds its own halvings
+    for _ in range(rollbacks - run.rollbacks):
+        run.halve_lr()
+    run.rollbacks = rollbacks
+    say(f"{error}: rolled back to {last} and halved the learning rate (rollback {run.rollbacks}/{MAX_ROLLBACKS})")
+
+
+def _trim_metrics(path: Path, epochs_done: int) -> None:
+    """Keep the lines of the epochs the checkpoint has (a crash can fall between the two writes)."""
+    if path.is_file():
+        lines = [line for line in path.read_text().splitlines() if line.strip()]
+        kept = [line for line in lines if json.loads(line)["epoch"] < epochs_done]
+        if len(kept) != len(lines):
+            path.write_text("".join(line + "\n" for line in kept))
+
+
+def parse_every(text: str | None) -> tuple[int, float]:
+    """``--checkpoint-every``: "500" (steps) or "10m" (minutes) -> (steps, seconds), 0 = off."""
+    if not text:
+        return 0, 0.0
+    if text.endswith("m"):
+        return 0, float(text[:-1]) * 60
+    return int(text), 0.0
 
 
 def _tensorboard(run_dir: Path):
@@ -275,9 +431,9 @@ class _Bar:
         self.bar.close()
 
 
-def _progress(epoch: int, epochs: int, total: int, quiet: bool):
+def _progress(epoch: int, epochs: int, total: int, done: int, quiet: bool):
     if quiet or not sys.stderr.isatty():
         return None
     from tqdm import tqdm
 
-    return _Bar(tqdm(total=total, desc=f"epoch {epoch + 1}/{epochs}", unit="img", unit_scale=False, dynamic_ncols=True, leave=False))
+    return _Bar(tqdm(total=total, initial=done, desc=f"epoch {epoch + 1}/{epochs}", unit="img", dynamic_ncols=True, leave=False))
