@@ -236,10 +236,14 @@ class _Run:
         }  # fmt: skip
 
     def restore(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.scheduler is not None:
-            self.scheduler.load_state_dict(state["scheduler"])
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            if self.scheduler is not None:
+                self.scheduler.load_state_dict(state["scheduler"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise CheckpointError(f"{self.run_dir}/checkpoints/last.pt does not fit its own settings ({first})") from None
         # a whole epoch done: continue with the next; stopped part-way: continue that epoch
         self.totals = state.get("totals")
         self.epoch = state["epoch"] + (1 if self.totals is None else 0)
