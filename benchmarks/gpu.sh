@@ -26,20 +26,23 @@ train() {  # NAME TIMEOUT FLAGS...
   timeout "$limit" $py -m alexnet train --data "$data" --out "$runs" --name "$name" "$@" >>"$log" 2>&1
   echo "rc=$?" >>"$log"
 }
-train b256-lr02-e4 60 --batch-size 256 --epochs 4
-train b256-lr02-e5 60 --batch-size 256 --epochs 5
-train b256-lr02-e6 60 --batch-size 256 --epochs 6
-train b256-lr04-e5 60 --batch-size 256 --lr 0.04 --epochs 5
-train b128-lr02-e4 60 --batch-size 128 --epochs 4
-train b128-lr02-e5 60 --batch-size 128 --epochs 5
+# the recipe sweep and long runs of docs/results.md (each flag spelled out: defaults change)
+for size in 67 99; do
+  for epochs in 4 5; do
+    train "s$size-b128-e$epochs" 60 --image-size "$size" --batch-size 128 --epochs "$epochs"
+  done
+done
+train s99-b128-e4-seed1 60 --image-size 99 --batch-size 128 --epochs 4 --seed 1
+train s67-b256-e5 60 --image-size 67 --batch-size 256 --epochs 5
+train s67-b256-lr04-e5 60 --image-size 67 --batch-size 256 --lr 0.04 --epochs 5
 train s99-b256-e5 60 --image-size 99 --batch-size 256 --epochs 5
 train paper2012-plateau-e5 60 --model alexnet2012 --schedule plateau --lr 0.01 --epochs 5
-train default-e15 120 --epochs 15
+train s67-e15 120 --image-size 67 --epochs 15
 train s227-e15 150 --image-size 227 --epochs 15
 
-timeout 120 $py -m pytest -q -x -m "not slow" tests/test_train.py tests/test_models.py 2>&1 | tail -15 >"$out/pytest.txt"
+timeout 120 $py -m pytest -q -x -m "not slow" tests/test_train.py tests/test_models.py tests/test_reliability.py 2>&1 | tail -15 >"$out/pytest.txt"
 
-train default-e30 150 --epochs 30
+train s67-e30 150 --image-size 67 --epochs 30
 
 $py - "$runs" >"$out/runs.md" <<'PY'
 import json, sys
