@@ -145,6 +145,12 @@ def is_idx_folder(path: str | Path) -> bool:
     return any((folder / s).is_file() or (folder / f"{s}.gz").is_file() for s in IDX_FILES.values())
 
 
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """The random stream of one epoch (order and augmentation): a function of (seed, epoch) alone,
+    so any epoch can be replayed - from its start or, skipping draws, from a saved batch."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+
+
 class TensorBatches:
     """Batches of an in-memory uint8 image tensor, resized and augmented on the device.
 
@@ -172,7 +178,7 @@ class TensorBatches:
         self.epoch, self.start = epoch, start
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        g = epoch_generator(self.seed, self.epoch)
         n = len(self.images)
         order = torch.randperm(n, generator=g) if self.train else torch.arange(n)
         for b, start in enumerate(range(0, n, self.batch_size)):

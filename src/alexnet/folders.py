@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
-from alexnet.data import Data, DataError, ImageError
+from alexnet.data import Data, DataError, ImageError, epoch_generator
 
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
@@ -210,7 +210,7 @@ class EpochSampler(Sampler):
         return max(0, self.n - self.start * self.batch_size)
 
     def __iter__(self):
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        g = epoch_generator(self.seed, self.epoch)
         order = torch.randperm(self.n, generator=g) if self.shuffle else torch.arange(self.n)
         seeds = torch.randint(0, 2**62, (self.n,), generator=g)
         for pos in range(self.start * self.batch_size, self.n):

@@ -53,11 +53,11 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 
 def _cpu_has_amx() -> bool:
-    # AMX tiles make oneDNN's bf16 convolutions and matmuls several times faster than fp32;
-    # on CPUs with only AVX-512 bf16 or emulated bf16 it is no faster, so stay in fp32 there.
+    # With AMX tiles oneDNN's bf16 convolutions and matmuls made a training step 1.6-1.9x faster
+    # than fp32 here (docs/results.md); without them bf16 is emulated and no faster: stay in fp32.
     try:
-        return "amx_bf16" in Path("/proc/cpuinfo").read_text() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    except (OSError, RuntimeError):
+        return "amx_bf16" in _cpuinfo() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    except (AttributeError, RuntimeError):  # a torch build without oneDNN
         return False
 
 
@@ -103,13 +103,17 @@ def environment(device: torch.device, precision: str) -> dict:
     }
 
 
-def _cpu_name() -> str:
+def _cpuinfo() -> str:
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:  # not Linux
+        return ""
+
+
+def _cpu_name() -> str:
+    for line in _cpuinfo().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine()
 
 
@@ -216,7 +220,7 @@ class _Run:
             (self.run_dir / "env.json").write_text(json.dumps(environment(self.device, self.precision), indent=2) + "\n")
             if self.data.split is not None:
                 (self.run_dir / "split.json").write_text(json.dumps(self.data.split, indent=2) + "\n")
-            if getattr(self.data, "bad_files", None):
+            if self.data.bad_files:
                 (self.run_dir / "bad_images.json").write_text(json.dumps(self.data.bad_files, indent=2) + "\n")
 
     @property
@@ -301,6 +305,8 @@ def train(cfg: TrainConfig, *, argv: list[str] | None = None, resume: str | Path
             f"run {run.run_dir}: {cfg.model} on {d.source} ({d.num_train} train / {d.num_val} val images, "
             f"{len(d.classes)} classes) at {cfg.image_size}x{cfg.image_size}, {run.device} {run.precision}"
         )
+        if d.bad_files:
+            say(f"skipped {len(d.bad_files)} bad image file(s), listed in {run.run_dir / 'bad_images.json'}")
         if run.epoch >= cfg.epochs:
             say(f"{run.run_dir} already finished all {cfg.epochs} epochs")
         writer = _tensorboard(run.run_dir)
