@@ -25,7 +25,8 @@ from PIL import Image
 from alexnet.cli import build_parser, main
 from alexnet.config import TrainConfig
 from alexnet.data import DataError, ImageError, build_data, read_idx
-from alexnet.folders import MIN_IMAGE_SIDE, open_image, scan_folder, scan_images
+from alexnet.data.folder import scan_folder, scan_images
+from alexnet.data.images import MIN_IMAGE_SIDE, open_image
 
 CPU = torch.device("cpu")
 GOOD_PER_CLASS = 8

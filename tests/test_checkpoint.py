@@ -16,13 +16,13 @@ import pytest
 import torch
 from PIL import Image
 
-from alexnet.checkpoint import (
-    FORMAT, WEIGHTS_FORMAT, CheckpointError, identify_weights, load_checkpoint, model_from_checkpoint, save_checkpoint,
+from alexnet.formats import (
+    FORMAT, WEIGHTS_FORMAT, CheckpointError, identify_weights, load_checkpoint, model_from_checkpoint, read_model, save_checkpoint,
 )  # fmt: skip
 from alexnet.cli import main
 from alexnet.config import TrainConfig
-from alexnet.data import idx_class_names
-from alexnet.export import export_safetensors
+from alexnet.data.idx import idx_class_names
+from alexnet.formats import export
 from alexnet.models import MODELS, build_model
 
 PREPROCESS = {"kind": "tensor", "mode": "L", "source_size": 28, "image_size": 67, "mean": [0.3], "std": [0.3]}
@@ -210,7 +210,7 @@ def exported(idx_folder, tmp_path_factory):
     state = _checkpoint(model.state_dict(), data=str(idx_folder.path), batch_size=32)
     state["classes"] = idx_class_names(idx_folder.path, 10)
     save_checkpoint(state, folder / "model.pt")
-    weights, sidecar = export_safetensors(folder / "model.pt")
+    weights, sidecar = export(folder / "model.pt")
     return folder / "model.pt", weights, sidecar
 
 
@@ -231,8 +231,8 @@ def test_export_writes_weights_and_sidecar(exported):
         assert set(f.keys()) == set(state["model"])  # the state_dict and nothing else
         for key in f.keys():
             assert torch.equal(f.get_tensor(key), state["model"][key]), key
-    loaded = load_checkpoint(weights)
-    assert "optimizer" not in loaded and loaded["classes"] == state["classes"]
+    loaded = read_model(weights)  # a model file: the network and what it needs, no training state
+    assert not hasattr(loaded, "optimizer") and loaded.classes == state["classes"]
 
 
 def test_predict_from_export_matches_checkpoint_exactly(exported, idx_folder, tmp_path, capsys):

@@ -256,7 +256,7 @@ BAD_INPUT = [
     ("config-missing", ["train", "--config", "{tmp}/missing.json", "--out", "{tmp}/runs"], 2, "missing.json"),
     ("config-not-json", ["train", "--config", "{tmp}/bad.json", "--out", "{tmp}/runs"], 2, "bad.json"),
     ("config-unknown-key", ["train", "--config", "{tmp}/typo.json", "--out", "{tmp}/runs"], 2, "epoch"),
-    ("resume-with-flags", ["train", "--resume", "{tmp}/empty", "--epochs", "5"], 2, "--epochs"),
+    ("resume-with-flags", ["train", "--resume", "{tmp}/empty", "--lr", "0.1"], 2, "--lr"),
     ("data-missing", ["train", "--data", "/does/not/exist", "--out", "{tmp}/runs"], 1, "/does/not/exist"),
     ("data-no-images", ["train", "--data", "{tmp}/empty", "--out", "{tmp}/runs"], 1, "{tmp}/empty"),
     ("resume-empty", ["train", "--resume", "{tmp}/empty"], 1, "{tmp}/empty"),
@@ -308,7 +308,8 @@ def test_predict_names_a_missing_or_unreadable_image(capsys, monkeypatch, tmp_pa
 
     preprocess = {"kind": "folder", "mode": "RGB", "image_size": 8, "resize": 9, "mean": [0.5] * 3, "std": [0.5] * 3}
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 2))
-    monkeypatch.setattr(alexnet.predict, "load_for_inference", lambda *a, **k: (model.eval(), ["a", "b"], preprocess))
+    stand_in = alexnet.predict.Predictor(model, ["a", "b"], alexnet.predict.Preprocess.from_dict(preprocess))
+    monkeypatch.setattr(alexnet.predict.Predictor, "load", classmethod(lambda cls, *a, **k: stand_in))
     (tmp_path / "text.png").write_text("not an image")
     for name, phrase in (("missing.png", "no such image file"), ("text.png", "not a readable image")):
         code, out, err = _main(capsys, "predict", str(tmp_path / name), "--checkpoint", "stands-in.pt")

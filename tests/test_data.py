@@ -22,21 +22,11 @@ from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
 from alexnet.config import TrainConfig
-from alexnet.data import (
-    FASHION_MNIST_DIR,
-    IDX_FILES,
-    MAX_SHIFT,
-    DataError,
-    TensorBatches,
-    build_data,
-    find_idx_files,
-    load_idx_dataset,
-    preprocess_image,
-    random_flips_and_shifts,
-    read_idx,
-    resample,
-)
-from alexnet.folders import channel_stats, folder_transform, open_image, scan_folder
+from alexnet.data import DataError, TensorBatches, build_data, preprocess_image
+from alexnet.data.folder import channel_stats, scan_folder
+from alexnet.data.idx import FASHION_MNIST_DIR, IDX_FILES, find_idx_files, load_idx_dataset, read_idx
+from alexnet.data.images import open_image
+from alexnet.data.transforms import MAX_SHIFT, Preprocess, random_flips_and_shifts, resample
 from conftest import CLASS_COLOURS, IDX_NAMES, write_idx
 
 CPU = torch.device("cpu")
@@ -161,8 +151,8 @@ def test_real_fashion_mnist_has_the_published_sizes():
 
 def _batches(images, labels, *, train, batch_size=16, image_size=67, mean=(0.0,), std=(1.0,), seed=0):
     return TensorBatches(
-        images, labels, batch_size=batch_size, image_size=image_size, mean=list(mean), std=list(std),
-        train=train, device=CPU, seed=seed,
+        images, labels, batch_size=batch_size, train=train, device=CPU, seed=seed,
+        preprocess=Preprocess.for_tensors(mode="L", source_size=images.shape[-1], image_size=image_size, stats={"mean": mean, "std": std}),
     )  # fmt: skip
 
 
@@ -224,7 +214,7 @@ def test_training_batches_are_augmented(idx_folder):
     images = idx_folder.train_images[:n].unsqueeze(1)
     train = _batches(images, torch.arange(n), train=True, batch_size=n)
     x, y = next(iter(train))
-    reference = _batches(images, torch.arange(n), train=False, batch_size=n).transform(images[y].float() / 255)
+    reference = _batches(images, torch.arange(n), train=False, batch_size=n).preprocess.tensor_batch(images[y].float() / 255)
     differs = [not torch.allclose(a, b, atol=1e-3) for a, b in zip(x, reference)]
     assert sum(differs) >= 0.9 * n
 
@@ -381,7 +371,7 @@ def test_folder_loaders_give_normalized_batches_in_a_fixed_order(image_folder):
     assert x.shape == (8, 3, 67, 67) and x.dtype == torch.float32 and y.shape == (8,)
     xv, yv = next(iter(data.val))
     assert xv.shape == (6, 3, 67, 67)
-    assert data.preprocess == {"kind": "folder", "mode": "RGB", "image_size": 67, "resize": 77, **FIXED_STATS}
+    assert data.preprocess.to_dict() == {"kind": "folder", "mode": "RGB", "image_size": 67, "resize": 77, **FIXED_STATS}
 
     def order(epoch):
         data.train.set_epoch(epoch)
@@ -414,10 +404,10 @@ def test_channel_stats_of_a_subset_are_a_seeded_sample(image_set):
 def test_idx_data_stats_and_preprocess(idx_folder):
     data = build_data(TrainConfig(data=str(idx_folder.path), batch_size=16), CPU)
     pixels = idx_folder.train_images.double() / 255
-    assert data.preprocess["mean"][0] == pytest.approx(pixels.mean().item(), rel=1e-5)
-    assert data.preprocess["std"][0] == pytest.approx(pixels.std().item(), rel=1e-4)
+    assert data.preprocess.mean[0] == pytest.approx(pixels.mean().item(), rel=1e-5)
+    assert data.preprocess.std[0] == pytest.approx(pixels.std().item(), rel=1e-4)
     assert data.num_train == 320 and data.num_val == 80 and len(data.classes) == 10
-    assert data.preprocess["kind"] == "tensor" and data.preprocess["source_size"] == 28
+    assert data.preprocess.kind == "tensor" and data.preprocess.source_size == 28
 
 
 def test_preprocess_image_equals_the_evaluation_batch_for_idx_data(idx_folder, tmp_path):
@@ -439,6 +429,6 @@ def test_preprocess_image_equals_the_evaluation_batch_for_folders(image_folder):
     batch, _ = next(iter(data.val))
     for (path, _), row in zip(_samples(data.val), batch):
         x = preprocess_image(path, data.preprocess)
-        transform = folder_transform(67, FIXED_STATS["mean"], FIXED_STATS["std"], train=False)
+        transform = Preprocess.for_folder(image_size=67, stats=FIXED_STATS).folder_transform(train=False)
         assert torch.equal(x, transform(open_image(path, "RGB")))
         assert torch.equal(x, row)

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 import torch
 
-import alexnet.checkpoint
+import alexnet.formats.checkpoint
 from alexnet import engine
-from alexnet.checkpoint import load_checkpoint
+from alexnet.formats import load_checkpoint
 from alexnet.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -173,7 +173,7 @@ def test_disk_full_while_saving_keeps_the_previous_checkpoint(idx_folder, tmp_pa
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(obj, f, *args, **kwargs)
 
-    monkeypatch.setattr(alexnet.checkpoint.torch, "save", save)
+    monkeypatch.setattr(alexnet.formats.checkpoint.torch, "save", save)
     rc = main(_args(idx_folder, tmp_path, "full", "--checkpoint-every", "3"))
     err = capsys.readouterr().err
     assert rc == 1 and len(err.strip().splitlines()) == 1

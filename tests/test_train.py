@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 
 from alexnet import engine
-from alexnet.checkpoint import load_checkpoint
+from alexnet.data import Preprocess
+from alexnet.formats import load_checkpoint
 from alexnet.cli import main
 from alexnet.data import TensorBatches
 from alexnet.models import build_model
@@ -58,8 +59,7 @@ def test_train_evaluate_predict(idx_folder, tmp_path, capsys):
     state = load_checkpoint(run / "checkpoints/last.pt")
     model = _model(state).eval()
     batches = TensorBatches(idx_folder.test_images[:1].unsqueeze(1), idx_folder.test_labels[:1], batch_size=1,
-                            image_size=67, mean=state["preprocess"]["mean"], std=state["preprocess"]["std"],
-                            train=False, device="cpu")  # fmt: skip
+                            preprocess=Preprocess.from_dict(state["preprocess"]), train=False, device="cpu")  # fmt: skip
     x, _ = next(iter(batches))
     with torch.no_grad():  # predict runs the model in fp32 on the CPU
         expected = model(x).argmax(1).item()
@@ -67,7 +67,7 @@ def test_train_evaluate_predict(idx_folder, tmp_path, capsys):
 
 
 def _model(state):
-    from alexnet.checkpoint import model_from_checkpoint
+    from alexnet.formats import model_from_checkpoint
 
     return model_from_checkpoint(state)
 
@@ -105,8 +105,8 @@ def test_resume_is_exact(idx_folder, tmp_path, capsys, monkeypatch):
 
 
 def test_resume_rejects_new_settings_and_empty_folders(tmp_path, capsys):
-    assert main(["train", "--resume", str(tmp_path), "--epochs", "5"]) == 2
-    assert "--epochs" in capsys.readouterr().err
+    assert main(["train", "--resume", str(tmp_path), "--lr", "0.1"]) == 2  # only --epochs may be given
+    assert "--lr" in capsys.readouterr().err
     assert main(["train", "--resume", str(tmp_path)]) == 1
     assert "no checkpoint" in capsys.readouterr().err
 
@@ -131,7 +131,8 @@ def test_overfits_a_tiny_set(idx_folder):
     """The network and the training step can drive 32 images to (near) zero training loss."""
     torch.manual_seed(0)
     images, labels = idx_folder.train_images[:32].unsqueeze(1), idx_folder.train_labels[:32]
-    batches = TensorBatches(images, labels, batch_size=32, image_size=67, mean=[0.2], std=[0.3], train=False, device="cpu")
+    preprocess = Preprocess.for_tensors(mode="L", source_size=28, image_size=67, stats={"mean": [0.2], "std": [0.3]})
+    batches = TensorBatches(images, labels, batch_size=32, preprocess=preprocess, train=False, device="cpu")
     model = build_model("alexnet", num_classes=10, in_channels=1, dropout=0.0)
     opt = torch.optim.SGD(model.parameters(), lr=0.005, momentum=0.9)  # 0.01 spikes on 32 images
     losses = [engine.train_one_epoch(model, batches, opt, device=torch.device("cpu")) for _ in range(40)]

@@ -1,7 +1,8 @@
 """The ``alexnet`` command: models, summary, train, evaluate, predict, export.
 
-Every sub-command parses its flags and calls a library function of the same name; errors in what
-the user gave come out as one line on stderr, exit code 2 for usage errors and 1 for the rest.
+Every sub-command parses its flags and calls the library (``train``, ``evaluate_checkpoint``,
+``Predictor``, ``formats.export``, ...); errors in what the user gave come out as one line on
+stderr, exit code 2 for usage errors and 1 for the rest (the kinds are in errors.py).
 """
 
 from __future__ import annotations
@@ -12,28 +13,25 @@ import json
 import os
 import sys
 
-from alexnet.config import ConfigError, TrainConfig, load_config_file
+from alexnet.config import TrainConfig, load_config_file, setting_types
+from alexnet.errors import CheckpointError, ConfigError, DataError, Interrupted, RunError
 
 
 def _cmd_models(args) -> int:
     from alexnet.models import MODELS
 
-    for name, (_, size, init, description) in MODELS.items():
-        print(f"{name:<12} {description} (native input {size}, init {init})")
+    for v in MODELS.values():
+        print(f"{v.name:<12} {v.description} (native input {v.image_size}, init {v.init})")
     return 0
 
 
 def _cmd_summary(args) -> int:
-    from alexnet.models import build_model, native_image_size
+    from alexnet.models import build_model, check_image_size, native_image_size
     from alexnet.summary import format_table, summarize
 
-    try:
-        model = build_model(args.model, num_classes=args.num_classes, in_channels=args.in_channels)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
     size = args.image_size or native_image_size(args.model)
-    if size < model.min_size:
-        raise ConfigError(f"--image-size {size} is below the minimum {model.min_size} for {args.model}; use at least {model.min_size}")
+    check_image_size(size, args.model)
+    model = build_model(args.model, num_classes=args.num_classes, in_channels=args.in_channels)
     result = summarize(model, size, args.in_channels)
     result["model"] = args.model
     print(json.dumps(result, indent=2) if args.json else f"{args.model}: " + format_table(result))
@@ -52,10 +50,12 @@ def _cmd_train(args) -> int:
     from alexnet.train import train
 
     if args.resume:
-        given = [f.name for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)]
+        # a resumed run keeps its own settings; only its length may grow (where its schedule allows)
+        given = [f.name for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name) and f.name != "epochs"]
         if given or args.config:
-            raise ConfigError(f"--resume continues with the run's own settings; drop {', '.join('--' + g.replace('_', '-') for g in given) or '--config'}")
-        result = train(TrainConfig(), resume=args.resume)
+            flags = ", ".join("--" + g.replace("_", "-") for g in given) or "--config"
+            raise ConfigError(f"--resume continues with the run's own settings (only --epochs may be given); drop {flags}")
+        result = train(TrainConfig(), resume=args.resume, epochs=getattr(args, "epochs", None))
     else:
         result = train(_train_settings(args), argv=["alexnet", *args.argv])
     print(f"done: validation top-1 {100 * result['val_top1']:.2f}% top-5 {100 * result['val_top5']:.2f}%; run folder {result['run_dir']}")
@@ -71,11 +71,15 @@ def _cmd_evaluate(args) -> int:
 
 
 def _cmd_predict(args) -> int:
-    from alexnet.predict import predict
+    from alexnet.predict import Predictor
 
     if (args.checkpoint is None) == (args.weights is None):
         raise ConfigError("give exactly one of --checkpoint CKPT or --weights FILE")
-    results = predict(args.images, checkpoint=args.checkpoint, weights=args.weights, top=args.top)
+    if args.weights is not None:
+        predictor = Predictor.load(args.weights, format="torchvision", source=f"--weights {args.weights}")
+    else:
+        predictor = Predictor.load(args.checkpoint, source=f"--checkpoint {args.checkpoint}")
+    results = predictor.predict(args.images, top=args.top)
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
@@ -87,7 +91,7 @@ def _cmd_predict(args) -> int:
 
 
 def _cmd_export(args) -> int:
-    from alexnet.export import export
+    from alexnet.formats import export
 
     paths = export(args.checkpoint, format=args.format, out=args.out, force=args.force)
     print("wrote " + " and ".join(str(p) for p in paths))
@@ -102,19 +106,22 @@ def _positive_int(text: str) -> int:
 
 
 def _add_config_flags(p: argparse.ArgumentParser) -> None:
-    """One flag per TrainConfig field, help from the field; absent flags stay absent (SUPPRESS)."""
+    """One flag per TrainConfig field: its type from config.setting_types (TrainConfig checks the
+    choices, in one line), its help from the field. Absent flags stay absent (SUPPRESS), so a
+    settings file or the default decides."""
+    types = setting_types()
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
-        kind = str(f.type).split("|")[0].strip()
+        kind = types[f.name][0]
         help_text = f"{f.metadata['help']} (default: {f.default})"
-        if kind == "bool":
+        if kind is bool:
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
         else:
-            p.add_argument(flag, type={"int": int, "float": float, "str": str}[kind], default=argparse.SUPPRESS, metavar=f.name.upper(), help=help_text)
+            p.add_argument(flag, type=kind, default=argparse.SUPPRESS, metavar=f.name.upper(), help=help_text)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from alexnet.export import EXPORTERS
+    from alexnet.formats import EXPORTERS
     from alexnet.models import MODELS
 
     parser = argparse.ArgumentParser(prog="alexnet", description="AlexNet: the source document's, the 2012 paper's and torchvision's.")
@@ -132,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train (Fashion-MNIST by default, or --data FOLDER), evaluate each epoch")
     p.add_argument("--config", help="JSON file of settings (flags override it)")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR (or the newest run in a folder of runs) from its last checkpoint; with --epochs N, extend it to N epochs")
     _add_config_flags(p)
     p.set_defaults(func=_cmd_train)
 
@@ -154,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="write a checkpoint's weights as safetensors plus a JSON sidecar (no pickle)")
     p.add_argument("--checkpoint", required=True, help="a checkpoint written by alexnet train")
-    p.add_argument("--format", default="safetensors", choices=list(EXPORTERS), help="file format (default: safetensors)")
+    p.add_argument("--format", default="safetensors", choices=list(EXPORTERS), help="file format (default: safetensors): " + "; ".join(f"{n}: {f.description}" for n, f in EXPORTERS.items()))
     p.add_argument("--out", default=None, help="the .safetensors path or a folder (default: next to the checkpoint); the sidecar is <same stem>.json")
     p.add_argument("--force", action="store_true", help="replace existing files")
     p.set_defaults(func=_cmd_export)
@@ -163,10 +170,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``alexnet`` and ``python -m alexnet``; returns the exit code."""
-    from alexnet.checkpoint import CheckpointError
-    from alexnet.data import DataError
-    from alexnet.train import Interrupted, RunError
-
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(argv) if argv is not None else sys.argv[1:]

@@ -1,26 +1,32 @@
-"""Training settings: one typed dataclass whose defaults are the project's recipe.
+"""Training settings: one typed dataclass whose defaults are the project's fast recipe.
 
 Precedence: these defaults < a JSON file (``--config FILE``) < command-line flags. Unknown keys and
-values of the wrong type are rejected with a message that names them.
+values of the wrong type are rejected with a message that names them. Every rule about a setting
+lives here: its type and choices (the annotations, ``Literal`` for a fixed set), its range
+(``__post_init__``), its help text; the command line's flags are derived from them
+(:func:`setting_types`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import re
+import types
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
-from alexnet.models import ACTIVATIONS, INITS, MODELS, POOLING
+from alexnet.errors import ConfigError
+from alexnet.models import Activation, Init, ModelName, Pooling, check_image_size
 
-SCHEDULES = ("onecycle", "plateau", "cosine", "constant")
-
-
-class ConfigError(ValueError):
-    """A setting that cannot be used; the message names it and says what to do."""
+Schedule = Literal["onecycle", "plateau", "cosine", "constant"]
+SCHEDULES = get_args(Schedule)
+# Schedules whose shape does not depend on the run's length: such a run can be extended with
+# `--resume RUN --epochs N`. onecycle and cosine are laid out over all steps from the start.
+EXTENDABLE_SCHEDULES = ("plateau", "constant")
 
 
 def _f(default, help: str):
@@ -33,54 +39,45 @@ class TrainConfig:
     """Everything that defines a training run. Stored in the run folder and in every checkpoint."""
 
     # -- model (models.py) --
-    model: str = _f("alexnet", "variant: alexnet (the source document's), alexnet2012 (the paper's), alexnet_owt (torchvision's)")
-    activation: str = _f("relu", "relu, or tanh for the paper's figure-1 ablation")
+    model: ModelName = _f("alexnet", "variant: alexnet (the source document's), alexnet2012 (the paper's), alexnet_owt (torchvision's)")
+    activation: Activation = _f("relu", "relu, or tanh for the paper's figure-1 ablation")
     lrn: bool | None = _f(None, "local response normalization after conv1/conv2; None = the variant's own (on for alexnet2012)")
-    pooling: str = _f("overlap", "overlap (3x3 stride 2, the paper's) or plain (2x2 stride 2)")
+    pooling: Pooling = _f("overlap", "overlap (3x3 stride 2, the paper's) or plain (2x2 stride 2)")
     dropout: float = _f(0.5, "dropout probability in FC6 and FC7 (the paper: 0.5)")
-    init: str | None = _f(None, "paper, kaiming or torch; None = the variant's default (kaiming for alexnet, see models.py)")
+    init: Init | None = _f(None, "paper, kaiming or torch; None = the variant's default (kaiming for alexnet, see models.py)")
 
-    # -- data (data.py) --
+    # -- data (data/) --
     data: str | None = _f(None, "None = Fashion-MNIST from Debian's dataset-fashion-mnist; or a folder of IDX files; or an ImageFolder-style folder of images (one sub-folder per class, optionally train/ and val/)")
     image_size: int = _f(99, "input height and width: 99 = 32k+35 gives whole-number maps (final 2x2); 227 is the document's input; 67 the smallest")
     val_fraction: float = _f(0.1, 'hold-out share for an image folder without train/ and val/ sub-folders')
     workers: int = _f(2, 'data-loader worker processes (image folders only; Fashion-MNIST is augmented on tensors)')
     skip_bad_images: bool = _f(False, "train on the readable images of a folder and list the bad ones in the run folder's bad_images.json")
 
-    # -- optimization (train.py); the paper's section 5 recipe --
+    # -- optimization (optim.py); the paper's values are named where they differ --
     epochs: int = _f(4, "passes over the training set")
     batch_size: int = _f(128, "images per SGD step (the paper: 128)")
     lr: float = _f(0.02, 'peak learning rate (the paper: 0.01, constant until validation error stops improving)')
     momentum: float = _f(0.9, "SGD momentum (the paper: 0.9)")
     weight_decay: float = _f(5e-4, "L2 weight decay (the paper: 0.0005)")
-    schedule: str = _f("onecycle", "onecycle (warm-up then cosine decay, per step), plateau (the paper's /10 on a plateau), cosine (per step, no warm-up), constant")
+    schedule: Schedule = _f("onecycle", "onecycle (warm-up then cosine decay, per step), plateau (the paper's /10 on a plateau), cosine (per step, no warm-up), constant")
     warmup: float = _f(0.15, 'onecycle: fraction of all steps spent warming up')
     label_smoothing: float = _f(0.0, "label smoothing of the cross-entropy loss (not in the paper)")
 
     # -- run --
     seed: int = _f(0, "seeds the init, the data order, the augmentation and the hold-out split")
-    device: str = _f("auto", 'auto (CUDA when present, else CPU), cpu, cuda, cuda:N')
-    precision: str = _f("auto", 'auto (bf16 autocast where the hardware runs it fast), fp32, bf16')
-    checkpoint_every: str | None = _f(None, "also save last.pt during an epoch: every N steps (500) or minutes (10m)")
-    on_nan: str = _f("stop", "on a NaN or infinite loss: stop (keeping the last good checkpoint), or rollback to it with half the learning rate (at most 3 times)")
+    device: str = _f("auto", 'auto (CUDA when present, else Apple MPS, else CPU), cpu, cuda, cuda:N, mps')
+    precision: Literal["auto", "fp32", "bf16"] = _f("auto", 'auto (bf16 autocast where the hardware runs it fast), fp32, bf16')
+    checkpoint_every: str | None = _f("30m", "also save last.pt during an epoch: every N steps (500) or minutes (10m); the 30-minute default only matters when epochs are long")
+    on_nan: Literal["stop", "rollback"] = _f("stop", "on a NaN or infinite loss: stop (keeping the last good checkpoint), or rollback to it with half the learning rate (at most 3 times)")
     channels_last: bool = _f(True, "NHWC memory format (faster convolutions on CPU and GPU)")
     out: str = _f("runs", 'parent folder of run folders')
     name: str | None = _f(None, 'run folder name; None = model and a timestamp')
 
     def __post_init__(self) -> None:
-        choices = {
-            "model": tuple(MODELS),
-            "activation": tuple(ACTIVATIONS),
-            "pooling": tuple(POOLING),
-            "schedule": SCHEDULES,
-            "precision": ("auto", "fp32", "bf16"),
-            "on_nan": ("stop", "rollback"),
-        }
-        for key, allowed in choices.items():
-            if getattr(self, key) not in allowed:
-                raise ConfigError(f"--{_flag(key)} {getattr(self, key)!r} is not one of: {', '.join(allowed)}")
-        if self.init is not None and self.init not in INITS:
-            raise ConfigError(f"--init {self.init!r} is not one of: {', '.join(INITS)}")
+        for key, allowed in _choices().items():
+            value = getattr(self, key)
+            if value not in allowed and not (value is None and None in allowed):
+                raise ConfigError(f"--{_flag(key)} {value!r} is not one of: {', '.join(a for a in allowed if a is not None)}")
         for key in ("epochs", "batch_size", "image_size"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"--{_flag(key)} must be a positive integer, got {getattr(self, key)}")
@@ -99,6 +96,14 @@ class TrainConfig:
             raise ConfigError(f"--checkpoint-every {self.checkpoint_every!r}: give steps (500) or minutes (10m)")
         if not 0 < self.val_fraction < 1:
             raise ConfigError(f"--val-fraction must be between 0 and 1, got {self.val_fraction}")
+        check_image_size(self.image_size, self.model, self.pooling)
+
+    def checkpoint_interval(self) -> tuple[int, float]:
+        """``checkpoint_every`` as (steps, seconds), 0 = off: "500" is 500 steps, "10m" ten minutes."""
+        every = self.checkpoint_every
+        if not every:
+            return 0, 0.0
+        return (0, float(every[:-1]) * 60) if every.endswith("m") else (int(every), 0.0)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -111,7 +116,7 @@ class TrainConfig:
         if unknown:
             raise ConfigError(f"{source}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(known)}")
         for key, value in values.items():
-            _check_type(key, value, known[key].type, source)
+            _check_type(key, value, source)
         return cls(**values)
 
 
@@ -133,21 +138,39 @@ def _flag(key: str) -> str:
     return key.replace("_", "-")
 
 
-_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
+@functools.cache
+def setting_types() -> dict[str, tuple[type, tuple | None, bool]]:
+    """Each setting's (value type, allowed choices or None, may be None), read from the annotations:
+    what the command line builds its flags from and what :meth:`TrainConfig.from_dict` checks."""
+    out = {}
+    for name, hint in get_type_hints(TrainConfig).items():
+        args = get_args(hint) if get_origin(hint) in (Union, types.UnionType) else (hint,)
+        optional = type(None) in args
+        (inner,) = [a for a in args if a is not type(None)]
+        if get_origin(inner) is Literal:
+            choices = get_args(inner)
+            out[name] = (type(choices[0]), choices, optional)
+        else:
+            out[name] = (inner, None, optional)
+    return out
 
 
-def _check_type(key: str, value: Any, annotation: str, source: str) -> None:
-    # annotations are strings here (from __future__ import annotations): "int", "bool | None", ...
-    names = [a.strip() for a in str(annotation).split("|")]
-    if value is None and "None" in names:
+def _choices() -> dict[str, tuple]:
+    return {k: (*c, None) if opt else c for k, (_, c, opt) in setting_types().items() if c is not None}
+
+
+def _check_type(key: str, value: Any, source: str) -> None:
+    kind, _, optional = setting_types()[key]
+    if value is None and optional:
         return
-    allowed = tuple(t for n in names if n != "None" for t in _TYPES[n])
-    ok = isinstance(value, allowed) and not (isinstance(value, bool) and bool not in allowed)
-    if not ok:
-        raise ConfigError(f"{source}: {key} must be {' or '.join(names)}, got {value!r}")
+    allowed = (int, float) if kind is float else (kind,)  # a JSON 1 is a fine float
+    if not isinstance(value, allowed) or (isinstance(value, bool) and kind is not bool):
+        names = kind.__name__ + (" or None" if optional else "")
+        raise ConfigError(f"{source}: {key} must be {names}, got {value!r}")
 
 
 DEFAULTS = TrainConfig()
-"""The recipe, for reference from other modules and the docs."""
+"""The fast recipe (not the paper's: see the help of lr, schedule and init), for reference from
+other modules and the docs."""
 
-__all__ = ["TrainConfig", "ConfigError", "load_config_file", "SCHEDULES", "DEFAULTS"]
+__all__ = ["TrainConfig", "ConfigError", "load_config_file", "setting_types", "SCHEDULES", "EXTENDABLE_SCHEDULES", "DEFAULTS"]

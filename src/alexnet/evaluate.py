@@ -1,4 +1,4 @@
-"""Evaluation of a checkpoint: top-1/top-5, per-class accuracy and the confusion matrix."""
+"""Evaluation of a trained network: top-1/top-5, per-class accuracy and the confusion matrix."""
 
 from __future__ import annotations
 
@@ -6,38 +6,40 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from alexnet import engine
-from alexnet.checkpoint import load_checkpoint, model_from_checkpoint
+from alexnet import engine, runtime
 from alexnet.config import TrainConfig
-from alexnet.data import build_data
+from alexnet.data import build_eval_data
+from alexnet.formats import read_model
 from alexnet.plots import plot_confusion
-from alexnet.train import resolve_device, resolve_precision
+from alexnet.rundir import RunFolder
 
 
 def evaluate_checkpoint(checkpoint: str | Path, *, data: str | None = None, device: str = "auto", out: str | Path | None = None) -> dict:
     """Evaluate a training checkpoint or an export (``.safetensors``) on its validation data (or
-    on ``data``, same layout).
+    on ``data``, same layout). Only the evaluated images are read.
 
     Writes ``evaluation.json`` and ``confusion.png`` to ``out`` (default: the run folder).
     """
     checkpoint = Path(checkpoint)
-    state = load_checkpoint(checkpoint)
+    model_file = read_model(checkpoint, source=f"--checkpoint {checkpoint}")
     # an export keeps only the settings that rebuild the network and its validation set
-    cfg = TrainConfig.from_dict({**TrainConfig().to_dict(), **state["config"]}, source=str(checkpoint))
+    cfg = TrainConfig.from_dict({**TrainConfig().to_dict(), **model_file.config}, source=str(checkpoint))
     cfg = replace(cfg, device=device, workers=min(cfg.workers, 2), **({"data": data} if data is not None else {}))
-    dev = resolve_device(cfg.device)
-    precision = resolve_precision(cfg.precision, dev)
-    batches = build_data(cfg, dev, stats=state["preprocess"])
-    classes = state["classes"]
-    if batches.classes != classes:
-        raise ValueError(f"--data {cfg.data}: its classes {batches.classes[:5]}... differ from the checkpoint's {classes[:5]}...")
-    model = model_from_checkpoint(state, source=f"--checkpoint {checkpoint}").to(dev)
-    result = engine.evaluate(model, batches.val, len(classes), device=dev, precision=precision)
-    result.update({"checkpoint": str(checkpoint), "data": batches.source, "classes": classes,
+    dev = runtime.resolve_device(cfg.device)
+    precision = runtime.resolve_precision(cfg.precision, dev)
+    run_folder = RunFolder(checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent)
+    # the files the training run skipped as bad are not in its hold-out split either
+    exclude = run_folder.read_bad_files() if data is None else set()
+    classes = model_file.classes
+    images = build_eval_data(
+        cfg.data, model_file.preprocess, classes, seed=cfg.seed, val_fraction=cfg.val_fraction, exclude=exclude,
+        skip_bad_images=cfg.skip_bad_images, batch_size=cfg.batch_size, workers=cfg.workers, device=dev,
+    )  # fmt: skip
+    model = model_file.network().to(dev)
+    result = engine.evaluate(model, images.batches, len(classes), device=dev, precision=precision)
+    result.update({"checkpoint": str(checkpoint), "data": images.source, "classes": classes,
                    "top1_error": 1 - result["top1"], "top5_error": 1 - result["top5"]})  # fmt: skip
-    if out is None:
-        out = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
-    out = Path(out)
+    out = Path(out) if out is not None else run_folder.path
     out.mkdir(parents=True, exist_ok=True)
     (out / "evaluation.json").write_text(json.dumps(result, indent=2) + "\n")
     plot_confusion(result["confusion"], classes, out / "confusion.png")

@@ -24,10 +24,19 @@ the same shape. Every variant takes ``num_classes``, ``in_channels`` and the abl
 
 from __future__ import annotations
 
-from typing import Callable
+import functools
+from dataclasses import dataclass
+from typing import Callable, Literal, get_args
 
 import torch
 from torch import nn
+
+from alexnet.errors import ConfigError
+
+ModelName = Literal["alexnet", "alexnet2012", "alexnet_owt"]
+Activation = Literal["relu", "tanh"]
+Pooling = Literal["overlap", "plain"]
+Init = Literal["paper", "kaiming", "torch"]
 
 # Local response normalization, section 3.3: b = a / (k + alpha * sum(a^2))^beta over n = 5
 # adjacent maps, k = 2, alpha = 1e-4, beta = 0.75. We follow Krizhevsky's cuda-convnet layer
@@ -41,7 +50,7 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "tanh": nn.Tanh,  # the saturating baseline of figure 1
 }
 POOLING = {"overlap": (3, 2), "plain": (2, 2)}  # section 3.4: z=3, s=2 against z=s=2
-INITS = ("paper", "kaiming", "torch")
+INITS = get_args(Init)
 
 
 class AlexNet(nn.Module):
@@ -58,15 +67,21 @@ class AlexNet(nn.Module):
         self.min_size = min_size  # smallest input height/width the layers accept
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self._pooled(x))  # logits: the softmax lives in the loss and in prediction
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """FC7's output (N, 4096) after its activation: the features whose Euclidean neighbours the
+        paper shows in figure 4 (right). Call it in eval mode, where dropout is the identity."""
+        return self.classifier[:-1](self._pooled(x))
+
+    def _pooled(self, x: torch.Tensor) -> torch.Tensor:
         if min(x.shape[-2:]) < self.min_size:
             raise ValueError(
                 f"input of {x.shape[-2]}x{x.shape[-1]} is below the minimum image size "
                 f"{self.min_size} for this network; resize it to at least {self.min_size}"
             )
-        x = self.features(x)
-        x = self.avgpool(x)
-        x = torch.flatten(x, 1)  # (N, 256, 6, 6) -> (N, 9216)
-        return self.classifier(x)  # logits: the softmax lives in the loss and in prediction
+        x = self.avgpool(self.features(x))
+        return torch.flatten(x, 1)  # (N, 256, 6, 6) -> (N, 9216)
 
 
 def _act(activation: str) -> nn.Module:
@@ -172,38 +187,63 @@ def _alexnet_owt(num_classes, in_channels, activation, lrn, pooling, dropout):
     return features, _seed_classifier(num_classes, activation, dropout)
 
 
-# name -> (builder, native image size, default init, one-line description)
-MODELS = {
-    "alexnet": (
-        _alexnet,
-        227,
-        "kaiming",
-        "the source document's network: 96/256/384/384/256, no LRN, dropout before FC6/FC7, 227x227",
-    ),
-    "alexnet2012": (
-        _alexnet2012,
-        227,
-        "paper",
-        "the 2012 paper's network: two towers (groups=2), LRN, dropout after FC6/FC7, paper init",
-    ),
-    "alexnet_owt": (
-        _alexnet_owt,
-        224,
-        "torch",
-        "torchvision's 'one weird trick' variant: 64/192/384/256/256, pad 2, loads torchvision weights",
-    ),
-}
+@dataclass(frozen=True)
+class Variant:
+    """One of the networks called AlexNet, as ``alexnet models`` lists it."""
+
+    name: str
+    build: Callable  # (num_classes, in_channels, activation, lrn, pooling, dropout) -> (features, classifier)
+    image_size: int  # the input height/width the variant was designed for
+    init: Init  # its default initialization (see init_weights)
+    lrn: bool  # whether it has local response normalization unless told otherwise
+    description: str
+
+
+MODELS: dict[str, Variant] = {
+    v.name: v
+    for v in (
+        Variant("alexnet", _alexnet, 227, "kaiming", False,
+                "the source document's network: 96/256/384/384/256, no LRN, dropout before FC6/FC7, 227x227"),
+        Variant("alexnet2012", _alexnet2012, 227, "paper", True,
+                "the 2012 paper's network: two towers (groups=2), LRN, dropout after FC6/FC7, paper init"),
+        Variant("alexnet_owt", _alexnet_owt, 224, "torch", False,
+                "torchvision's 'one weird trick' variant: 64/192/384/256/256, pad 2, loads torchvision weights"),
+    )
+}  # fmt: skip
+assert tuple(MODELS) == get_args(ModelName)
+
+
+def variant(name: str) -> Variant:
+    """The variant called ``name``; an unknown name is a :class:`ConfigError` listing the known ones."""
+    if name not in MODELS:
+        raise ConfigError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}")
+    return MODELS[name]
 
 
 def native_image_size(name: str) -> int:
     """The input height/width the variant was designed for (227, or 224 for ``alexnet_owt``)."""
-    return MODELS[_check_name(name)][1]
+    return variant(name).image_size
 
 
-def _check_name(name: str) -> str:
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}")
-    return name
+def resolve_lrn(name: str, lrn: bool | None) -> bool:
+    """``lrn`` as given, or the variant's own default (on for ``alexnet2012`` only) when None."""
+    return variant(name).lrn if lrn is None else lrn
+
+
+@functools.cache
+def min_input_size(name: str, pooling: str = "overlap") -> int:
+    """Smallest square input ``name`` accepts with ``pooling``: 67 for every variant with the
+    paper's overlapping pooling. Worked out from the layers themselves (built on the meta device)."""
+    with torch.device("meta"):
+        features, _ = variant(name).build(1, 1, "relu", False, pooling, 0.0)
+    return min_image_size(features)
+
+
+def check_image_size(size: int, name: str, pooling: str = "overlap") -> None:
+    """Refuse an input size below :func:`min_input_size`, naming the flag and the minimum."""
+    least = min_input_size(name, pooling)
+    if size < least:
+        raise ConfigError(f"--image-size {size} is below the minimum {least} for {name}; use at least {least}")
 
 
 def _out(size: int, kernel: int, stride: int, padding: int) -> int:
@@ -240,7 +280,7 @@ def init_weights(model: AlexNet, scheme: str) -> None:
     ``torch``: PyTorch's default layer init, which torchvision's ``alexnet`` keeps.
     """
     if scheme not in INITS:
-        raise ValueError(f"unknown init {scheme!r}; choose one of: {', '.join(INITS)}")
+        raise ConfigError(f"unknown init {scheme!r}; choose one of: {', '.join(INITS)}")
     if scheme == "torch":
         return
     layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
@@ -283,18 +323,16 @@ def build_model(
         dropout: dropout probability in the classifier (0.5 in the paper).
         init: ``paper``, ``kaiming`` or ``torch``; default per variant (see :func:`init_weights`).
     """
-    builder, _, default_init, _ = MODELS[_check_name(name)]
+    spec = variant(name)
     if activation not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {activation!r}; choose one of: {', '.join(ACTIVATIONS)}")
+        raise ConfigError(f"unknown activation {activation!r}; choose one of: {', '.join(ACTIVATIONS)}")
     if pooling not in POOLING:
-        raise ValueError(f"unknown pooling {pooling!r}; choose one of: {', '.join(POOLING)}")
+        raise ConfigError(f"unknown pooling {pooling!r}; choose one of: {', '.join(POOLING)}")
     if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout {dropout} must be in [0, 1)")
+        raise ConfigError(f"dropout {dropout} must be in [0, 1)")
     if num_classes < 1 or in_channels < 1:
-        raise ValueError("num_classes and in_channels must be at least 1")
-    if lrn is None:
-        lrn = name == "alexnet2012"
-    features, classifier = builder(num_classes, in_channels, activation, lrn, pooling, dropout)
-    model = AlexNet(features, classifier, min_image_size(features))
-    init_weights(model, init or default_init)
+        raise ConfigError("num_classes and in_channels must be at least 1")
+    features, classifier = spec.build(num_classes, in_channels, activation, resolve_lrn(name, lrn), pooling, dropout)
+    model = AlexNet(features, classifier, min_input_size(name, pooling))
+    init_weights(model, init or spec.init)
     return model

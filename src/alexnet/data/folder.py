@@ -1,86 +1,26 @@
-"""Folders of image files (torchvision's ImageFolder layout): decoding, checking, loading.
+"""Folders of image files (torchvision's ImageFolder layout): listing, checking and loading.
 
-Every image is decoded by PIL in DataLoader workers and goes through the paper's transforms:
-shorter side to 256 (scaled with ``image_size``), random crop and horizontal flip for training,
-centre crop for evaluation. Before training, every file is decoded once (:func:`scan_images`) so a
-bad file stops the run at its start with a list of all of them, or is skipped on request.
+Every image is decoded in DataLoader workers (:func:`alexnet.data.images.open_image`) and goes
+through the paper's transforms (:class:`alexnet.data.transforms.Preprocess`). Before training,
+every file is decoded once (:func:`scan_images`) so a bad file stops the run at its start with a
+list of all of them, or is skipped on request. Evaluation lists and decodes only the images it
+evaluates (:func:`folder_eval_data`).
 """
 
 from __future__ import annotations
 
-import math
-import os
 import random
 from pathlib import Path
+from typing import Mapping
 
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
-from alexnet.data import Data, DataError, ImageError, epoch_generator
-
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
-
-
-# Smallest side of a training image, in pixels. Below it a file is a tracking pixel, an icon or a
-# scraper's placeholder rather than a photo: upscaled to the 256-pixel shorter side it is a flat
-# patch with nothing to learn, so an image folder's scan lists it as bad.
-MIN_IMAGE_SIDE = 8
-
-
-def open_image(path: str | Path, mode: str, *, min_side: int = 1) -> Image.Image:
-    """Decode any PIL-readable image and convert it to ``mode`` ('RGB' or 'L').
-
-    Palette images with transparency and RGBA are composited on white first, so transparent
-    pixels do not turn into arbitrary colours; CMYK, 16-bit and others go through PIL's convert.
-
-    A file that cannot be used raises :class:`ImageError` (a :class:`DataError`) and nothing else:
-    missing or unreadable, empty, not an image, truncated or corrupt, a side below ``min_side``,
-    or more pixels than ``PIL.Image.MAX_IMAGE_PIXELS`` (PIL's decompression-bomb limit; training
-    shrinks every image to a 256-pixel side, and a damaged header often claims a huge size).
-    """
-    try:
-        f = open(path, "rb")
-    except FileNotFoundError:
-        raise ImageError(path, "no such image file") from None
-    except OSError as e:
-        raise ImageError(path, f"cannot read file ({e.strerror or e})") from None
-    with f:
-        if os.fstat(f.fileno()).st_size == 0:
-            raise ImageError(path, "empty file (0 bytes)")
-        try:
-            with Image.open(f) as img:
-                w, h = img.size
-                if min(w, h) < min_side:
-                    raise ImageError(path, f"image of {w}x{h} pixels is too small (minimum {min_side}x{min_side})")
-                if Image.MAX_IMAGE_PIXELS and w * h > Image.MAX_IMAGE_PIXELS:
-                    raise ImageError(path, f"image of {w}x{h} pixels is too large (PIL's limit: {Image.MAX_IMAGE_PIXELS} pixels)")
-                img.load()
-                return _convert(img, mode)
-        except ImageError:
-            raise
-        except Image.UnidentifiedImageError:
-            raise ImageError(path, "not a readable image (no image format recognized)") from None
-        except Exception as e:
-            # Pillow's decoders raise OSError, SyntaxError, ValueError, EOFError, struct.error,
-            # IndexError, ... on damaged files (Pillow's own fuzz harness accepts any Exception),
-            # so every one of them means "this file is bad".
-            detail = " ".join(f"{type(e).__name__}: {e}".split())[:200]  # one line, however PIL words it
-            what = "too large to decode" if isinstance(e, Image.DecompressionBombError) else "truncated or corrupt image"
-            raise ImageError(path, f"{what} ({detail})") from None
-
-
-def _convert(img: Image.Image, mode: str) -> Image.Image:
-    """A loaded image in ``mode``: transparency composited on white, 16-bit scaled to 8."""
-    if img.mode == "P" and "transparency" in img.info:
-        img = img.convert("RGBA")
-    if img.mode in ("RGBA", "LA"):
-        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(background, img.convert("RGBA"))
-    if img.mode == "I;16" or img.mode == "I":
-        img = img.point(lambda v: v / 256).convert("L")
-    return img.convert(mode)
+from alexnet.data.base import Data, EvalData
+from alexnet.data.images import IMAGE_EXTENSIONS, MIN_IMAGE_SIDE, open_image
+from alexnet.data.sampling import EpochOrder
+from alexnet.data.transforms import Preprocess
+from alexnet.errors import DataError, ImageError
 
 
 def scan_images(samples, mode: str, workers: int = 0) -> list[dict]:
@@ -140,25 +80,6 @@ def scan_folder(root: Path, classes: list[str] | None = None) -> tuple[list[tupl
     return samples, classes
 
 
-def resize_size(image_size: int) -> int:
-    """Shorter side before cropping: the paper's 256 for 224-227 crops, scaled for other sizes."""
-    return 256 if 224 <= image_size <= 256 else max(image_size, round(image_size * 256 / 224))
-
-
-def folder_transform(image_size: int, mean, std, train: bool):
-    """The paper's photo pipeline: resize shorter side, random (train) or centre (eval) crop."""
-    from torchvision.transforms import v2
-
-    crop = [v2.RandomCrop(image_size), v2.RandomHorizontalFlip()] if train else [v2.CenterCrop(image_size)]
-    return v2.Compose([
-        v2.PILToTensor(),
-        v2.Resize(resize_size(image_size), antialias=True),
-        *crop,
-        v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize(mean, std),
-    ])  # fmt: skip
-
-
 class ImageList(Dataset):
     """A list of (path, label) pairs decoded with :func:`open_image` and a transform.
 
@@ -193,27 +114,25 @@ class ImageList(Dataset):
 
 
 class EpochSampler(Sampler):
-    """(index, augmentation seed) pairs of one epoch, in an order fixed by (seed, epoch).
+    """(index, augmentation seed) pairs of one epoch, in the :class:`EpochOrder` of (seed, epoch).
 
     ``set_epoch(epoch, start)`` skips the first ``start`` batches, so a resumed epoch continues
     with exactly the images and the random crops it would have had.
     """
 
     def __init__(self, n: int, *, batch_size: int, shuffle: bool, seed: int):
-        self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
-        self.epoch, self.start = 0, 0
+        self.order = EpochOrder(n, batch_size=batch_size, shuffle=shuffle, seed=seed)
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
-        self.epoch, self.start = epoch, start
+        self.order.set_epoch(epoch, start)
 
     def __len__(self) -> int:
-        return max(0, self.n - self.start * self.batch_size)
+        return max(0, self.order.n - self.order.first)
 
     def __iter__(self):
-        g = epoch_generator(self.seed, self.epoch)
-        order = torch.randperm(self.n, generator=g) if self.shuffle else torch.arange(self.n)
-        seeds = torch.randint(0, 2**62, (self.n,), generator=g)
-        for pos in range(self.start * self.batch_size, self.n):
+        g, order = self.order.draw()
+        seeds = torch.randint(0, 2**62, (self.order.n,), generator=g)
+        for pos in range(self.order.first, self.order.n):
             yield int(order[pos]), int(seeds[pos])
 
 
@@ -246,14 +165,14 @@ def channel_stats(samples, mode: str, limit: int = 2000, size: int = 64, seed: i
     return mean.tolist(), std.tolist()
 
 
-class _EpochLoader:
+class EpochLoader:
     """A DataLoader over an :class:`EpochSampler`: the same interface as TensorBatches."""
 
-    def __init__(self, loader: DataLoader):
-        self.loader = loader
+    def __init__(self, loader: DataLoader, changed: str = "it was readable when the run started, so it changed since"):
+        self.loader, self.changed = loader, changed
 
     def __len__(self) -> int:  # batches in a whole epoch, also while resuming part-way
-        return math.ceil(self.loader.sampler.n / self.loader.batch_size)
+        return len(self.loader.sampler.order)
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         self.loader.sampler.set_epoch(epoch, start)
@@ -261,28 +180,55 @@ class _EpochLoader:
     def __iter__(self):
         for batch in self.loader:
             if isinstance(batch, ImageError):
-                raise ImageError(batch.path, f"{batch.reason}; it was readable when the run started, so it changed since")
+                raise ImageError(batch.path, f"{batch.reason}; {self.changed}")
             yield batch
 
 
-def folder_data(cfg, root: Path, device, stats) -> Data:
+def _loader(samples, preprocess: Preprocess, *, train: bool, batch_size: int, workers: int, seed: int, device) -> EpochLoader:
+    ds = ImageList(samples, preprocess.mode, preprocess.folder_transform(train))
+    sampler = EpochSampler(len(ds), batch_size=batch_size, shuffle=train, seed=seed)
+    # its own generator: each iter() draws the workers' base seed from it, not from the global
+    # RNG that dropout uses (that draw would shift dropout's stream on a resume)
+    return EpochLoader(DataLoader(
+        ds, batch_size=batch_size, sampler=sampler, num_workers=workers,
+        generator=torch.Generator().manual_seed(seed),
+        pin_memory=device.type == "cuda", persistent_workers=workers > 0, drop_last=False, collate_fn=collate_images,
+    ))  # fmt: skip
+
+
+def holdout(samples: list, seed: int, val_fraction: float) -> tuple[list, list]:
+    """The seeded hold-out split of a plain folder: (training samples, validation samples), each
+    in the order of ``samples``. A function of the listed (readable) files, the seed and the
+    fraction alone, so evaluation redraws exactly the split training made without decoding it."""
+    order = list(range(len(samples)))
+    random.Random(seed).shuffle(order)
+    n_val = max(1, round(len(samples) * val_fraction)) if len(samples) > 1 else 0
+    return [samples[i] for i in sorted(order[n_val:])], [samples[i] for i in sorted(order[:n_val])]
+
+
+def has_split_folders(root: Path) -> bool:
+    return (root / "train").is_dir() and (root / "val").is_dir()
+
+
+def folder_classes(root: Path) -> list[str]:
+    """The class names of an image folder (its training sub-folders), from the listing alone."""
+    top = root / "train" if has_split_folders(root) else root
+    return sorted(d.name for d in top.iterdir() if d.is_dir() and not d.name.startswith("."))
+
+
+def folder_data(cfg, root: Path, device, stats: Mapping | None) -> Data:
     """Train and validation loaders of an ImageFolder-layout folder (see :func:`alexnet.data.build_data`)."""
     mode, split = "RGB", None
-    if (root / "train").is_dir() and (root / "val").is_dir():
+    if has_split_folders(root):
         train_samples, classes = scan_folder(root / "train")
         val_samples, _ = scan_folder(root / "val", classes)
-        bad = _bad_images(cfg, root, train_samples + val_samples, mode)
+        bad = _bad_images(cfg.skip_bad_images, cfg.workers, root, train_samples + val_samples, mode)
         train_samples, val_samples = _without(train_samples, bad), _without(val_samples, bad)
     else:
         samples, classes = scan_folder(root)
         # The split is drawn from the readable files only: the same split as after deleting the bad ones.
-        bad = _bad_images(cfg, root, samples, mode)
-        samples = _without(samples, bad)
-        order = list(range(len(samples)))
-        random.Random(cfg.seed).shuffle(order)
-        n_val = max(1, round(len(samples) * cfg.val_fraction)) if len(samples) > 1 else 0
-        val_samples = [samples[i] for i in sorted(order[:n_val])]
-        train_samples = [samples[i] for i in sorted(order[n_val:])]
+        bad = _bad_images(cfg.skip_bad_images, cfg.workers, root, samples, mode)
+        train_samples, val_samples = holdout(_without(samples, bad), cfg.seed, cfg.val_fraction)
         split = {"seed": cfg.seed, "val_fraction": cfg.val_fraction, "val": [p for p, _ in val_samples]}
     if bad and not (train_samples and val_samples):
         which = "training" if not train_samples else "validation"
@@ -292,24 +238,13 @@ def folder_data(cfg, root: Path, device, stats) -> Data:
     if stats is None:
         mean, std = channel_stats(train_samples, mode, seed=cfg.seed)
         stats = {"mean": mean, "std": std}
-    pin = device.type == "cuda"
-
-    def loader(samples, train):
-        ds = ImageList(samples, mode, folder_transform(cfg.image_size, stats["mean"], stats["std"], train))
-        sampler = EpochSampler(len(ds), batch_size=cfg.batch_size, shuffle=train, seed=cfg.seed)
-        # its own generator: each iter() draws the workers' base seed from it, not from the global
-        # RNG that dropout uses (that draw would shift dropout's stream on a resume)
-        return DataLoader(
-            ds, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.workers,
-            generator=torch.Generator().manual_seed(cfg.seed),
-            pin_memory=pin, persistent_workers=cfg.workers > 0, drop_last=False, collate_fn=collate_images,
-        )  # fmt: skip
-
+    preprocess = Preprocess.for_folder(image_size=cfg.image_size, stats=stats, mode=mode)
+    common = dict(batch_size=cfg.batch_size, workers=cfg.workers, seed=cfg.seed, device=device)
     return Data(
-        train=_EpochLoader(loader(train_samples, True)),
-        val=_EpochLoader(loader(val_samples, False)),
+        train=_loader(train_samples, preprocess, train=True, **common),
+        val=_loader(val_samples, preprocess, train=False, **common),
         classes=classes,
-        preprocess={"kind": "folder", "mode": mode, "image_size": cfg.image_size, "resize": resize_size(cfg.image_size), "mean": stats["mean"], "std": stats["std"]},
+        preprocess=preprocess,
         num_train=len(train_samples),
         num_val=len(val_samples),
         source=str(root),
@@ -318,11 +253,30 @@ def folder_data(cfg, root: Path, device, stats) -> Data:
     )
 
 
-def _bad_images(cfg, root: Path, samples, mode: str) -> list[dict]:
-    """The files of ``samples`` that :func:`scan_images` finds bad; unless ``cfg.skip_bad_images``,
-    the error that lists them all (before anything is trained or written)."""
-    bad = scan_images(samples, mode, cfg.workers)
-    if bad and not cfg.skip_bad_images:
+def folder_eval_data(root: Path, preprocess: Preprocess, classes: list[str], *, seed: int, val_fraction: float,
+                     exclude: set[str], skip_bad_images: bool, batch_size: int, workers: int, device) -> EvalData:  # fmt: skip
+    """The validation images of an image folder as evaluation batches: ``val/``, or the hold-out
+    of a plain folder redrawn by :func:`holdout` from the listed files less ``exclude`` (the files
+    training skipped as bad). Only those images are decoded; no training image is opened."""
+    if has_split_folders(root):
+        val_samples, _ = scan_folder(root / "val", list(classes))
+    else:
+        samples, _ = scan_folder(root, list(classes))
+        _, val_samples = holdout([s for s in samples if s[0] not in exclude], seed, val_fraction)
+    bad = _bad_images(skip_bad_images, workers, root, val_samples, preprocess.mode)
+    val_samples = _without(val_samples, bad)
+    if not val_samples:
+        raise DataError(f"--data {root}: no readable validation images")
+    loader = _loader(val_samples, preprocess, train=False, batch_size=batch_size, workers=workers, seed=seed, device=device)
+    loader.changed = "it was readable when the evaluation started, so it changed since"
+    return EvalData(loader, list(classes), len(val_samples), str(root))
+
+
+def _bad_images(skip: bool, workers: int, root: Path, samples, mode: str) -> list[dict]:
+    """The files of ``samples`` that :func:`scan_images` finds bad; unless ``skip``, the error
+    that lists them all (before anything is trained or written)."""
+    bad = scan_images(samples, mode, workers)
+    if bad and not skip:
         raise DataError(bad_images_message(root, bad))
     return bad
 

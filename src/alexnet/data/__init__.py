@@ -1,0 +1,75 @@
+"""Data: Fashion-MNIST (or any IDX set) batched on the device, or any folder of images.
+
+* :mod:`~alexnet.data.idx` - IDX files in memory, augmented on the device (``TensorBatches``);
+* :mod:`~alexnet.data.folder` - ImageFolder layouts: listing, the bad-file scan, loaders;
+* :mod:`~alexnet.data.images` - decoding one untrusted image file;
+* :mod:`~alexnet.data.sampling` - the seeded, resumable order of an epoch;
+* :mod:`~alexnet.data.transforms` - the typed ``Preprocess`` record and the transforms made from it.
+
+:func:`build_data` gives a training run its training and validation batches;
+:func:`build_eval_data` gives an evaluation its batches and never touches the training split.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+import torch
+
+from alexnet.data.base import Data, EvalData
+from alexnet.data.folder import folder_classes, folder_data, folder_eval_data
+from alexnet.data.idx import TensorBatches, idx_class_names, idx_data, idx_eval_data, is_idx_folder, read_idx
+from alexnet.data.images import open_image
+from alexnet.data.transforms import Preprocess
+from alexnet.errors import DataError, ImageError
+
+
+def _folder(data: str) -> Path:
+    root = Path(data)
+    if not root.is_dir():
+        raise DataError(f"--data {root}: no such folder; give an image folder or a folder of IDX files")
+    return root
+
+
+def build_data(cfg, device: torch.device, stats: Mapping | None = None) -> Data:
+    """Build the train and validation batches for ``cfg`` (a TrainConfig).
+
+    ``stats`` (``{"mean": [...], "std": [...]}``, e.g. a checkpoint's ``Preprocess.stats``) reuses
+    stored normalization instead of recomputing it, so a resumed model sees exactly the inputs it
+    was trained on.
+    """
+    if cfg.data is None or is_idx_folder(cfg.data):
+        return idx_data(cfg, device, stats)
+    return folder_data(cfg, _folder(cfg.data), device, stats)
+
+
+def build_eval_data(
+    data: str | None, preprocess: Preprocess, classes: list[str], *, seed: int = 0, val_fraction: float = 0.1,
+    exclude: set[str] = frozenset(), skip_bad_images: bool = False, batch_size: int = 128, workers: int = 2,
+    device: torch.device = torch.device("cpu"),
+) -> EvalData:  # fmt: skip
+    """The images a model trained with ``preprocess`` on ``classes`` is evaluated on: an IDX set's
+    test split, an image folder's ``val/``, or the seeded hold-out of a plain folder (``seed``,
+    ``val_fraction`` and the training run's skipped files ``exclude`` redraw it exactly)."""
+    idx = data is None or is_idx_folder(data)
+    found = idx_class_names(data, len(classes)) if idx else folder_classes(_folder(data))
+    if found != list(classes):
+        raise DataError(f"--data {data}: its classes {found[:5]}... differ from the model's {list(classes)[:5]}...")
+    if idx:
+        return idx_eval_data(data, preprocess, len(classes), batch_size=batch_size, device=device)
+    return folder_eval_data(
+        _folder(data), preprocess, classes, seed=seed, val_fraction=val_fraction, exclude=set(exclude),
+        skip_bad_images=skip_bad_images, batch_size=batch_size, workers=workers, device=device,
+    )  # fmt: skip
+
+
+def preprocess_image(path: str | Path, preprocess: Preprocess) -> torch.Tensor:
+    """One image file -> (C, S, S) model input, exactly as evaluation batches are made."""
+    return preprocess(open_image(path, preprocess.mode))
+
+
+__all__ = [
+    "Data", "EvalData", "DataError", "ImageError", "Preprocess", "TensorBatches",
+    "build_data", "build_eval_data", "preprocess_image", "read_idx",
+]  # fmt: skip

@@ -1,0 +1,196 @@
+"""IDX files (Fashion-MNIST, MNIST) held in memory and batched on the device.
+
+Fashion-MNIST sits in memory as one uint8 tensor (60,000 x 1 x 28 x 28 is 47 MB).
+:class:`TensorBatches` moves each batch to the device and resizes, crops and flips it there in a
+single ``grid_sample`` call: no per-image Python work, so the same code is fast on CPU and GPU.
+Normalization statistics come from the training images and are stored with the model.
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+import zlib
+from pathlib import Path
+from typing import Iterator, Mapping
+
+import torch
+
+from alexnet.data.base import Data, EvalData
+from alexnet.data.sampling import EpochOrder
+from alexnet.data.transforms import Preprocess, random_flips_and_shifts
+from alexnet.errors import DataError
+
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MNIST_CLASSES = [
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+]  # fmt: skip
+IDX_FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+INSTALL_HINT = "install them with: sudo apt-get install dataset-fashion-mnist (or pass --data DIR)"
+
+_IDX_DTYPES = {0x08: torch.uint8}
+
+
+def read_idx(path: str | Path) -> torch.Tensor:
+    """Read an IDX file (plain or .gz) into a uint8 tensor, checking its magic number and length.
+
+    Any malformed file - not gzip data in a .gz, a cut-off or damaged gzip stream, a wrong magic
+    number, a shape that does not match the length - raises :class:`DataError` naming it.
+    """
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError; bad deflate data a zlib.error
+        raise DataError(f"{path}: cannot read IDX file ({e})") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES or not 1 <= raw[3] <= 4:
+        raise DataError(f"{path}: not an IDX file of unsigned bytes (wrong magic number)")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DataError(f"{path}: truncated IDX header")
+    shape = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    expected = header + math.prod(shape)
+    if len(raw) != expected:
+        raise DataError(f"{path}: IDX length {len(raw)} bytes does not match its shape {shape} ({expected} bytes)")
+    if expected == header:  # a valid file of zero images; frombuffer refuses empty buffers
+        try:
+            return torch.zeros(shape, dtype=torch.uint8)
+        except RuntimeError:  # e.g. 0 x 2^32-1 x 2^32-1 x 2^32-1: no elements, but its strides overflow
+            raise DataError(f"{path}: IDX shape {shape} is too large to hold") from None
+    return torch.frombuffer(bytearray(raw[header:]), dtype=torch.uint8).reshape(shape)
+
+
+def find_idx_files(root: str | Path | None, splits: tuple[str, ...] = ("train", "test")) -> dict[str, Path]:
+    """Locate the IDX files of ``splits`` (plain or .gz) in ``root`` or Debian's folder."""
+    folder = Path(root) if root is not None else FASHION_MNIST_DIR
+    found, missing = {}, []
+    for key, stem in IDX_FILES.items():
+        if key.split("_")[0] not in splits:
+            continue
+        for candidate in (folder / stem, folder / f"{stem}.gz"):
+            if candidate.is_file():
+                found[key] = candidate
+                break
+        else:
+            missing.append(stem)
+    if missing:
+        where = f"{folder}" if root is not None else f"{folder} (Debian's dataset-fashion-mnist)"
+        raise DataError(f"Fashion-MNIST files missing in {where}: {', '.join(missing)}; {INSTALL_HINT}")
+    return found
+
+
+def load_idx_split(files: dict[str, Path], split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images (N, 1, H, W) uint8 and labels (N,) int64 of ``split`` (train or test)."""
+    images, labels = read_idx(files[f"{split}_images"]), read_idx(files[f"{split}_labels"])
+    if images.dim() != 3 or labels.dim() != 1 or len(images) != len(labels):
+        raise DataError(
+            f"{files[f'{split}_images']}: expected N x H x W images and N labels, "
+            f"got {list(images.shape)} and {list(labels.shape)}"
+        )
+    return images.unsqueeze(1), labels.long()  # (N, H, W) -> (N, 1, H, W)
+
+
+def load_idx_dataset(root: str | Path | None = None) -> dict[str, torch.Tensor]:
+    """Images (N, 1, H, W) uint8 and labels (N,) int64 for the train and test splits."""
+    files = find_idx_files(root)
+    out = {}
+    for split in ("train", "test"):
+        out[f"{split}_images"], out[f"{split}_labels"] = load_idx_split(files, split)
+    return out
+
+
+def idx_class_names(root: str | Path | None, count: int) -> list[str]:
+    """Fashion-MNIST's names for the default data; else one name per line of ``classes.txt`` in the
+    folder if present, Fashion-MNIST's names for a folder whose name says fashion, else 0, 1, ..."""
+    if root is None:
+        return FASHION_MNIST_CLASSES
+    names_file = Path(root) / "classes.txt"
+    if names_file.is_file():
+        names = [line.strip() for line in names_file.read_text().splitlines() if line.strip()]
+        if len(names) < count:
+            raise DataError(f"{names_file}: {len(names)} names for {count} classes; give one name per line")
+        return names[:count]
+    if "fashion" in Path(root).resolve().name.lower() and count == 10:
+        return FASHION_MNIST_CLASSES
+    return [str(i) for i in range(count)]
+
+
+def is_idx_folder(path: str | Path) -> bool:
+    folder = Path(path)
+    return any((folder / s).is_file() or (folder / f"{s}.gz").is_file() for s in IDX_FILES.values())
+
+
+class TensorBatches:
+    """Batches of an in-memory uint8 image tensor, resized and augmented on the device.
+
+    Training batches get the paper's two augmentations in one ``grid_sample``: a random crop (a
+    shift of up to ``MAX_SHIFT`` source pixels, zero-padded like the background) and a horizontal
+    flip with probability 1/2. Evaluation batches are only resized. The order is an
+    :class:`EpochOrder`, so a run can be repeated and resumed exactly.
+    """
+
+    def __init__(self, images, labels, *, batch_size: int, preprocess: Preprocess, train: bool, device, seed: int = 0):
+        self.images, self.labels, self.preprocess, self.train = images, labels, preprocess, train
+        self.device = torch.device(device)
+        self.order = EpochOrder(len(images), batch_size=batch_size, shuffle=train, seed=seed)
+        if self.device.type == "cuda":  # keep the whole set on the GPU: no host transfers at all
+            self.images, self.labels = self.images.to(self.device), self.labels.to(self.device)
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Select the epoch's order, and skip its first ``start`` batches (resuming mid-epoch)."""
+        self.order.set_epoch(epoch, start)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        g, order = self.order.draw()
+        for b, idx in self.order.batches(order):
+            idx = idx.to(self.images.device)
+            if self.train:  # draw even for skipped batches: the random stream stays the same
+                flip, shift = random_flips_and_shifts(len(idx), g)
+            if b < self.order.start:
+                continue
+            x = self.images[idx].to(self.device, non_blocking=True).float().div_(255)
+            y = self.labels[idx].to(self.device, non_blocking=True)
+            yield (self.preprocess.tensor_batch(x, flip, shift) if self.train else self.preprocess.tensor_batch(x)), y
+
+
+def idx_data(cfg, device: torch.device, stats: Mapping | None) -> Data:
+    """Training and test batches of an IDX set (Fashion-MNIST by default); see build_data."""
+    files = find_idx_files(cfg.data)
+    train_images, train_labels = load_idx_split(files, "train")
+    test_images, test_labels = load_idx_split(files, "test")
+    classes = idx_class_names(cfg.data, int(train_labels.max()) + 1)
+    if stats is None:
+        pixels = train_images.float().div_(255)
+        stats = {"mean": [pixels.mean().item()], "std": [pixels.std().item()]}
+    preprocess = Preprocess.for_tensors(mode="L", source_size=train_images.shape[-1], image_size=cfg.image_size, stats=stats)
+    common = dict(batch_size=cfg.batch_size, preprocess=preprocess, device=device, seed=cfg.seed)
+    return Data(
+        train=TensorBatches(train_images, train_labels, train=True, **common),
+        val=TensorBatches(test_images, test_labels, train=False, **common),
+        classes=classes,
+        preprocess=preprocess,
+        num_train=len(train_images),
+        num_val=len(test_images),
+        source=str(cfg.data or FASHION_MNIST_DIR),
+    )
+
+
+def idx_eval_data(root: str | None, preprocess: Preprocess, num_classes: int, *, batch_size: int, device: torch.device) -> EvalData:
+    """The test split of an IDX set as evaluation batches: the training files are not read."""
+    files = find_idx_files(root, splits=("test",))
+    images, labels = load_idx_split(files, "test")
+    if len(labels) and int(labels.max()) >= num_classes:
+        raise DataError(f"{files['test_labels']}: label {int(labels.max())} is outside the model's {num_classes} classes")
+    batches = TensorBatches(images, labels, batch_size=batch_size, preprocess=preprocess, train=False, device=device)
+    return EvalData(batches, idx_class_names(root, num_classes), len(images), str(root or FASHION_MNIST_DIR))

@@ -1,0 +1,155 @@
+"""How an image becomes model input: the typed :class:`Preprocess` record stored in every
+checkpoint and export, and the training and evaluation transforms made from it.
+
+Two kinds of pipeline, one record:
+
+* ``tensor`` (Fashion-MNIST, any IDX set): a uint8 batch is resized, shifted and flipped on the
+  device with one ``grid_sample`` (:func:`resample`), then normalized. A single image for
+  prediction is first brought back to the data set's own resolution (``source_size``).
+* ``folder`` (photos): the paper's pipeline - shorter side to ``resize`` (256 for 224-227 crops),
+  a random crop and flip for training, the centre crop for evaluation - on PIL images.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Literal, Mapping
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+MAX_SHIFT = 2.0  # Fashion-MNIST random crops: shifts of up to 2 of the 28 source pixels
+
+
+def resize_size(image_size: int) -> int:
+    """Shorter side before cropping: the paper's 256 for 224-227 crops, scaled for other sizes."""
+    return 256 if 224 <= image_size <= 256 else max(image_size, round(image_size * 256 / 224))
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """What turns one image into model input, exactly as the model was trained to see it."""
+
+    kind: Literal["tensor", "folder"]
+    mode: Literal["L", "RGB"]  # PIL mode the image is converted to: 1 or 3 channels
+    image_size: int  # model input height and width
+    mean: tuple[float, ...]  # per channel, of pixel values in [0, 1]
+    std: tuple[float, ...]
+    source_size: int | None = None  # tensor: the data set's own height and width (28 for Fashion-MNIST)
+    resize: int | None = None  # folder: the shorter side before the crop
+
+    @classmethod
+    def for_tensors(cls, *, mode: str, source_size: int, image_size: int, stats: Mapping) -> "Preprocess":
+        return cls("tensor", mode, image_size, tuple(stats["mean"]), tuple(stats["std"]), source_size=source_size)
+
+    @classmethod
+    def for_folder(cls, *, image_size: int, stats: Mapping, mode: str = "RGB", resize: int | None = None) -> "Preprocess":
+        return cls("folder", mode, image_size, tuple(stats["mean"]), tuple(stats["std"]), resize=resize or resize_size(image_size))
+
+    @property
+    def channels(self) -> int:
+        return len(self.mean)
+
+    @property
+    def stats(self) -> dict[str, list[float]]:
+        """The normalization statistics, as :func:`alexnet.data.build_data` takes them."""
+        return {"mean": list(self.mean), "std": list(self.std)}
+
+    def to_dict(self) -> dict:
+        """The JSON-able form written into checkpoints and sidecars (fields that do not apply left out)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_dict(cls, values, source: str = "preprocess") -> "Preprocess":
+        """Read the stored form back, checking every field; a bad one raises ValueError naming it."""
+        if not isinstance(values, Mapping):
+            raise ValueError(f"{source}: 'preprocess' must be an object, got {type(values).__name__}")
+        kind = values.get("kind")
+        if kind not in ("tensor", "folder"):
+            raise ValueError(f"{source}: preprocess 'kind' must be tensor or folder, got {kind!r}")
+        needed = {"mode", "image_size", "mean", "std"} | ({"source_size"} if kind == "tensor" else set())
+        missing = sorted(needed - set(values))
+        if missing:
+            raise ValueError(f"{source}: preprocess lacks {', '.join(missing)}")
+        if values["mode"] not in ("L", "RGB"):
+            raise ValueError(f"{source}: preprocess 'mode' must be L or RGB, got {values['mode']!r}")
+        for key in ("image_size", "source_size", "resize"):
+            v = values.get(key)
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+                raise ValueError(f"{source}: preprocess {key!r} must be a positive integer, got {v!r}")
+        mean, std = values["mean"], values["std"]
+        numbers = lambda v: isinstance(v, list) and all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v)  # noqa: E731
+        if not (numbers(mean) and numbers(std) and len(mean) == len(std) == (1 if values["mode"] == "L" else 3)):
+            raise ValueError(f"{source}: preprocess mean and std must be lists of one finite number per channel of mode {values['mode']}")
+        if min(std) <= 0:
+            raise ValueError(f"{source}: preprocess std must be positive, got {std}")
+        extra = sorted(set(values) - {"kind", "mode", "image_size", "mean", "std", "source_size", "resize"})
+        if extra:
+            raise ValueError(f"{source}: unknown preprocess field(s) {', '.join(extra)}")
+        return cls(kind, values["mode"], values["image_size"], tuple(float(m) for m in mean), tuple(float(s) for s in std),
+                   source_size=values.get("source_size"), resize=values.get("resize") or (resize_size(values["image_size"]) if kind == "folder" else None))  # fmt: skip
+
+    # -- the tensor pipeline --
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) floats in [0, 1] -> normalized with the per-channel mean and std."""
+        mean = torch.tensor(self.mean).view(1, -1, 1, 1).to(x.device)
+        std = torch.tensor(self.std).view(1, -1, 1, 1).to(x.device)
+        return (x - mean) / std
+
+    def tensor_batch(self, x: torch.Tensor, flip: torch.Tensor | None = None, shift: torch.Tensor | None = None) -> torch.Tensor:
+        """(N, C, h, w) floats in [0, 1] -> (N, C, S, S), resized by :func:`resample` and normalized."""
+        return self.normalize(resample(x, self.image_size, flip, shift))
+
+    # -- the folder pipeline --
+    def folder_transform(self, train: bool):
+        """The paper's photo pipeline: shorter side to ``resize``, random crop and flip (train) or
+        centre crop (eval), to float, normalized."""
+        from torchvision.transforms import v2
+
+        crop = [v2.RandomCrop(self.image_size), v2.RandomHorizontalFlip()] if train else [v2.CenterCrop(self.image_size)]
+        return v2.Compose([
+            v2.PILToTensor(),
+            v2.Resize(self.resize, antialias=True),
+            *crop,
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(list(self.mean), list(self.std)),
+        ])  # fmt: skip
+
+    # -- one image, for prediction --
+    def __call__(self, img: Image.Image) -> torch.Tensor:
+        """One PIL image already in ``mode`` -> (C, S, S) model input, exactly as evaluation batches
+        are made."""
+        if self.kind == "tensor":
+            s = self.source_size  # back to the data set's own resolution, then as a tensor batch
+            img = img.resize((s, s), Image.BILINEAR)
+            x = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).view(1, -1, s, s).float().div(255)
+            return self.tensor_batch(x)[0]
+        return self.folder_transform(train=False)(img)
+
+
+def resample(x: torch.Tensor, size: int, flip: torch.Tensor | None = None, shift: torch.Tensor | None = None) -> torch.Tensor:
+    """Bilinear resize of (N, C, h, w) to (N, C, size, size), optionally flipped and shifted.
+
+    ``flip`` (N,) bool mirrors images left-right; ``shift`` (N, 2) moves them by (x, y) source
+    pixels, i.e. a crop of the zero-padded image. One ``grid_sample`` does all three, for training
+    and evaluation alike, so an un-augmented training batch equals the evaluation batch exactly.
+    """
+    n, c, h, w = x.shape
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0] = 1.0 - 2.0 * flip.float() if flip is not None else 1.0
+    theta[:, 1, 1] = 1.0
+    if shift is not None:  # affine_grid works in [-1, 1]: one source pixel is 2/w (2/h) of it
+        theta[:, 0, 2] = -shift[:, 0] * 2 / w
+        theta[:, 1, 2] = -shift[:, 1] * 2 / h
+    grid = F.affine_grid(theta.to(x.device), [n, c, size, size], align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def random_flips_and_shifts(n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """The paper's augmentation for one batch: flips with probability 1/2, and random crops as
+    shifts drawn uniformly from [-MAX_SHIFT, MAX_SHIFT] source pixels in x and y."""
+    flip = torch.rand(n, generator=g) < 0.5
+    shift = (torch.rand(n, 2, generator=g) * 2 - 1) * MAX_SHIFT
+    return flip, shift

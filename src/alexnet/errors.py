@@ -1,0 +1,48 @@
+"""The errors a user can cause, in one place: each carries a one-line message that names the input
+and says what to do. The command line prints the message without a traceback and exits with a
+status code that says which kind it was (:func:`alexnet.cli.main`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class ConfigError(ValueError):
+    """A setting or flag that cannot be used; exit code 2."""
+
+
+class DataError(Exception):
+    """Data that cannot be used; the message names the file or folder and what to do."""
+
+
+class ImageError(DataError):
+    """An image file that cannot be used; the message is one line, ``"<path>: <reason>"``."""
+
+    def __init__(self, path: str | Path, reason: str):
+        self.path, self.reason = str(path), reason
+        super().__init__(f"{path}: {reason}")
+
+    def __reduce__(self):  # rebuilt from (path, reason) when it crosses from a loader worker
+        return type(self), (self.path, self.reason)
+
+
+class CheckpointError(Exception):
+    """A checkpoint or weights file that cannot be used; the message names it and why."""
+
+
+class RunError(Exception):
+    """The run cannot go on (disk full, repeated NaN); the message says what was kept and what to do."""
+
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM stopped the run after saving a checkpoint; the message says how to resume."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
+def first_line(e: BaseException) -> str:
+    """The first non-empty line of an exception's message, or its type's name."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

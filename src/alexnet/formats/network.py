@@ -1,0 +1,141 @@
+"""A trained network as a file holds it (:class:`ModelFile`), which network a state_dict is for,
+and rebuilding the network from it. Every reader in this package returns a ModelFile; every
+writer takes one."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import torch
+
+from alexnet.config import TrainConfig
+from alexnet.data.transforms import Preprocess
+from alexnet.errors import CheckpointError, ConfigError, first_line
+from alexnet.models import AlexNet, build_model, resolve_lrn
+
+# The settings a model file keeps (the rest of TrainConfig only matters to training): those that
+# rebuild the network, and those that rebuild its validation set for `alexnet evaluate`.
+MODEL_SETTINGS = ("model", "activation", "lrn", "pooling", "dropout")
+DATA_SETTINGS = ("data", "image_size", "val_fraction", "seed", "batch_size")
+
+
+@dataclass
+class ModelFile:
+    """A trained network: its weights and what is needed to use them."""
+
+    weights: dict[str, torch.Tensor]  # the state_dict
+    config: dict  # settings; at least MODEL_SETTINGS
+    classes: list[str]
+    preprocess: Preprocess
+    epoch: int | None = None
+    metrics: dict | None = None
+    source: str = field(default="model file")  # how messages name the file
+
+    @classmethod
+    def from_state(cls, state: Mapping, source: str = "checkpoint") -> "ModelFile":
+        """From the dict form (a training checkpoint, or a sidecar plus weights), every field checked."""
+        for key, kind in (("config", dict), ("classes", list), ("preprocess", dict), ("model", dict)):
+            if not isinstance(state.get(key), kind):
+                raise CheckpointError(f"{source}: {key!r} must be {'an object' if kind is dict else 'a list'}")
+        classes = state["classes"]
+        if not classes or not all(isinstance(c, str) for c in classes):
+            raise CheckpointError(f"{source}: 'classes' must be a non-empty list of names")
+        missing = [k for k in MODEL_SETTINGS if k not in state["config"]]
+        if missing:
+            raise CheckpointError(f"{source}: 'config' lacks {', '.join(missing)}")
+        try:
+            TrainConfig.from_dict({**TrainConfig().to_dict(), **state["config"]}, source="config")
+            preprocess = Preprocess.from_dict(state["preprocess"], source="preprocess")
+        except (ConfigError, ValueError) as e:
+            raise CheckpointError(f"{source}: {e}") from None
+        return cls(dict(state["model"]), dict(state["config"]), list(classes), preprocess,
+                   state.get("epoch"), state.get("metrics"), source)  # fmt: skip
+
+    def network(self) -> AlexNet:
+        """The network, rebuilt from the settings with the weights loaded (strict).
+
+        A state_dict of another variant, class count or channel count is refused with a message
+        that says which.
+        """
+        cfg = self.config
+        num_classes, in_channels = len(self.classes), self.preprocess.channels
+        check_weights(self.weights, cfg["model"], num_classes, in_channels, self.source)
+        model = build_model(
+            cfg["model"], num_classes=num_classes, in_channels=in_channels, activation=cfg["activation"],
+            lrn=cfg["lrn"], pooling=cfg["pooling"], dropout=cfg["dropout"], init="torch",  # about to be overwritten
+        )  # fmt: skip
+        try:
+            model.load_state_dict(self.weights)
+        except RuntimeError as e:
+            hint = _lrn_hint(self.weights, model.state_dict(), cfg)
+            raise CheckpointError(f"{self.source}: weights do not fit model {cfg['model']!r}{hint}: {first_line(e)}") from None
+        return model
+
+
+def model_from_checkpoint(state: Mapping, *, source: str = "checkpoint") -> AlexNet:
+    """Rebuild the trained network from a checkpoint's dict form (see :meth:`ModelFile.network`)."""
+    return ModelFile.from_state(state, source).network()
+
+
+def identify_weights(state_dict: dict) -> dict:
+    """Read the variant, class count and input channels off a state_dict's shapes.
+
+    conv1 has 96 filters in ``alexnet`` and ``alexnet2012`` and 64 in ``alexnet_owt``; the 2012
+    paper's conv2 is grouped (two towers), so its weight is 256 x 48 x 5 x 5 instead of 256 x 96 x
+    5 x 5. The class count is the last Linear layer's out_features. Unknown shapes give None.
+    """
+    def layers(prefix: str, dim: int) -> list[torch.Tensor]:
+        found = []
+        for key, value in state_dict.items():
+            m = re.fullmatch(rf"{prefix}\.(\d+)\.weight", key)
+            if m and isinstance(value, torch.Tensor) and value.dim() == dim:
+                found.append((int(m[1]), value.shape))
+        return [shape for _, shape in sorted(found)]
+
+    convs, linears = layers("features", 4), layers("classifier", 2)
+    variant = None
+    if len(convs) >= 2:
+        if convs[0][0] == 64 and convs[1][1] == 64:
+            variant = "alexnet_owt"
+        elif convs[0][0] == 96 and convs[1][1] == 96:
+            variant = "alexnet"
+        elif convs[0][0] == 96 and convs[1][1] == 48:
+            variant = "alexnet2012"
+    return {
+        "variant": variant,
+        "num_classes": int(linears[-1][0]) if linears else None,
+        "in_channels": int(convs[0][1]) if convs else None,
+    }
+
+
+_LOOKS = {  # what tells the variants apart, as a reader of the shapes sees it
+    "alexnet": ("conv1 has 96 filters", "conv2 sees all 96 maps"),
+    "alexnet2012": ("conv1 has 96 filters", "conv2 is grouped, 48 maps per filter"),
+    "alexnet_owt": ("conv1 has 64 filters", "conv2 sees all 64 maps"),
+}
+
+
+def check_weights(state_dict: dict, variant: str, num_classes: int, in_channels: int, source: str) -> None:
+    """Raise :class:`CheckpointError` saying which, when ``state_dict`` is not for this network."""
+    if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
+        raise CheckpointError(f"{source}: its weights are not a state_dict of tensors")
+    found = identify_weights(state_dict)
+    if found["variant"] is not None and found["variant"] != variant and variant in _LOOKS:
+        part = 0 if _LOOKS[found["variant"]][0] != _LOOKS[variant][0] else 1
+        raise CheckpointError(
+            f"{source}: weights are {found['variant']}'s ({_LOOKS[found['variant']][part]}), "
+            f"not {variant}'s ({_LOOKS[variant][part]})"
+        )
+    if found["num_classes"] is not None and found["num_classes"] != num_classes:
+        raise CheckpointError(f"{source}: weights are for {found['num_classes']} classes, the checkpoint says {num_classes}")
+    if found["in_channels"] is not None and found["in_channels"] != in_channels:
+        raise CheckpointError(f"{source}: weights have {found['in_channels']} input channels, expected {in_channels}")
+
+
+def _lrn_hint(weights: dict, expected: dict, cfg: dict) -> str:
+    # LRN layers have no weights but shift the indices of every later layer in `features`
+    if set(weights) != set(expected) and len(weights) == len(expected):
+        return f" (its layers are numbered as with lrn={not resolve_lrn(cfg['model'], cfg['lrn'])}, the checkpoint says lrn={cfg['lrn']})"
+    return ""

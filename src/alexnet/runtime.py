@@ -1,0 +1,131 @@
+"""Where a run computes and what it records about the machine: the device (``auto`` = CUDA, else
+Apple's MPS, else the CPU), the precision, the allocator setting for CPU training, and the
+environment record written to ``env.json``. Shared by training, evaluation, prediction and the
+benchmarks, so each choice is made the same way everywhere."""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import platform
+import subprocess
+from datetime import datetime
+from pathlib import Path
+
+import torch
+
+from alexnet.errors import ConfigError
+
+
+def _mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` is CUDA when present, else Apple's MPS when present, else the CPU; anything else
+    must name a device this machine has."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if _mps_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"--device {name!r} is not a device; use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
+    if device.type == "mps" and not _mps_available():
+        raise ConfigError(f"--device {name}: Apple's MPS is not available on this machine; use --device cpu")
+    return device
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto`` picks bf16 autocast where the hardware has fast bf16 matrix units, else fp32."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    if device.type == "cpu":
+        return "bf16" if cpu_has_amx() else "fp32"
+    return "fp32"  # MPS: bf16 autocast there is not known to be faster; stay exact
+
+
+def cpu_has_amx() -> bool:
+    """Whether this CPU has AMX bf16 tiles and torch's oneDNN can use them."""
+    # With AMX tiles oneDNN's bf16 convolutions and matmuls made a training step 1.6-1.9x faster
+    # than fp32 here (docs/results.md); without them bf16 is emulated and no faster: stay in fp32.
+    try:
+        return "amx_bf16" in _cpuinfo() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    except (AttributeError, RuntimeError):  # a torch build without oneDNN
+        return False
+
+
+def keep_freed_memory() -> bool:
+    """Ask glibc to keep freed memory instead of returning it to the OS.
+
+    Each CPU training step allocates and frees the same few hundred MB of activations and
+    gradients; by default glibc serves blocks that large with mmap and unmaps them on free, so
+    every step page-faults them in again (a third of the step in system time on 2 cores). With
+    mmap off and trimming off the blocks are reused. Measured in benchmarks/train_throughput.py.
+    Returns False where this is not glibc or glibc refused.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_mmap_max = -1, -4  # <malloc.h>
+    return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2**31 - 1))
+
+
+def prepare(device: torch.device) -> None:
+    """Process-wide settings for fast training on ``device``."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # AlexNet's shapes are fixed: autotune once
+    elif device.type == "cpu":
+        keep_freed_memory()
+
+
+@functools.cache
+def _cpuinfo() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:  # not Linux
+        return ""
+
+
+def cpu_name() -> str:
+    """The processor's model name (from /proc/cpuinfo on Linux)."""
+    for line in _cpuinfo().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def git_commit() -> str | None:
+    """The commit of the source tree this package runs from, when it is a git checkout."""
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
+        ).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def environment(device: torch.device, precision: str) -> dict:
+    """Versions, hardware and git commit: what ``env.json`` records for every run."""
+    import torchvision
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "platform": platform.platform(),
+        "cpu": cpu_name(),
+        "threads": torch.get_num_threads(),
+        "device": str(device),
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "precision": precision,
+        "git_commit": git_commit(),
+        "started": datetime.now().isoformat(timespec="seconds"),
+    }
