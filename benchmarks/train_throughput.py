@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import ctypes
 import gc
 import itertools
 import os
@@ -41,7 +40,9 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
+from alexnet.engine import autocast, train_step
 from alexnet.models import build_model
+from alexnet.runtime import cpu_flags, cpu_name, keep_freed_memory
 
 NUM_CLASSES, IN_CHANNELS = 10, 1  # Fashion-MNIST: 10 classes of grayscale images
 LR, MOMENTUM, WEIGHT_DECAY = 0.01, 0.9, 5e-4  # the paper's section 5 recipe
@@ -94,17 +95,8 @@ def baseline_of(cfg: Config, default_threads: int) -> Config:
 
 
 def keep_memory() -> None:
-    """Stop glibc from giving freed memory back to the kernel, for the rest of this process.
-
-    By default every buffer above the (dynamic, at most 32 MB) mmap threshold - FC6's 150 MB
-    gradient, the activations of a large batch - is a fresh mmap that is unmapped when freed, so
-    each step page-faults and zeroes hundreds of MB again (visible as system time). With mmap off
-    and no trimming the heap keeps its pages; the same as starting the process with
-    MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=<large>. It cannot be undone, so "keep" rows run last.
-    """
-    libc = ctypes.CDLL("libc.so.6")
-    m_trim_threshold, m_mmap_max = -1, -4  # from glibc's <malloc.h>
-    if not (libc.mallopt(m_mmap_max, 0) and libc.mallopt(m_trim_threshold, 2**31 - 1)):
+    """alexnet.runtime.keep_freed_memory, as training does; it cannot be undone, so "keep" rows run last."""
+    if not keep_freed_memory():
         raise OSError("mallopt refused the settings")
 
 
@@ -126,7 +118,7 @@ def make_step(cfg: Config):
     x = torch.randn(cfg.batch_size, IN_CHANNELS, cfg.image_size, cfg.image_size, device=DEVICE)
     x = x.contiguous(memory_format=fmt)
     y = torch.randint(0, NUM_CLASSES, (cfg.batch_size,), device=DEVICE)
-    autocast = torch.autocast(DEVICE.type, dtype=torch.bfloat16, enabled=cfg.dtype == "bf16")
+    precision = cfg.dtype  # "fp32" or "bf16", as alexnet train --precision takes it
     if cfg.compile:
         torch._dynamo.reset()  # every config compiles afresh; avoids the recompile limit
         net = torch.compile(model)
@@ -137,7 +129,7 @@ def make_step(cfg: Config):
         model.eval()
 
         def step():
-            with torch.no_grad(), autocast:
+            with torch.no_grad(), autocast(DEVICE, precision):
                 return net(x)
 
         return step
@@ -146,13 +138,8 @@ def make_step(cfg: Config):
                           weight_decay=WEIGHT_DECAY, **OPTIMIZERS[cfg.optimizer])
     model.train()
 
-    def step():
-        with autocast:
-            loss = F.cross_entropy(net(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return loss
+    def step():  # the training run's own step (engine.train_step)
+        return train_step(net, x, y, opt, device=DEVICE, precision=precision)[0]
 
     return step
 
@@ -241,16 +228,7 @@ def bf16_sanity(model_name: str, image_size: int, batch_size: int = 128) -> str:
 
 
 def machine_header(args) -> str:
-    cpu, flags = "unknown", []
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name") and cpu == "unknown":
-                    cpu = line.split(":", 1)[1].strip()
-                elif line.startswith("flags") and not flags:
-                    flags = line.split(":", 1)[1].split()
-    except OSError:
-        pass
+    cpu, flags = cpu_name(), cpu_flags()
     isa = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
     load = os.getloadavg()
     return "\n".join([

@@ -25,6 +25,19 @@ def _to(device: torch.device, x: torch.Tensor, y: torch.Tensor, channels_last: b
     return (x.contiguous(memory_format=torch.channels_last) if channels_last else x), y
 
 
+def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer, *,
+               device: torch.device, precision: str = "fp32", label_smoothing: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """One SGD step on the batch (x, y) already on the device: forward (under bf16 autocast when
+    ``precision`` is bf16), cross-entropy in fp32, backward, update. Returns (loss, logits)."""
+    with autocast(device, precision):
+        logits = model(x)
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss, logits
+
+
 def train_one_epoch(
     model: nn.Module,
     batches,
@@ -63,12 +76,7 @@ def train_one_epoch(
 
     for x, y in batches:
         x, y = _to(device, x, y, channels_last)
-        with autocast(device, precision):
-            logits = model(x)
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        loss, logits = train_step(model, x, y, optimizer, device=device, precision=precision, label_smoothing=label_smoothing)
         if step_scheduler is not None:
             step_scheduler.step()
         loss_sum += loss.detach() * len(y)

@@ -56,7 +56,7 @@ def cpu_has_amx() -> bool:
     # With AMX tiles oneDNN's bf16 convolutions and matmuls made a training step 1.6-1.9x faster
     # than fp32 here (docs/results.md); without them bf16 is emulated and no faster: stay in fp32.
     try:
-        return "amx_bf16" in _cpuinfo() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        return "amx_bf16" in cpu_flags() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
     except (AttributeError, RuntimeError):  # a torch build without oneDNN
         return False
 
@@ -100,6 +100,14 @@ def cpu_name() -> str:
         if line.startswith("model name"):
             return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine()
+
+
+def cpu_flags() -> list[str]:
+    """The instruction-set flags of the first processor (avx512f, amx_bf16, ...) on Linux."""
+    for line in _cpuinfo().splitlines():
+        if line.startswith("flags"):
+            return line.split(":", 1)[1].split()
+    return []
 
 
 def git_commit() -> str | None:
