@@ -74,12 +74,16 @@ class AlexNet(nn.Module):
         paper shows in figure 4 (right). Call it in eval mode, where dropout is the identity."""
         return self.classifier[:-1](self._pooled(x))
 
-    def _pooled(self, x: torch.Tensor) -> torch.Tensor:
-        if min(x.shape[-2:]) < self.min_size:
+    def check_input_size(self, height: int, width: int) -> None:
+        """Refuse an input below :attr:`min_size` (from :func:`min_input_size`) in one line."""
+        if min(height, width) < self.min_size:
             raise ValueError(
-                f"input of {x.shape[-2]}x{x.shape[-1]} is below the minimum image size "
+                f"input of {height}x{width} is below the minimum image size "
                 f"{self.min_size} for this network; resize it to at least {self.min_size}"
             )
+
+    def _pooled(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input_size(*x.shape[-2:])
         x = self.avgpool(self.features(x))
         return torch.flatten(x, 1)  # (N, 256, 6, 6) -> (N, 9216)
 

@@ -92,9 +92,8 @@ def summarize(model: nn.Module, image_size: int, in_channels: int = 3) -> dict:
     Raises:
         ValueError: if ``image_size`` is below the model's ``min_size``.
     """
-    min_size = getattr(model, "min_size", 1)
-    if image_size < min_size:
-        raise ValueError(f"image size {image_size} is below this network's minimum {min_size}")
+    if hasattr(model, "check_input_size"):
+        model.check_input_size(image_size, image_size)
     rows = []
     counters = {"layer": 0, "dropout": 0}
     last_map = None  # the last C x H x W map, which FC6 reads flattened
