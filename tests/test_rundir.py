@@ -26,6 +26,7 @@ def test_create_refuses_a_folder_that_holds_a_run(tmp_path):
     folder = RunFolder.create(cfg, [])
     folder.last.parent.mkdir()
     folder.last.write_bytes(b"a checkpoint")
+    folder.close()  # the first run ended
     with pytest.raises(ConfigError, match=f"{folder.path} already holds a run; continue it with --resume"):
         RunFolder.create(cfg, [])
 

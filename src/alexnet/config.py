@@ -97,6 +97,8 @@ class TrainConfig:
         if not 0 < self.val_fraction < 1:
             raise ConfigError(f"--val-fraction must be between 0 and 1, got {self.val_fraction}")
         check_image_size(self.image_size, self.model, self.pooling)
+        if self.name is not None and (self.name in ("", ".", "..") or "/" in self.name or "\\" in self.name or "\0" in self.name):
+            raise ConfigError(f"--name {self.name!r} must be a plain folder name (no / or ..): the run folder is made inside --out")
 
     def checkpoint_interval(self) -> tuple[int, float]:
         """``checkpoint_every`` as (steps, seconds), 0 = off: "500" is 500 steps, "10m" ten minutes."""

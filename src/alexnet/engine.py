@@ -96,6 +96,7 @@ def train_one_epoch(
     return {
         "loss": loss_mean, "acc": correct.item() / max(seen, 1), "images": seen, "steps": step,
         "seconds": time.perf_counter() - start, "images_now": seen - seen_before, "stopped": stopped,
+        "totals": running(),
     }  # fmt: skip
 
 
@@ -108,8 +109,13 @@ def evaluate(
     device: torch.device,
     precision: str = "fp32",
     channels_last: bool = False,
+    should_stop: Callable[[], bool] | None = None,
 ) -> dict:
-    """Top-1 and top-5 accuracy, mean loss, per-class accuracy and the confusion matrix."""
+    """Top-1 and top-5 accuracy, mean loss, per-class accuracy and the confusion matrix.
+
+    ``should_stop`` is asked before every batch; when it says True the pass ends there and the
+    result has ``stopped=True`` (its numbers cover only the batches seen).
+    """
     model.eval()
     start = time.perf_counter()
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.long, device=device)
@@ -117,7 +123,11 @@ def evaluate(
     loss_sum = torch.zeros((), device=device)
     seen = 0
     k = min(5, num_classes)
+    stopped = False
     for x, y in batches:
+        if should_stop is not None and should_stop():
+            stopped = True
+            break
         x, y = _to(device, x, y, channels_last)
         with autocast(device, precision):
             logits = model(x).float()
@@ -138,4 +148,5 @@ def evaluate(
         "seconds": time.perf_counter() - start,
         "per_class": per_class,
         "confusion": confusion.tolist(),
+        "stopped": stopped,
     }

@@ -37,6 +37,7 @@ def evaluate_checkpoint(checkpoint: str | Path, *, data: str | None = None, devi
     )  # fmt: skip
     model = model_file.network().to(dev)
     result = engine.evaluate(model, images.batches, len(classes), device=dev, precision=precision)
+    del result["stopped"]  # a whole pass: nothing asked it to stop
     result.update({"checkpoint": str(checkpoint), "data": images.source, "classes": classes,
                    "top1_error": 1 - result["top1"], "top5_error": 1 - result["top5"]})  # fmt: skip
     out = Path(out) if out is not None else run_folder.path

@@ -11,20 +11,26 @@
 ``bad_images.json``         the files ``--skip-bad-images`` left out
 =========================== =====================================================================
 
-When training runs in several processes, only the writer process holds a RunFolder.
+``.lock`` holds the one-writer lock: while a process trains in the folder, a second one (a new run
+with the same ``--name``, or a ``--resume`` of a running run) is refused in one line. The kernel
+drops the lock of a process that dies, so a killed run never blocks its own resume. When training
+runs in several processes, only the writer process holds a RunFolder.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import shlex
+import socket
 import sys
 from datetime import datetime
 from pathlib import Path
 
 from alexnet.config import TrainConfig
 from alexnet.errors import CheckpointError, ConfigError, RunError
-from alexnet.formats import link_file, save_checkpoint
+from alexnet.formats import atomic_write, link_file, save_checkpoint
 
 
 class RunFolder:
@@ -33,6 +39,7 @@ class RunFolder:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self._tensorboard = None
+        self._lock: int | None = None  # the open .lock file while this process holds it
 
     def __str__(self) -> str:
         return str(self.path)
@@ -60,14 +67,19 @@ class RunFolder:
         """A new run folder under ``cfg.out`` holding the settings and the command line."""
         name = cfg.name or f"{cfg.model}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
         folder = cls(Path(cfg.out) / name)
-        if folder.last.exists():
-            raise ConfigError(f"{folder} already holds a run; continue it with --resume {folder} or pick another --name")
         try:
             folder.path.mkdir(parents=True, exist_ok=True)
-            folder.write_config(cfg)
         except OSError as e:
             raise ConfigError(f"--out {cfg.out}: cannot write the run folder there ({e.strerror}); pick a writable --out") from None
-        (folder.path / "command.txt").write_text(shlex.join(argv if argv is not None else sys.argv) + "\n")
+        folder.acquire()
+        try:
+            if folder.last.exists():
+                raise ConfigError(f"{folder} already holds a run; continue it with --resume {folder} or pick another --name")
+            folder.write_config(cfg)
+            folder._write_text("command.txt", shlex.join(argv if argv is not None else sys.argv) + "\n")
+        except BaseException:
+            folder.close()
+            raise
         return folder
 
     @classmethod
@@ -86,13 +98,29 @@ class RunFolder:
         note = f"{path} holds {len(runs)} runs; resuming the newest, {newest}" + (f" (others: {others})" if others else "")
         return newest, note
 
+    def acquire(self) -> None:
+        """Take the folder's one-writer lock, or refuse in one line naming the process that has it."""
+        fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise RunError(f"{self} is in use by {holder}; wait for that run to end (or stop it), or pick another --name") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"alexnet process {os.getpid()} on {socket.gethostname()} since {datetime.now():%Y-%m-%d %H:%M:%S}\n".encode(), 0)
+        self._lock = fd
+
     def last_activity(self) -> float:
         """When the run last wrote its checkpoint or settings (seconds since the epoch)."""
         return max(p.stat().st_mtime for p in (self.last, self.config_file) if p.exists())
 
     # -- settings and records --
+    def _write_text(self, name: str, text: str) -> None:
+        atomic_write(self.path / name, lambda tmp: tmp.write_text(text))
+
     def write_config(self, cfg: TrainConfig) -> None:
-        self.config_file.write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+        self._write_text("config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
 
     def read_config(self) -> TrainConfig:
         try:
@@ -105,7 +133,7 @@ class RunFolder:
 
     def write_json(self, name: str, value) -> None:
         """``env.json``, ``split.json`` or ``bad_images.json``."""
-        (self.path / name).write_text(json.dumps(value, indent=2) + "\n")
+        self._write_text(name, json.dumps(value, indent=2) + "\n")
 
     def read_bad_files(self) -> set[str]:
         """The paths ``--skip-bad-images`` left out of this run (none when it skipped none)."""
@@ -132,14 +160,36 @@ class RunFolder:
         with self.metrics_file.open("a") as f:
             f.write(json.dumps(row) + "\n")
 
-    def trim_metrics(self, epochs_done: int) -> None:
-        """Keep the lines of the epochs the checkpoint has (a crash can fall between the two writes)."""
+    def repair_metrics(self, epochs_done: int, last: dict | None) -> str | None:
+        """Make ``metrics.jsonl`` hold one line for each of the ``epochs_done`` epochs the checkpoint
+        has, and nothing after them: a crash can fall between the line and the checkpoint, or tear
+        the line itself. Damaged lines are dropped; the last finished epoch's line is restored
+        from the checkpoint's own copy (``last``). Returns a note to print when lines were damaged."""
         path = self.metrics_file
-        if path.is_file():
-            lines = [line for line in path.read_text().splitlines() if line.strip()]
-            kept = [line for line in lines if json.loads(line)["epoch"] < epochs_done]
-            if len(kept) != len(lines):
-                path.write_text("".join(line + "\n" for line in kept))
+        raw = path.read_bytes() if path.is_file() else b""
+        by_epoch, damaged = {}, 0
+        for line in raw.splitlines():
+            try:
+                row = json.loads(line) if line.strip() else None
+            except ValueError:  # torn or garbled (UnicodeDecodeError is a ValueError)
+                row = None
+                damaged += 1
+            if row is None:
+                continue
+            if not isinstance(row, dict) or not isinstance(row.get("epoch"), int) or isinstance(row["epoch"], bool):
+                damaged += 1
+            elif row["epoch"] < epochs_done:
+                by_epoch[row["epoch"]] = row
+        if isinstance(last, dict) and last.get("epoch") == epochs_done - 1:
+            by_epoch.setdefault(epochs_done - 1, last)
+        text = "".join(json.dumps(by_epoch[e]) + "\n" for e in sorted(by_epoch))
+        if text.encode() != raw:
+            self._write_text("metrics.jsonl", text)
+        if not damaged:
+            return None
+        missing = [e + 1 for e in range(epochs_done) if e not in by_epoch]
+        lost = f"; epoch(s) {', '.join(map(str, missing))} have no line now" if missing else ""
+        return f"{path}: dropped {damaged} damaged line(s){lost}"
 
     def log_epoch(self, row: dict) -> None:
         """Draw ``curves.png`` from ``metrics.jsonl`` and add the epoch to TensorBoard."""
@@ -162,6 +212,10 @@ class RunFolder:
         return self._tensorboard
 
     def close(self) -> None:
+        """Flush TensorBoard and let go of the lock."""
         if self._tensorboard is not None:
             self._tensorboard.close()
             self._tensorboard = None
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None

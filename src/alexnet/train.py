@@ -8,6 +8,7 @@ every checkpoint beside the weights, is :class:`RunState`. Files are written by
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from dataclasses import dataclass, field, replace
@@ -23,7 +24,7 @@ from alexnet.formats import FORMAT, load_checkpoint
 from alexnet.models import AlexNet, build_model
 from alexnet.optim import Schedule, check_extension, halve_lr, make_optimizer, make_schedule
 from alexnet.rundir import RunFolder
-from alexnet.signals import StopSignals
+from alexnet.signals import Stop, StopSignals
 
 MAX_ROLLBACKS = 3
 
@@ -118,34 +119,32 @@ def train(cfg: TrainConfig, *, argv: list[str] | None = None, resume: str | Path
     from its last checkpoint with its own settings, or starts again from step 0 with them when it
     stopped before its first checkpoint; ``epochs`` then makes it longer where its schedule allows.
     """
-    say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
-    folder, ckpt = None, None
-    if resume is not None:
-        folder, note = RunFolder.find(resume)
-        if note:
-            say(note)
-        ckpt = load_checkpoint(folder.last) if folder.last.is_file() else None
-        cfg = TrainConfig.from_dict(ckpt["config"], source=str(folder.last)) if ckpt else folder.read_config()
-        if epochs is not None:
-            check_extension(cfg, epochs, folder)
-            cfg = replace(cfg, epochs=epochs)
-    with StopSignals() as signals:  # from here on SIGINT/SIGTERM end the run at the next step, saved
-        run = start(cfg, ckpt, folder, argv)
-        if resume is not None:
-            run.folder.write_config(cfg)
-            run.folder.trim_metrics(run.state.epoch)
-        d = run.data
-        say(
-            f"run {run.folder}: {cfg.model} on {d.source} ({d.num_train} train / {d.num_val} val images, "
-            f"{len(d.classes)} classes) at {cfg.image_size}x{cfg.image_size}, {run.device} {run.precision}"
-        )
-        if resume is not None and ckpt is None:
-            say(f"{run.folder} stopped before its first checkpoint: starting it again from step 0 with its recorded settings")
-        if d.bad_files:
-            say(f"skipped {len(d.bad_files)} bad image file(s), listed in {run.folder.path / 'bad_images.json'}")
-        if run.state.epoch >= cfg.epochs:
-            say(f"{run.folder} already finished all {cfg.epochs} epochs")
+    say = _printer(quiet)
+    with StopSignals() as signals:  # while preparing, SIGINT/SIGTERM stop at once: nothing to save yet
+        folder, ckpt = None, None
         try:
+            if resume is not None:
+                folder, note = RunFolder.find(resume)
+                folder.acquire()  # one writer per run folder
+                if note:
+                    say(note)
+                cfg, ckpt = _resumed_settings(folder, epochs)
+            run = start(cfg, ckpt, folder, argv)
+        except Stop as e:
+            again = f"continue with: alexnet train --resume {folder}" if folder else "run the same command again"
+            raise Interrupted(f"{e}: stopped while preparing the run, before any training step; {again}", e.signum) from None
+        except BaseException:
+            if folder is not None:
+                folder.close()
+            raise
+        signals.defer()  # from here on a signal ends the run at the next step or batch, saved
+        try:
+            _announce(run, restarted=resume is not None and ckpt is None, say=say)
+            if resume is not None:
+                run.folder.write_config(cfg)
+                repaired = run.folder.repair_metrics(run.state.epoch, run.state.metrics)
+                if repaired:
+                    say(repaired)
             while run.state.epoch < cfg.epochs:
                 try:
                     _one_epoch(run, signals, say, quiet)
@@ -154,6 +153,44 @@ def train(cfg: TrainConfig, *, argv: list[str] | None = None, resume: str | Path
         finally:
             run.folder.close()
     return {**run.state.metrics, "run_dir": str(run.folder), "best_top1": run.state.best}
+
+
+def _resumed_settings(folder: RunFolder, epochs: int | None) -> tuple[TrainConfig, dict | None]:
+    """The settings and checkpoint a resumed run continues with (no checkpoint: from step 0)."""
+    ckpt = load_checkpoint(folder.last) if folder.last.is_file() else None
+    cfg = TrainConfig.from_dict(ckpt["config"], source=str(folder.last)) if ckpt else folder.read_config()
+    if epochs is not None:
+        check_extension(cfg, epochs, folder)
+        cfg = replace(cfg, epochs=epochs)
+    return cfg, ckpt
+
+
+def _announce(run: Run, restarted: bool, say) -> None:
+    cfg, d = run.cfg, run.data
+    say(
+        f"run {run.folder}: {cfg.model} on {d.source} ({d.num_train} train / {d.num_val} val images, "
+        f"{len(d.classes)} classes) at {cfg.image_size}x{cfg.image_size}, {run.device} {run.precision}"
+    )
+    if restarted:
+        say(f"{run.folder} stopped before its first checkpoint: starting it again from step 0 with its recorded settings")
+    if d.bad_files:
+        say(f"skipped {len(d.bad_files)} bad image file(s), listed in {run.folder.path / 'bad_images.json'}")
+    if run.state.epoch >= cfg.epochs:
+        say(f"{run.folder} already finished all {cfg.epochs} epochs")
+
+
+def _printer(quiet: bool):
+    """``print`` for progress lines; a reader that leaves (``| head``) never stops the run."""
+
+    def say(*args) -> None:
+        if quiet:
+            return
+        try:
+            print(*args, flush=True)
+        except BrokenPipeError:  # stdout closed: keep training, print nowhere from now on
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+    return say
 
 
 def _one_epoch(run: Run, signals: StopSignals, say, quiet: bool) -> None:
@@ -185,7 +222,16 @@ def _one_epoch(run: Run, signals: StopSignals, say, quiet: bool) -> None:
             f"{signals.name}: saved a checkpoint at epoch {epoch + 1}, step {tr['steps']}; "
             f"continue with: alexnet train --resume {run.folder}", signals.received,
         )  # fmt: skip
-    ev = engine.evaluate(run.model, run.data.val, len(run.data.classes), device=run.device, precision=run.precision, channels_last=cfg.channels_last)
+    ev = engine.evaluate(
+        run.model, run.data.val, len(run.data.classes), device=run.device, precision=run.precision,
+        channels_last=cfg.channels_last, should_stop=lambda: signals.stopping,
+    )  # fmt: skip
+    if ev["stopped"]:  # the epoch's training is saved whole; its evaluation runs again on resume
+        run.save(epoch, tr["totals"])
+        raise Interrupted(
+            f"{signals.name}: saved a checkpoint after epoch {epoch + 1}'s training, before its evaluation; "
+            f"continue with: alexnet train --resume {run.folder}", signals.received,
+        )  # fmt: skip
     lr = run.optimizer.param_groups[0]["lr"]
     run.schedule.after_epoch(ev["top1"])
     is_best = ev["top1"] > s.best

@@ -21,6 +21,7 @@ from alexnet.data.images import IMAGE_EXTENSIONS, MIN_IMAGE_SIDE, open_image
 from alexnet.data.sampling import EpochOrder
 from alexnet.data.transforms import Preprocess
 from alexnet.errors import DataError, ImageError
+from alexnet.signals import ignore_in_worker
 
 
 def scan_images(samples, mode: str, workers: int = 0) -> list[dict]:
@@ -29,7 +30,7 @@ def scan_images(samples, mode: str, workers: int = 0) -> list[dict]:
     in the order of ``samples``. A folder's bad files are found at once, before any training."""
     paths = [str(p) for p, _ in samples]
     chunk = max(1, min(64, len(paths) // (4 * max(1, workers))))  # a few chunks per worker
-    loader = DataLoader(_ImageProblems(paths, mode), batch_size=chunk, num_workers=workers, collate_fn=list)
+    loader = DataLoader(_ImageProblems(paths, mode), batch_size=chunk, num_workers=workers, collate_fn=list, worker_init_fn=ignore_in_worker)
     reasons = [r for batch in loader for r in batch]
     return [{"path": p, "reason": r} for p, r in zip(paths, reasons) if r is not None]
 
@@ -193,6 +194,7 @@ def _loader(samples, preprocess: Preprocess, *, train: bool, batch_size: int, wo
         ds, batch_size=batch_size, sampler=sampler, num_workers=workers,
         generator=torch.Generator().manual_seed(seed),
         pin_memory=device.type == "cuda", persistent_workers=workers > 0, drop_last=False, collate_fn=collate_images,
+        worker_init_fn=ignore_in_worker,
     ))  # fmt: skip
 
 
