@@ -6,8 +6,10 @@
 * ``image_folder`` / ``image_folder_split``: ImageFolder layouts with images of mixed sizes,
   modes and formats (the ones PIL hands back from real photo collections), one dominant colour per
   class. ``image_set`` / ``image_set_split`` describe every file written.
+* ``bad_folder``: an image folder with good images and five bad files (see helpers.make_folder);
+  ``fuzz_dir``: a folder for the fuzz tests' files. Both are module-scoped.
 
-All fixtures are session-scoped: they take well under a second and are only read by the tests.
+The other fixtures are session-scoped: they take well under a second and are only read by the tests.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+
+from helpers import make_folder
 
 IDX_NAMES = {
     "train_images": "train-images-idx3-ubyte",
@@ -205,3 +209,18 @@ def image_set_split(tmp_path_factory) -> tuple[ImageSet, ImageSet]:
 def image_folder_split(image_set_split) -> Path:
     """The parent folder holding train/ and val/."""
     return image_set_split[0].path.parent
+
+
+# --------------------------------------------------------------------------------------------
+# Fixtures shared by several test files (module-scoped: built once per test file)
+
+
+@pytest.fixture(scope="module")
+def bad_folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bad_images")
+    return root, make_folder(root)
+
+
+@pytest.fixture(scope="module")
+def fuzz_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("fuzz")

@@ -1,27 +1,35 @@
-"""The main job end to end, through the CLI, on small data the tests generate:
-train -> evaluate -> predict -> resume, an image folder, overfitting a tiny set, torchvision weights."""
+"""train.py end to end, through the CLI, on small data the tests generate: train -> evaluate ->
+predict -> resume, an image folder; and crash-safe runs: exact resume after SIGKILL at random
+points, SIGINT/SIGTERM, NaN, disk full.
+
+Each crash-safety promise is listed in docs/reliability.md with the test that proves it.
+"""
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
 
+import alexnet.formats.checkpoint
 from alexnet import engine
-from alexnet.data import Preprocess
-from alexnet.formats import load_checkpoint
 from alexnet.cli import main
-from alexnet.data import TensorBatches
-from alexnet.models import build_model
+from alexnet.data import Preprocess, TensorBatches
+from alexnet.formats import load_checkpoint
+from helpers import _run_stdout as _run
+
 
 FAST = ["--batch-size", "32", "--image-size", "67", "--seed", "1"]
-
-
-def _run(capsys, *argv) -> tuple[int, str]:
-    rc = main(list(argv))
-    return rc, capsys.readouterr().out
 
 
 def test_train_evaluate_predict(idx_folder, tmp_path, capsys):
@@ -126,40 +134,193 @@ def test_train_on_image_folder(image_folder, tmp_path, capsys):
     assert len(json.loads(out)[0]["predictions"]) == 2
 
 
+# --------------------------------------------------------------------------------------------
+# Crash-safe runs
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _args(idx_folder, out: Path, name: str, *extra: str) -> list[str]:
+    return [
+        "train", "--data", str(idx_folder.path), "--epochs", "2", "--batch-size", "32", "--image-size", "67",
+        "--seed", "3", "--precision", "fp32", "--device", "cpu", "--out", str(out), "--name", name, *extra,
+    ]  # fmt: skip
+
+
+def _weights(run: Path) -> dict:
+    return load_checkpoint(run / "checkpoints" / "last.pt")["model"]
+
+
+def _assert_same_weights(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+@pytest.fixture(scope="module")
+def reference(idx_folder, tmp_path_factory):
+    """An uninterrupted run (2 epochs of 10 steps) to compare interrupted ones against."""
+    out = tmp_path_factory.mktemp("reference")
+    assert main(_args(idx_folder, out, "ref")) == 0
+    return out / "ref"
+
+
+def _spawn(argv: list[str]) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "alexnet", *argv], cwd=ROOT, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def _wait_for_checkpoint(proc: subprocess.Popen, last: Path, newer_than: float, timeout: float = 120) -> bool:
+    """Wait until ``last`` is replaced after ``newer_than``; False if the process ended first."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if last.is_file() and last.stat().st_mtime > newer_than:
+            return True
+        if proc.poll() is not None:
+            return False
+        time.sleep(0.05)
+    raise TimeoutError("no checkpoint appeared")
+
+
 @pytest.mark.slow
-def test_overfits_a_tiny_set(idx_folder):
-    """The network and the training step can drive 32 images to (near) zero training loss."""
-    torch.manual_seed(0)
-    images, labels = idx_folder.train_images[:32].unsqueeze(1), idx_folder.train_labels[:32]
-    preprocess = Preprocess.for_tensors(mode="L", source_size=28, image_size=67, stats={"mean": [0.2], "std": [0.3]})
-    batches = TensorBatches(images, labels, batch_size=32, preprocess=preprocess, train=False, device="cpu")
-    model = build_model("alexnet", num_classes=10, in_channels=1, dropout=0.0)
-    opt = torch.optim.SGD(model.parameters(), lr=0.005, momentum=0.9)  # 0.01 spikes on 32 images
-    losses = [engine.train_one_epoch(model, batches, opt, device=torch.device("cpu")) for _ in range(40)]
-    stats = losses[-1]
-    assert stats["loss"] < 0.05 and stats["acc"] == 1.0
-
-
-def test_torchvision_weights_give_torchvision_top5(tmp_path, capsys):
-    """--weights FILE: a torchvision AlexNet state_dict predicts what torchvision itself predicts."""
-    import torchvision
-    from torchvision.models import AlexNet_Weights
-
-    torch.manual_seed(0)
-    reference = torchvision.models.alexnet(weights=None).eval()
-    weights = tmp_path / "alexnet-owt-test.pth"
-    torch.save(reference.state_dict(), weights)
-    image = tmp_path / "photo.jpg"
-    gen = torch.Generator().manual_seed(1)
-    Image.fromarray((torch.rand(300, 400, 3, generator=gen) * 255).byte().numpy()).save(image)
-
-    rc, out = _run(capsys, "predict", str(image), "--weights", str(weights), "--json")
+def test_sigkill_at_random_points_then_resume_is_bit_identical(idx_folder, reference, tmp_path):
+    """Killed with SIGKILL three times at random points (mid-epoch checkpoints every 3 steps) and
+    resumed each time, the run ends with exactly the weights of the uninterrupted run."""
+    rng = random.Random(7)
+    run = tmp_path / "killed"
+    last = run / "checkpoints" / "last.pt"
+    argv = _args(idx_folder, tmp_path, "killed", "--checkpoint-every", "3")
+    kills = 0
+    for attempt in range(3):
+        proc = _spawn(argv if attempt == 0 else ["train", "--resume", str(run)])
+        before = last.stat().st_mtime if last.is_file() else 0.0
+        if _wait_for_checkpoint(proc, last, before):
+            time.sleep(rng.uniform(0.0, 1.5))  # anywhere: mid-step, mid-save, mid-evaluation
+            proc.send_signal(signal.SIGKILL)
+            kills += proc.wait() == -signal.SIGKILL
+        else:
+            proc.wait()
+        load_checkpoint(last)  # whatever instant the kill hit, the checkpoint on disk loads
+    assert kills >= 2
+    rc = _spawn(["train", "--resume", str(run)]).wait()
     assert rc == 0
-    ours = json.loads(out)[0]["predictions"]
+    _assert_same_weights(_weights(reference), _weights(run))
+    strip = lambda line: {k: v for k, v in json.loads(line).items() if "second" not in k}  # noqa: E731
+    rows = lambda r: [strip(line) for line in (r / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
+    assert rows(run) == rows(reference)
 
-    meta = AlexNet_Weights.IMAGENET1K_V1
-    with torch.no_grad():
-        probs = reference(meta.transforms()(Image.open(image).convert("RGB")).unsqueeze(0)).softmax(1)[0]
-    p, idx = probs.topk(5)
-    assert [o["class"] for o in ours] == [meta.meta["categories"][i] for i in idx]
-    assert [o["probability"] for o in ours] == pytest.approx(p.tolist(), rel=1e-4)
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_sigint_and_sigterm_save_and_exit_cleanly(idx_folder, reference, tmp_path, sig):
+    run = tmp_path / "stopped"
+    proc = _spawn(_args(idx_folder, tmp_path, "stopped"))
+    assert proc.stdout.readline().startswith("run ")  # training is about to start
+    time.sleep(1.0)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + sig, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert f"alexnet train --resume {run}" in err
+    state = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert state["epoch"] == 0 and state["totals"]["steps"] >= 1  # saved mid-epoch, where it stopped
+    assert main(["train", "--resume", str(run)]) == 0
+    _assert_same_weights(_weights(reference), _weights(run))
+
+
+def _nan_after(monkeypatch, calls: set[int]):
+    """Make the training loss NaN on the given (1-based) training steps."""
+    real = engine.F.cross_entropy
+    count = {"n": 0}
+
+    def cross_entropy(logits, target, *args, **kwargs):
+        loss = real(logits, target, *args, **kwargs)
+        if torch.is_grad_enabled():
+            count["n"] += 1
+            if count["n"] in calls:
+                return loss * float("nan")
+        return loss
+
+    monkeypatch.setattr(engine.F, "cross_entropy", cross_entropy)
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(idx_folder, tmp_path, monkeypatch, capsys):
+    _nan_after(monkeypatch, {5})
+    rc = main(_args(idx_folder, tmp_path, "nan", "--checkpoint-every", "2"))
+    err = capsys.readouterr().err
+    assert rc == 1 and len(err.strip().splitlines()) == 1
+    assert "nan" in err and "last good checkpoint" in err and "--on-nan rollback" in err
+    state = load_checkpoint(tmp_path / "nan" / "checkpoints" / "last.pt")
+    assert state["totals"]["steps"] == 4  # the checkpoint of step 4, written before the NaN
+    assert all(torch.isfinite(t).all() for t in state["model"].values())
+
+
+def test_nan_loss_rollback_halves_the_learning_rate_and_finishes(idx_folder, tmp_path, monkeypatch, capsys):
+    _nan_after(monkeypatch, {5})
+    rc = main(_args(idx_folder, tmp_path, "rb", "--checkpoint-every", "2", "--on-nan", "rollback", "--lr", "0.01"))
+    out = capsys.readouterr().out
+    assert rc == 0 and "rolled back" in out
+    state = load_checkpoint(tmp_path / "rb" / "checkpoints" / "last.pt")
+    assert state["epoch"] == 1 and state["totals"] is None and state["rollbacks"] == 1
+    assert state["optimizer"]["param_groups"][0]["max_lr"] == pytest.approx(0.005)
+    assert all(torch.isfinite(t).all() for t in state["model"].values())
+
+
+def test_nan_loss_rollback_gives_up_after_three(idx_folder, tmp_path, monkeypatch, capsys):
+    _nan_after(monkeypatch, set(range(3, 100)))
+    rc = main(_args(idx_folder, tmp_path, "rb3", "--checkpoint-every", "2", "--on-nan", "rollback"))
+    err = capsys.readouterr().err
+    assert rc == 1 and "after 3 rollback(s)" in err
+
+
+def test_disk_full_while_saving_keeps_the_previous_checkpoint(idx_folder, tmp_path, monkeypatch, capsys):
+    real = torch.save
+    count = {"n": 0}
+
+    def save(obj, f, *args, **kwargs):
+        count["n"] += 1
+        if count["n"] == 2:
+            Path(f).write_bytes(b"partial")  # the disk fills up part-way through the write
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(alexnet.formats.checkpoint.torch, "save", save)
+    rc = main(_args(idx_folder, tmp_path, "full", "--checkpoint-every", "3"))
+    err = capsys.readouterr().err
+    assert rc == 1 and len(err.strip().splitlines()) == 1
+    assert "No space left on device" in err and "--resume" in err
+    folder = tmp_path / "full" / "checkpoints"
+    assert load_checkpoint(folder / "last.pt")["totals"]["steps"] == 3  # the first save, intact
+    assert [p.name for p in folder.iterdir()] == ["last.pt"]  # no temporary file left behind
+
+
+def test_image_folder_resumes_mid_epoch_exactly(image_folder, tmp_path, monkeypatch, capsys):
+    """A folder run stopped by SIGTERM after its 2nd step and resumed has the same weights as one
+    that ran through: the sampler's position and each image's augmentation seed are restored."""
+    import alexnet.train
+
+    base = ["train", "--data", str(image_folder), "--epochs", "1", "--batch-size", "4", "--image-size", "67",
+            "--workers", "0", "--precision", "fp32", "--device", "cpu", "--seed", "5", "--out", str(tmp_path)]  # fmt: skip
+    assert main([*base, "--name", "through"]) == 0
+
+    real = engine.train_one_epoch
+
+    def stop_after_two_steps(*args, on_step, **kwargs):
+        def wrapped(info):
+            if info["step"] == 2:
+                os.kill(os.getpid(), signal.SIGTERM)  # the run's handler turns it into a flag
+            return on_step(info)
+
+        return real(*args, on_step=wrapped, **kwargs)
+
+    monkeypatch.setattr(alexnet.train.engine, "train_one_epoch", stop_after_two_steps)
+    assert main([*base, "--name", "stopped"]) == 128 + signal.SIGTERM
+    assert load_checkpoint(tmp_path / "stopped/checkpoints/last.pt")["totals"]["steps"] == 2
+    monkeypatch.setattr(alexnet.train.engine, "train_one_epoch", real)
+    capsys.readouterr()
+    assert main(["train", "--resume", str(tmp_path / "stopped")]) == 0
+    _assert_same_weights(_weights(tmp_path / "through"), _weights(tmp_path / "stopped"))

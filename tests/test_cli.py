@@ -1,4 +1,5 @@
-"""config.py and cli.py: the settings tree, its precedence, and what the command line does with bad input.
+"""cli.py: the ``alexnet`` command - its settings (defaults < --config file < flags), its sub-commands,
+and what it does with bad input, in this process and as ``python -m alexnet``.
 
 The error tests hold the CLI to its promise (cli.py's docstring): one line on stderr naming what was
 wrong, no traceback, exit code 2 for usage errors (argparse, and settings rejected by
@@ -11,98 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import subprocess
 import sys
 
 import pytest
-import torch
 
-from alexnet.cli import _train_settings, build_parser, main
-from alexnet.config import DEFAULTS, ConfigError, TrainConfig, load_config_file
-
-VARIANTS = ("alexnet", "alexnet2012", "alexnet_owt")
-
-
-# --------------------------------------------------------------------------------------------
-# TrainConfig
-
-
-def test_defaults_build_and_follow_the_paper():
-    cfg = TrainConfig()
-    assert cfg == DEFAULTS
-    # Krizhevsky et al. 2012, section 5 and 4.2: batch 128, momentum 0.9, weight decay 0.0005, dropout 0.5
-    assert (cfg.batch_size, cfg.momentum, cfg.weight_decay, cfg.dropout) == (128, 0.9, 5e-4, 0.5)
-    assert cfg.model in VARIANTS and cfg.data is None
-
-
-def test_settings_survive_a_json_round_trip():
-    # config.json and every checkpoint store to_dict(); resume and evaluate read it back with from_dict
-    cfg = TrainConfig(model="alexnet2012", lr=1.0, lrn=True, init="paper", data="/x", name="n", channels_last=False)
-    assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
-    assert TrainConfig.from_dict(DEFAULTS.to_dict()) == DEFAULTS
-
-
-def test_from_dict_rejects_unknown_keys_naming_them():
-    with pytest.raises(ConfigError) as e:
-        TrainConfig.from_dict({"epoch": 3, "lr": 0.1, "bogus_key": 1}, source="my.json")
-    msg = str(e.value)
-    assert "epoch" in msg and "bogus_key" in msg and "my.json" in msg
-
-
-@pytest.mark.parametrize(
-    "key, value",
-    [
-        ("epochs", "3"), ("epochs", 3.0), ("epochs", True), ("lr", "x"), ("lr", None), ("lr", False),
-        ("channels_last", 1), ("channels_last", "true"), ("lrn", "yes"), ("data", 5), ("batch_size", [128]),
-        ("model", None), ("init", 1),
-    ],
-)  # fmt: skip
-def test_from_dict_rejects_wrong_types_naming_the_key(key, value):
-    with pytest.raises(ConfigError) as e:
-        TrainConfig.from_dict({key: value}, source="settings.json")
-    assert key in str(e.value) and "settings.json" in str(e.value)
-
-
-@pytest.mark.parametrize("values", [{"lr": 1}, {"lrn": None}, {"lrn": False}, {"data": None}, {"init": "paper"}, {"dropout": 0}])
-def test_from_dict_accepts_the_right_types(values):
-    cfg = TrainConfig.from_dict(values)
-    for key, value in values.items():
-        assert getattr(cfg, key) == value
-
-
-@pytest.mark.parametrize(
-    "key, value",
-    [
-        ("epochs", 0), ("epochs", -1), ("batch_size", 0), ("batch_size", -8), ("lr", 0.0), ("lr", -1.0),
-        ("image_size", 0), ("image_size", -67), ("workers", -1), ("momentum", -0.1), ("weight_decay", -1e-4),
-        ("dropout", 1.0), ("dropout", -0.5), ("val_fraction", 0.0), ("val_fraction", 1.0),
-        ("model", "nope"), ("activation", "gelu"), ("pooling", "max"), ("schedule", "step"),
-        ("precision", "fp16"), ("init", "xavier"),
-    ],
-)  # fmt: skip
-def test_bad_values_are_rejected_naming_the_flag(key, value):
-    flag = "--" + key.replace("_", "-")
-    for make in (lambda: TrainConfig(**{key: value}), lambda: TrainConfig.from_dict({key: value})):
-        with pytest.raises(ConfigError, match=flag):
-            make()
-
-
-@pytest.mark.parametrize("value", [math.nan, math.inf])
-def test_non_finite_learning_rate_is_rejected(value):
-    with pytest.raises(ConfigError, match="--lr"):
-        TrainConfig(lr=value)
-
-
-def test_load_config_file_errors_name_the_file(tmp_path):
-    with pytest.raises(ConfigError, match="missing.json"):
-        load_config_file(tmp_path / "missing.json")
-    (tmp_path / "bad.json").write_text("{")
-    with pytest.raises(ConfigError, match="bad.json"):
-        load_config_file(tmp_path / "bad.json")
-    (tmp_path / "list.json").write_text("[1, 2]")
-    with pytest.raises(ConfigError, match="list.json"):
-        load_config_file(tmp_path / "list.json")
+from alexnet.cli import _train_settings, build_parser
+from alexnet.config import DEFAULTS, ConfigError, TrainConfig
+from helpers import VARIANTS, _main
 
 
 # --------------------------------------------------------------------------------------------
@@ -166,18 +83,15 @@ def test_every_setting_has_a_flag():
         assert getattr(cfg, key) == value != getattr(DEFAULTS, key), key
 
 
+def test_skip_bad_images_flag_comes_from_the_config_field():
+    parser = build_parser()
+    assert parser.parse_args(["train", "--skip-bad-images"]).skip_bad_images is True
+    assert not hasattr(parser.parse_args(["train"]), "skip_bad_images")  # absent: the file or default decides
+    assert TrainConfig().skip_bad_images is False
+
+
 # --------------------------------------------------------------------------------------------
 # The command line: successful commands
-
-
-def _main(capsys, *argv: str) -> tuple[int, str, str]:
-    """Exit code, stdout and stderr of ``alexnet ARGV`` run in this process."""
-    try:
-        code = main(list(argv))
-    except SystemExit as e:  # argparse
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_models_lists_the_three_variants(capsys):
@@ -226,6 +140,7 @@ def test_train_records_the_command_line_it_was_given(capsys, monkeypatch, tmp_pa
 
 # --------------------------------------------------------------------------------------------
 # The command line: bad input
+
 
 ARGPARSE_ERRORS = [
     [],
@@ -300,21 +215,6 @@ def test_bad_input_gives_one_line_and_the_right_exit_code(capsys, bad_input_file
     assert (got, len(err.splitlines())) == (code, 1), err
     assert err.startswith(f"alexnet {argv[0]}: error: ") and "Traceback" not in err
     assert names.format(tmp=bad_input_files) in err
-
-
-def test_predict_names_a_missing_or_unreadable_image(capsys, monkeypatch, tmp_path):
-    # A real checkpoint is 230 MB; the image errors do not depend on the model, so a tiny one stands in.
-    import alexnet.predict
-
-    preprocess = {"kind": "folder", "mode": "RGB", "image_size": 8, "resize": 9, "mean": [0.5] * 3, "std": [0.5] * 3}
-    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 2))
-    stand_in = alexnet.predict.Predictor(model, ["a", "b"], alexnet.predict.Preprocess.from_dict(preprocess))
-    monkeypatch.setattr(alexnet.predict.Predictor, "load", classmethod(lambda cls, *a, **k: stand_in))
-    (tmp_path / "text.png").write_text("not an image")
-    for name, phrase in (("missing.png", "no such image file"), ("text.png", "not a readable image")):
-        code, out, err = _main(capsys, "predict", str(tmp_path / name), "--checkpoint", "stands-in.pt")
-        assert (code, len(err.splitlines())) == (1, 1), err
-        assert str(tmp_path / name) in err and phrase in err and "Traceback" not in err
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,53 @@
+"""predict.py through ``alexnet predict``: a missing or unreadable image is one line naming it, and
+torchvision's weights (``--weights``) predict exactly what torchvision itself predicts."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from helpers import _main
+from helpers import _run_stdout as _run
+
+
+def test_predict_names_a_missing_or_unreadable_image(capsys, monkeypatch, tmp_path):
+    # A real checkpoint is 230 MB; the image errors do not depend on the model, so a tiny one stands in.
+    import alexnet.predict
+
+    preprocess = {"kind": "folder", "mode": "RGB", "image_size": 8, "resize": 9, "mean": [0.5] * 3, "std": [0.5] * 3}
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 2))
+    stand_in = alexnet.predict.Predictor(model, ["a", "b"], alexnet.predict.Preprocess.from_dict(preprocess))
+    monkeypatch.setattr(alexnet.predict.Predictor, "load", classmethod(lambda cls, *a, **k: stand_in))
+    (tmp_path / "text.png").write_text("not an image")
+    for name, phrase in (("missing.png", "no such image file"), ("text.png", "not a readable image")):
+        code, out, err = _main(capsys, "predict", str(tmp_path / name), "--checkpoint", "stands-in.pt")
+        assert (code, len(err.splitlines())) == (1, 1), err
+        assert str(tmp_path / name) in err and phrase in err and "Traceback" not in err
+
+
+def test_torchvision_weights_give_torchvision_top5(tmp_path, capsys):
+    """--weights FILE: a torchvision AlexNet state_dict predicts what torchvision itself predicts."""
+    import torchvision
+    from torchvision.models import AlexNet_Weights
+
+    torch.manual_seed(0)
+    reference = torchvision.models.alexnet(weights=None).eval()
+    weights = tmp_path / "alexnet-owt-test.pth"
+    torch.save(reference.state_dict(), weights)
+    image = tmp_path / "photo.jpg"
+    gen = torch.Generator().manual_seed(1)
+    Image.fromarray((torch.rand(300, 400, 3, generator=gen) * 255).byte().numpy()).save(image)
+
+    rc, out = _run(capsys, "predict", str(image), "--weights", str(weights), "--json")
+    assert rc == 0
+    ours = json.loads(out)[0]["predictions"]
+
+    meta = AlexNet_Weights.IMAGENET1K_V1
+    with torch.no_grad():
+        probs = reference(meta.transforms()(Image.open(image).convert("RGB")).unsqueeze(0)).softmax(1)[0]
+    p, idx = probs.topk(5)
+    assert [o["class"] for o in ours] == [meta.meta["categories"][i] for i in idx]
+    assert [o["probability"] for o in ours] == pytest.approx(p.tolist(), rel=1e-4)
