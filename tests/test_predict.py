@@ -1,5 +1,6 @@
-"""predict.py through ``alexnet predict``: a missing or unreadable image is one line naming it, and
-torchvision's weights (``--weights``) predict exactly what torchvision itself predicts."""
+"""predict.py: the Predictor loads once and takes paths, PIL images and tensors, answering what
+``alexnet predict`` answers; a missing or unreadable image is one line naming it; torchvision's
+weights (``--weights``) predict exactly what torchvision itself predicts."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
+import alexnet.predict
+from alexnet.predict import Predictor
 from helpers import _main
+from helpers import _run as _cli
 from helpers import _run_stdout as _run
 
 
@@ -51,3 +55,32 @@ def test_torchvision_weights_give_torchvision_top5(tmp_path, capsys):
     p, idx = probs.topk(5)
     assert [o["class"] for o in ours] == [meta.meta["categories"][i] for i in idx]
     assert [o["probability"] for o in ours] == pytest.approx(p.tolist(), rel=1e-4)
+
+
+FAST = ["--batch-size", "32", "--image-size", "67", "--seed", "1"]
+
+
+def test_predictor_loads_once_and_takes_paths_images_and_tensors(idx_folder, tmp_path, capsys, monkeypatch):
+    assert _cli(capsys, "train", "--data", idx_folder.path, *FAST, "--epochs", "1", "--out", tmp_path, "--name", "p")[0] == 0
+    ckpt = tmp_path / "p" / "checkpoints" / "last.pt"
+    loads = []
+    real = alexnet.predict.read_model
+    monkeypatch.setattr(alexnet.predict, "read_model", lambda *a, **k: loads.append(a) or real(*a, **k))
+    image = tmp_path / "test0.png"
+    Image.fromarray(idx_folder.test_images[0].numpy()).save(image)
+    predictor = Predictor.load(ckpt)
+    first, second = predictor.predict([image]), predictor.predict([image])
+    assert len(loads) == 1 and first == second
+    rc, out, _ = _cli(capsys, "predict", image, "--checkpoint", ckpt, "--json")
+    assert rc == 0 and json.loads(out) == first  # the command line answers what the library does
+    by_path = predictor.probabilities([image])
+    by_pil = predictor.probabilities([Image.open(image)])
+    by_tensor = predictor.probabilities([predictor.inputs([image])[0]])
+    assert torch.equal(by_path, by_pil) and torch.equal(by_path, by_tensor)
+    features = predictor.embed([image, image])
+    model = predictor.model
+    x = predictor.inputs([image, image])
+    with torch.no_grad():  # FC7 after its ReLU: the classifier without FC8
+        expected = model.classifier[:-1](torch.flatten(model.avgpool(model.features(x)), 1))
+        assert torch.equal(features, expected) and features.shape == (2, 4096)
+        torch.testing.assert_close(model.classifier[-1](features), model(x))

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from alexnet.config import TrainConfig
-from alexnet.errors import CheckpointError, ConfigError
+from alexnet.errors import CheckpointError, ConfigError, RunError
 from alexnet.rundir import RunFolder
 
 
@@ -51,12 +51,51 @@ def test_find_refuses_a_folder_without_runs(tmp_path):
         RunFolder.find(tmp_path)
 
 
-def test_trim_metrics_keeps_the_epochs_the_checkpoint_has(tmp_path):
+def _epochs(folder: RunFolder) -> list[int]:
+    return [json.loads(line)["epoch"] for line in folder.metrics_file.read_text().splitlines()]
+
+
+def test_repair_keeps_the_epochs_the_checkpoint_has(tmp_path):
     folder = RunFolder(tmp_path)
     for epoch in range(3):
         folder.append_metrics({"epoch": epoch})
-    folder.trim_metrics(2)
-    assert [json.loads(line)["epoch"] for line in folder.metrics_file.read_text().splitlines()] == [0, 1]
+    assert folder.repair_metrics(2, {"epoch": 1}) is None  # nothing damaged: nothing to say
+    assert _epochs(folder) == [0, 1]
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [b'{"epoch": 2, "val_to', b"\x00\x00\x00\x00", b"\xff\xfe garbage\n", b"[1, 2]\n", b'{"epoch": "2"}\n'],
+    ids=["torn-line", "zeros", "not-utf8", "not-an-object", "epoch-not-a-number"],
+)
+def test_repair_drops_damaged_lines_and_restores_the_last_from_the_checkpoint(tmp_path, damage):
+    folder = RunFolder(tmp_path)
+    folder.append_metrics({"epoch": 0, "val_top1": 0.5})
+    with folder.metrics_file.open("ab") as f:  # epoch 1's line torn by a crash, then garbage
+        f.write(b'{"epoch": 1, "val_top1": 0.')
+        f.write(b"\n" + damage)
+    note = folder.repair_metrics(2, {"epoch": 1, "val_top1": 0.75})
+    assert note is not None and str(folder.metrics_file) in note and "damaged line" in note and "\n" not in note
+    rows = [json.loads(line) for line in folder.metrics_file.read_text().splitlines()]
+    assert rows == [{"epoch": 0, "val_top1": 0.5}, {"epoch": 1, "val_top1": 0.75}]
+
+
+def test_repair_says_which_epochs_it_could_not_restore(tmp_path):
+    folder = RunFolder(tmp_path)
+    folder.metrics_file.write_bytes(b"\x89PNG not a metrics file at all")
+    note = folder.repair_metrics(3, {"epoch": 2})
+    assert "dropped 1 damaged line(s); epoch(s) 1, 2 have no line now" in note
+    assert _epochs(folder) == [2]
+
+
+def test_a_second_writer_is_refused_while_the_first_holds_the_folder(tmp_path):
+    first = RunFolder.create(TrainConfig(out=str(tmp_path), name="r"), [])
+    with pytest.raises(RunError, match=rf"{tmp_path / 'r'} is in use by alexnet process {os.getpid()} on .*pick another --name"):
+        RunFolder.create(TrainConfig(out=str(tmp_path), name="r"), [])
+    with pytest.raises(RunError, match="is in use by"):
+        RunFolder(tmp_path / "r").acquire()
+    first.close()
+    RunFolder(tmp_path / "r").acquire()  # free once the first lets go
 
 
 def test_bad_files_are_read_back(tmp_path):

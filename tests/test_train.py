@@ -26,6 +26,7 @@ from alexnet import engine
 from alexnet.cli import main
 from alexnet.data import Preprocess, TensorBatches
 from alexnet.formats import load_checkpoint
+from helpers import _run as _cli
 from helpers import _run_stdout as _run
 
 
@@ -324,3 +325,64 @@ def test_image_folder_resumes_mid_epoch_exactly(image_folder, tmp_path, monkeypa
     capsys.readouterr()
     assert main(["train", "--resume", str(tmp_path / "stopped")]) == 0
     _assert_same_weights(_weights(tmp_path / "through"), _weights(tmp_path / "stopped"))
+
+
+# --------------------------------------------------------------------------------------------
+# Resuming: longer runs, runs stopped before their first checkpoint, folders of runs
+
+
+def _metric_rows(run: Path) -> list[dict]:
+    strip = lambda r: {k: v for k, v in r.items() if "second" not in k}  # noqa: E731
+    return [strip(json.loads(s)) for s in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_resume_with_epochs_extends_a_plateau_run_exactly(idx_folder, tmp_path, capsys):
+    """One epoch, then --resume --epochs 2, ends where an uninterrupted two-epoch run ends."""
+    common = ["train", "--data", idx_folder.path, *FAST, "--schedule", "plateau", "--out", tmp_path]
+    assert _cli(capsys, *common, "--epochs", "2", "--name", "through")[0] == 0
+    assert _cli(capsys, *common, "--epochs", "1", "--name", "short")[0] == 0
+    rc, out, _ = _cli(capsys, "train", "--resume", tmp_path / "short", "--epochs", "2")
+    assert rc == 0, out
+    a, b = _weights(tmp_path / "through"), _weights(tmp_path / "short")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert _metric_rows(tmp_path / "short") == _metric_rows(tmp_path / "through")
+    assert json.loads((tmp_path / "short" / "config.json").read_text())["epochs"] == 2
+
+
+def test_resume_with_epochs_refuses_a_onecycle_run(idx_folder, tmp_path, capsys):
+    run = tmp_path / "one"
+    assert _cli(capsys, "train", "--data", idx_folder.path, *FAST, "--epochs", "1", "--out", tmp_path, "--name", "one")[0] == 0
+    before = {p.name: p.stat().st_mtime_ns for p in (run / "config.json", run / "checkpoints" / "last.pt")}
+    rc, _, err = _cli(capsys, "train", "--resume", run, "--epochs", "3")
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "onecycle" in err and "start a new run with --epochs 3" in err
+    assert {p.name: p.stat().st_mtime_ns for p in (run / "config.json", run / "checkpoints" / "last.pt")} == before
+
+
+def test_resume_of_a_folder_of_runs_takes_the_newest(idx_folder, tmp_path, capsys):
+    for name in ("a", "b"):
+        assert _cli(capsys, "train", "--data", idx_folder.path, *FAST, "--epochs", "1", "--out", tmp_path, "--name", name)[0] == 0
+    rc, out, _ = _cli(capsys, "train", "--resume", tmp_path)
+    assert rc == 0 and f"holds 2 runs; resuming the newest, {tmp_path / 'b'} (others: a)" in out
+    assert "already finished all 1 epochs" in out
+
+
+@pytest.mark.slow
+def test_a_run_killed_before_its_first_checkpoint_resumes_to_the_same_weights(idx_folder, tmp_path, capsys):
+    args = ["train", "--data", str(idx_folder.path), *FAST, "--epochs", "2", "--out", str(tmp_path)]
+    assert _cli(capsys, *args, "--name", "through")[0] == 0
+    proc = subprocess.Popen([sys.executable, "-m", "alexnet", *args, "--name", "killed"], stdout=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()  # "run ...": the data is built and the run folder written
+        assert line.startswith("run "), line
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    killed = tmp_path / "killed"
+    assert (killed / "config.json").is_file() and not (killed / "checkpoints" / "last.pt").exists()
+    rc, out, _ = _cli(capsys, "train", "--resume", killed)
+    assert rc == 0 and "stopped before its first checkpoint: starting it again from step 0" in out
+    a, b = _weights(tmp_path / "through"), _weights(killed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert _metric_rows(killed) == _metric_rows(tmp_path / "through")
