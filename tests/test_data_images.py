@@ -127,6 +127,8 @@ def _other(fmt: str) -> bytes:
     if fmt == "EPS-DOS":  # the binary EPS header (magic C5D0D3C6) in front of PostScript
         ps = _saved(img, "EPS")
         return struct.pack("<IIIIIII", 0xC6D3D0C5, 32, len(ps), 0, 0, 0, 0) + b"\xff\xff" + bytes(2) + ps
+    if fmt == "SVG":  # Pillow does not read SVG at all: named by a signature of our own
+        return b'<svg xmlns="http://www.w3.org/2000/svg" width="16" height="16"><rect width="16" height="16"/></svg>\n'
     if fmt in ("XBM", "MSP"):
         img = img.convert("1")
     return _saved(img, fmt)
@@ -136,6 +138,7 @@ OTHER_FORMATS = [  # (Pillow's format, what the message calls it)
     ("EPS", "looks like EPS (Encapsulated Postscript)"),
     ("EPS-DOS", "looks like EPS (Encapsulated Postscript)"),
     ("PDF", "looks like PDF"),
+    ("SVG", "looks like SVG"),
     ("ICO", "looks like ICO (Windows Icon)"),
     ("ICNS", "looks like ICNS (Mac OS icns resource)"),
     ("PCX", "looks like PCX (Paintbrush)"),
