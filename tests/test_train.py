@@ -386,3 +386,179 @@ def test_a_run_killed_before_its_first_checkpoint_resumes_to_the_same_weights(id
     a, b = _weights(tmp_path / "through"), _weights(killed)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert _metric_rows(killed) == _metric_rows(tmp_path / "through")
+
+
+# --------------------------------------------------------------------------------------------
+# Signals as clusters send them: to the whole process group, loader workers running, any phase
+
+
+def _spawn_group(argv: list[str], patch: str = "") -> subprocess.Popen:
+    """``alexnet ARGV`` in its own process group (so a group signal reaches its loader workers and
+    not pytest), after ``patch`` - Python run first, to hold the run in the phase under test."""
+    code = f"import sys\n{patch}\nfrom alexnet.cli import main\nsys.exit(main(sys.argv[1:]))"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *argv], cwd=ROOT, env=env, start_new_session=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+    end = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < end, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+def _folder_args(image_folder, out: Path, name: str, *extra: str) -> list[str]:
+    return [
+        "train", "--data", str(image_folder), "--epochs", "2", "--batch-size", "8", "--image-size", "67", "--workers", "2",
+        "--seed", "3", "--precision", "fp32", "--device", "cpu", "--out", str(out), "--name", name, *extra,
+    ]  # fmt: skip
+
+
+def _assert_clean_stop(proc: subprocess.Popen, sig: int, *phrases: str) -> str:
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + sig, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err and "DataLoader worker" not in err, err
+    for phrase in phrases:
+        assert phrase in err, err
+    return err
+
+
+# a marker file written when the run reaches the phase under test, then a pause there
+_MARK = "import pathlib, time\nMARK = pathlib.Path({mark!r})\n"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_group_signal_while_training_with_workers_saves_and_resumes_exactly(image_folder, tmp_path, sig):
+    out = tmp_path / "runs"
+    assert main(_folder_args(image_folder, out, "ref")) == 0
+    mark = tmp_path / "training"
+    patch = _MARK.format(mark=str(mark)) + (
+        "import alexnet.engine as e\nreal = e.train_step\n"
+        "def step(*a, **k):\n    MARK.touch(); time.sleep(0.3); return real(*a, **k)\n"
+        "e.train_step = step\n"
+    )
+    proc = _spawn_group(_folder_args(image_folder, out, "stopped"), patch)
+    _wait_for(mark, proc)
+    os.killpg(proc.pid, sig)  # what Ctrl-C, Slurm and Kubernetes do: the main process and its workers
+    _assert_clean_stop(proc, sig, f"alexnet train --resume {out / 'stopped'}", "saved a checkpoint at epoch 1")
+    assert main(["train", "--resume", str(out / "stopped")]) == 0
+    _assert_same_weights(_weights(out / "ref"), _weights(out / "stopped"))
+
+
+@pytest.mark.slow
+def test_a_group_signal_during_evaluation_saves_the_epoch_and_resumes_exactly(image_folder, tmp_path):
+    out = tmp_path / "runs"
+    assert main(_folder_args(image_folder, out, "ref")) == 0
+    mark = tmp_path / "evaluating"
+    patch = _MARK.format(mark=str(mark)) + (
+        "import alexnet.engine as e\nreal = e.evaluate\n"
+        "def evaluate(*a, **k):\n    MARK.touch(); time.sleep(1.5); return real(*a, **k)\n"
+        "e.evaluate = evaluate\n"
+    )
+    proc = _spawn_group(_folder_args(image_folder, out, "stopped"), patch)
+    _wait_for(mark, proc)
+    os.killpg(proc.pid, signal.SIGTERM)
+    _assert_clean_stop(proc, signal.SIGTERM, "after epoch 1's training, before its evaluation", "--resume")
+    state = load_checkpoint(out / "stopped" / "checkpoints" / "last.pt")
+    held_out = len(json.loads((out / "stopped" / "split.json").read_text())["val"])
+    assert state["epoch"] == 0 and state["totals"]["seen"] == 24 - held_out  # the whole epoch's training images
+    assert main(["train", "--resume", str(out / "stopped")]) == 0
+    _assert_same_weights(_weights(out / "ref"), _weights(out / "stopped"))
+    rows = lambda r: [{k: v for k, v in json.loads(s).items() if "second" not in k} for s in (r / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
+    assert [r["val_top1"] for r in rows(out / "stopped")] == [r["val_top1"] for r in rows(out / "ref")]
+
+
+@pytest.mark.slow
+def test_a_group_signal_during_the_image_scan_stops_at_once_leaving_no_run_folder(image_folder, tmp_path):
+    mark = tmp_path / "scanning"
+    patch = _MARK.format(mark=str(mark)) + (
+        "import alexnet.data.folder as f\nreal = f.open_image\n"
+        "def open_image(*a, **k):\n    MARK.touch(); time.sleep(0.2); return real(*a, **k)\n"
+        "f.open_image = open_image\n"
+    )
+    proc = _spawn_group(_folder_args(image_folder, tmp_path / "runs", "scan"), patch)
+    _wait_for(mark, proc)
+    os.killpg(proc.pid, signal.SIGTERM)
+    _assert_clean_stop(proc, signal.SIGTERM, "stopped while preparing the run, before any training step; run the same command again")
+    assert not (tmp_path / "runs" / "scan").exists()
+
+
+@pytest.mark.slow
+def test_a_signal_during_a_checkpoint_write_lets_the_write_finish(idx_folder, reference, tmp_path):
+    mark = tmp_path / "saving.mark"
+    patch = _MARK.format(mark=str(mark)) + (
+        "import alexnet.formats.checkpoint as c\nreal = c.torch.save\n"
+        "def save(*a, **k):\n    MARK.touch(); time.sleep(1.0); return real(*a, **k)\n"
+        "c.torch.save = save\n"
+    )
+    proc = _spawn_group(_args(idx_folder, tmp_path, "saving", "--checkpoint-every", "2"), patch)
+    _wait_for(mark, proc)
+    os.killpg(proc.pid, signal.SIGTERM)
+    _assert_clean_stop(proc, signal.SIGTERM, "saved a checkpoint at epoch 1, step 2")
+    assert load_checkpoint(tmp_path / "saving" / "checkpoints" / "last.pt")["totals"]["steps"] == 2
+    assert main(["train", "--resume", str(tmp_path / "saving")]) == 0
+    _assert_same_weights(_weights(reference), _weights(tmp_path / "saving"))
+
+
+@pytest.mark.slow
+def test_a_closed_stdout_never_stops_training(idx_folder, reference, tmp_path):
+    proc = _spawn(_args(idx_folder, tmp_path, "headless"))
+    assert proc.stdout.readline().startswith("run ")
+    proc.stdout.close()  # `alexnet train | head -1`
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and "Traceback" not in err, err
+    assert len((tmp_path / "headless" / "metrics.jsonl").read_text().splitlines()) == 2
+    _assert_same_weights(_weights(reference), _weights(tmp_path / "headless"))
+
+
+# --------------------------------------------------------------------------------------------
+# One run folder, one writer
+
+
+@pytest.mark.slow
+def test_a_second_process_on_a_running_run_is_refused_and_a_killed_ones_lock_does_not_block(idx_folder, tmp_path, capsys):
+    mark = tmp_path / "training"
+    patch = _MARK.format(mark=str(mark)) + (
+        "import alexnet.engine as e\nreal = e.train_step\n"
+        "def step(*a, **k):\n    MARK.touch(); time.sleep(0.5); return real(*a, **k)\n"
+        "e.train_step = step\n"
+    )
+    proc = _spawn_group(_args(idx_folder, tmp_path, "busy"), patch)
+    try:
+        _wait_for(mark, proc)
+        for argv in (_args(idx_folder, tmp_path, "busy"), ["train", "--resume", str(tmp_path / "busy")]):
+            assert main(argv) == 1
+            err = capsys.readouterr().err
+            assert len(err.strip().splitlines()) == 1 and f"is in use by alexnet process {proc.pid}" in err, err
+        assert json.loads((tmp_path / "busy" / "config.json").read_text())["seed"] == 3  # untouched
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # a crash: the lock file stays, the kernel drops the lock
+        proc.wait(timeout=60)
+    assert (tmp_path / "busy" / ".lock").exists()
+    assert main(["train", "--resume", str(tmp_path / "busy")]) == 0
+
+
+def test_name_cannot_escape_out(tmp_path, capsys):
+    for name in ("../escape", "a/b", "..", "/abs"):
+        assert main(["train", "--name", name, "--out", str(tmp_path / "runs")]) == 2
+        err = capsys.readouterr().err
+        assert "--name" in err and "plain folder name" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "escape").exists() and not (tmp_path / "runs").exists()
+
+
+def test_a_torn_metrics_file_does_not_block_resume(idx_folder, reference, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "torn"
+    shutil.copytree(reference, run)
+    good = (run / "metrics.jsonl").read_text()
+    (run / "metrics.jsonl").write_text(good[: len(good) - 40] + "\x00\x00")  # the last line torn by a crash
+    assert main(["train", "--resume", str(run), "--epochs", "2"]) == 0
+    out = capsys.readouterr().out
+    assert f"{run / 'metrics.jsonl'}: dropped 1 damaged line(s)" in out and "already finished all 2 epochs" in out
+    assert (run / "metrics.jsonl").read_text() == good  # the last epoch's line restored from the checkpoint

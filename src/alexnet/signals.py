@@ -10,6 +10,8 @@ saves a checkpoint at the next step or batch and stops cleanly.
 
 from __future__ import annotations
 
+import atexit
+import multiprocessing
 import signal
 import threading
 
@@ -65,6 +67,18 @@ class StopSignals:
 
 def ignore_in_worker(worker_id: int = 0) -> None:
     """``worker_init_fn`` of every DataLoader: a loader worker leaves SIGINT and SIGTERM to the
-    main process, which stops the workers itself when it exits."""
+    main process, which stops the workers itself (:func:`_end_workers`)."""
     for sig in STOP_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
+
+
+@atexit.register  # runs before multiprocessing's own exit handler (atexit is last-in, first-out)
+def _end_workers() -> None:
+    """At exit, end the loader workers still alive. A loader that was never shut down (kept alive
+    by a traceback, say) leaves them waiting for work; multiprocessing would then send them SIGTERM,
+    which they ignore, and wait for them forever. DataLoader workers are daemonic children."""
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # PyTorch's handler would report these deaths as failures
+    for child in multiprocessing.active_children():
+        if child.daemon:
+            child.kill()
+            child.join(timeout=5)
