@@ -119,7 +119,7 @@ def test_export_needs_its_sidecar(exported, tmp_path, capsys):
 
     # a sidecar that disagrees with the weights is caught like a checkpoint that does
     meta = json.loads(sidecar.read_text())
-    (tmp_path / "lonely.json").write_text(json.dumps({**meta, "classes": ["a", "b", "c"]}))
+    (tmp_path / "lonely.json").write_text(json.dumps({**meta, "classes": ["a", "b", "c"], "num_classes": 3}))
     rc, _, err = _run(capsys, "predict", image, "--checkpoint", lonely)
     assert rc == 1 and "weights are for 10 classes, the checkpoint says 3" in _one_line_error(err)
 
