@@ -285,9 +285,9 @@ def _check_every_class_trains(root: Path, folder: Path, classes: list[str], list
         if not n_listed[i]:
             why = f"its folder {folder / name} holds no image files ({', '.join(IMAGE_EXTENSIONS)})"
         elif not n_readable[i]:
-            why = f"all {n_listed[i]} of its files are bad"
+            why = f"all its {n_listed[i]} file(s) are bad"
         else:
-            why = f"all {n_readable[i]} of its images were held out for validation; add images or lower --val-fraction"
+            why = f"all its {n_readable[i]} image(s) were held out for validation; add images or lower --val-fraction"
         raise DataError(f"--data {root}: class {name!r} has no training images: {why}")
 
 
