@@ -47,10 +47,12 @@ class ModelFile:
             raise CheckpointError(f"{source}: 'config' lacks {', '.join(missing)}")
         try:
             cfg = TrainConfig.from_dict({**TrainConfig().to_dict(), **state["config"]}, source="config")
-            preprocess = Preprocess.from_dict(state["preprocess"], source="preprocess")
+            preprocess = Preprocess.from_dict(state["preprocess"], source=source)
             check_image_size(preprocess.image_size, cfg.model, cfg.pooling)
-        except (ConfigError, ValueError) as e:
+        except ConfigError as e:
             raise CheckpointError(f"{source}: {e}") from None
+        except ValueError as e:  # Preprocess's own, already naming the file
+            raise CheckpointError(str(e)) from None
         if state["config"].get("image_size", preprocess.image_size) != preprocess.image_size:
             raise CheckpointError(f"{source}: config image_size {cfg.image_size} differs from preprocess image_size {preprocess.image_size}")
         _check_record(state, source)
