@@ -185,7 +185,7 @@ def test_a_class_the_hold_out_takes_whole_is_named(tmp_path, capsys):
 
 
 def test_a_hold_out_of_every_image_is_refused(image_folder, tmp_path, capsys):
-    # 24 images: a fraction of 0.99 rounds to all 24 (before: a run of zero training steps)
+    # 24 images: a fraction of 0.99 rounds to all 24 (before: a TypeError traceback from the statistics of no images)
     rc, line = _train(capsys, image_folder, tmp_path / "runs", "--val-fraction", "0.99")
     assert rc == 1 and line == f"alexnet train: error: --data {image_folder}: --val-fraction 0.99 of 24 images holds out all of them; lower it to leave some for training"
     assert not (tmp_path / "runs").exists()
@@ -194,7 +194,7 @@ def test_a_hold_out_of_every_image_is_refused(image_folder, tmp_path, capsys):
     assert rc == 1 and "has no training images: all its 8 image(s) were held out" in line
 
 
-def test_evaluation_refuses_data_of_the_other_kind(idx_folder, image_folder):
+def test_evaluation_refuses_data_of_the_other_kind_size_or_labels(idx_folder, image_folder):
     tensor = Preprocess.for_tensors(mode="L", source_size=28, image_size=67, stats={"mean": [0.3], "std": [0.3]})
     folder = Preprocess.for_folder(image_size=67, stats=FIXED_STATS)
     with pytest.raises(DataError, match="the model was trained on IDX files, this is an image folder"):
@@ -203,6 +203,8 @@ def test_evaluation_refuses_data_of_the_other_kind(idx_folder, image_folder):
         build_eval_data(str(idx_folder.path), folder, [str(i) for i in range(10)])
     with pytest.raises(DataError, match="images of 28x28 pixels, but the model's training images are 32x32"):
         build_eval_data(str(idx_folder.path), replace(tensor, source_size=32), [str(i) for i in range(10)])
+    with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte: label 9 is outside the model's 5 classes \(0..4\)"):
+        build_eval_data(str(idx_folder.path), tensor, [str(i) for i in range(5)])
 
 
 # --------------------------------------------------------------------------------------------

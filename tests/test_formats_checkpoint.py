@@ -152,6 +152,21 @@ def test_resume_names_the_file_and_the_field(trained, tmp_path, capsys, case):
     assert not (folder / "metrics.jsonl").exists()  # nothing was written
 
 
+@pytest.mark.parametrize(
+    ("edits", "words"),
+    [
+        (_set("classes", [f"c{i}" for i in range(10)]), "its classes ['0', '1', '2', '3', '4', '5', '6', '7', '8', '9'] differ from those"),
+        (_set("preprocess", "source_size", 32), "its images give preprocess source_size 28, but"),
+    ],
+    ids=["classes", "image-size"],
+)
+def test_resume_refuses_data_that_changed_since(trained, idx_folder, tmp_path, capsys, edits, words):
+    # the checkpoint says the run trained on other classes or images than --data gives now
+    rc, _, err = _resume(capsys, tmp_path / "run", trained, changed(trained["last"], edits))
+    line = _one_line_error(err)
+    assert rc == 1 and line.startswith(f"alexnet train: error: --data {idx_folder.path}: ") and words in line, line
+
+
 def test_real_checkpoints_pass_every_check(trained, tmp_path, capsys):
     # the finished run (nothing left to do) and the one stopped after 9 of 10 steps (one more step)
     for base in ("last", "mid"):
