@@ -174,6 +174,18 @@ def test_real_checkpoints_pass_every_check(trained, tmp_path, capsys):
         assert rc == 0 and err == "" and "done: validation top-1" in out, err
 
 
+def test_predict_refuses_nan_weights_instead_of_printing_nan(tmp_path, capsys):
+    """Before: "  nan%  c0" for every class, exit code 0."""
+    weights = _fake_weights("alexnet", num_classes=10, in_channels=1)
+    weights["classifier.6.bias"] = torch.full((), math.nan).expand(10)
+    path = tmp_path / "nan.pt"
+    save_checkpoint(_checkpoint(weights), path)
+    image = tmp_path / "image.png"
+    Image.new("L", (28, 28)).save(image)
+    rc, out, err = _run(capsys, "predict", image, "--checkpoint", path)
+    assert rc == 1 and out == "" and _one_line_error(err) == f"alexnet predict: error: --checkpoint {path}: weight classifier.6.bias holds NaN or infinite values"
+
+
 @pytest.mark.parametrize("field", ["optimizer", "scheduler", "rng", "totals", "rollbacks"])
 def test_predict_reads_only_what_it_needs(trained, tmp_path, capsys, field):
     # the training fields are resume's: a checkpoint whose optimizer is damaged still predicts
