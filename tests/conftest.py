@@ -95,6 +95,15 @@ def idx_folder(tmp_path_factory) -> IdxSet:
     return IdxSet(path=folder, **arrays)
 
 
+def write_idx_set(root: Path, base: IdxSet, **replace: torch.Tensor) -> Path:
+    """The four IDX files of ``base`` in ``root``, with the tensors named in ``replace`` (train_images,
+    train_labels, test_images, test_labels) swapped in: a set that lies in one way."""
+    root.mkdir(parents=True, exist_ok=True)
+    for key, name in IDX_NAMES.items():
+        write_idx(root / name, replace.get(key, getattr(base, key)))
+    return root
+
+
 # --------------------------------------------------------------------------------------------
 # Image folders of mixed sizes, modes and formats
 

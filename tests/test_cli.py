@@ -16,10 +16,12 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from alexnet.cli import _train_settings, build_parser
 from alexnet.config import DEFAULTS, ConfigError, TrainConfig
-from helpers import VARIANTS, _main
+from conftest import write_idx_set
+from helpers import VARIANTS, _image_bytes, _main, make_folder
 
 
 # --------------------------------------------------------------------------------------------
@@ -188,12 +190,29 @@ BAD_INPUT = [
     ("on-nan-bad", ["train", "--on-nan", "ignore", "--out", "{tmp}/runs"], 2, "--on-nan"),
     ("existing-run", ["train", "--data", "{idx}", "--out", "{tmp}/runs", "--name", "done"], 2, "--resume"),
     ("out-unwritable", ["train", "--data", "{idx}", "--out", "{tmp}/img.png/runs"], 2, "--out"),
+    # the ends of the settings' ranges
+    ("image-size-5000", ["train", "--image-size", "5000", "--out", "{tmp}/runs"], 2, "maximum 4096"),
+    ("batch-size-huge", ["train", "--batch-size", "100000", "--out", "{tmp}/runs"], 2, "--batch-size 100000 is above the maximum 65536"),
+    ("workers-1000", ["train", "--workers", "1000", "--out", "{tmp}/runs"], 2, "--workers"),
+    ("seed-negative", ["train", "--seed", "-1", "--out", "{tmp}/runs"], 2, "--seed"),
+    ("seed-2**64", ["train", "--seed", str(2**64), "--out", "{tmp}/runs"], 2, "--seed"),
+    ("warmup-1", ["train", "--warmup", "1", "--out", "{tmp}/runs"], 2, "--warmup"),
+    ("label-smoothing-1", ["train", "--label-smoothing", "1", "--out", "{tmp}/runs"], 2, "--label-smoothing"),
+    # data that lies (tests/test_data_idx.py and test_data_build.py have every case)
+    ("data-half-split", ["train", "--data", "{tmp}/half", "--out", "{tmp}/runs"], 1, "has train/ but no val/"),
+    ("data-label-gap", ["train", "--data", "{tmp}/lies", "--out", "{tmp}/runs"], 1, "train-labels-idx1-ubyte"),
+    ("val-fraction-all", ["train", "--data", "{tmp}/few", "--val-fraction", "0.9", "--out", "{tmp}/runs"], 1, "--val-fraction 0.9 of 4 images"),
 ]
 
 
 @pytest.fixture
-def bad_input_files(tmp_path):
+def bad_input_files(tmp_path, idx_folder):
     """The files the BAD_INPUT cases point at; missing.json, x.pt and missing.png stay missing."""
+    make_folder(tmp_path / "half" / "train", bad=False)  # and no val/
+    write_idx_set(tmp_path / "lies", idx_folder, train_labels=torch.where(idx_folder.train_labels == 9, 200, idx_folder.train_labels))
+    for name in ("few/a/0.png", "few/a/1.png", "few/b/0.png", "few/b/1.png"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(_image_bytes("PNG"))
     (tmp_path / "empty").mkdir()
     (tmp_path / "bad.json").write_text("{")
     (tmp_path / "typo.json").write_text(json.dumps({"epoch": 3}))
@@ -223,12 +242,20 @@ def test_bad_input_gives_one_line_and_the_right_exit_code(capsys, bad_input_file
         pytest.param(["train", "--epochs", "0"], id="epochs-0"),
         pytest.param(["train", "--image-size", "50", "--data", "{idx}"], id="image-size-50"),
         pytest.param(["train", "--data", "/does/not/exist"], id="data-missing"),
+        pytest.param(["train", "--image-size", "5000", "--data", "{idx}"], id="image-size-5000"),
+        pytest.param(["train", "--batch-size", "100000", "--data", "{idx}"], id="batch-size-huge"),
+        pytest.param(["train", "--seed", str(2**64), "--data", "{idx}"], id="seed-2**64"),
+        pytest.param(["train", "--warmup", "1", "--data", "{idx}"], id="warmup-1"),
+        pytest.param(["train", "--label-smoothing", "1.5", "--data", "{idx}"], id="label-smoothing-1.5"),
+        pytest.param(["train", "--data", "{tmp}/half"], id="data-half-split"),
+        pytest.param(["train", "--data", "{tmp}/lies"], id="data-label-gap"),
+        pytest.param(["train", "--data", "{tmp}/few", "--val-fraction", "0.9", "--workers", "0"], id="val-fraction-all"),
     ],
 )
-def test_rejected_runs_leave_no_run_folder(capsys, tmp_path, idx_folder, argv):
-    runs = tmp_path / "runs"
-    code, _, _ = _main(capsys, *_fill(argv, tmp_path, idx_folder.path), "--out", str(runs), "--name", "r")
-    assert code != 0
+def test_rejected_runs_leave_no_run_folder(capsys, bad_input_files, idx_folder, argv):
+    runs = bad_input_files / "new-runs"
+    code, _, err = _main(capsys, *_fill(argv, bad_input_files, idx_folder.path), "--out", str(runs), "--name", "r")
+    assert code != 0 and "Traceback" not in err
     assert not (runs / "r").exists()
 
 

@@ -7,8 +7,10 @@ import json
 import math
 
 import pytest
+import torch
 
-from alexnet.config import DEFAULTS, ConfigError, TrainConfig, load_config_file
+from alexnet.config import DEFAULTS, SEED_RANGE, ConfigError, TrainConfig, load_config_file
+from alexnet.data.sampling import epoch_generator
 from helpers import VARIANTS
 
 
@@ -63,6 +65,9 @@ def test_from_dict_accepts_the_right_types(values):
         ("dropout", 1.0), ("dropout", -0.5), ("val_fraction", 0.0), ("val_fraction", 1.0),
         ("model", "nope"), ("activation", "gelu"), ("pooling", "max"), ("schedule", "step"),
         ("precision", "fp16"), ("init", "xavier"),
+        # the upper ends of the ranges: memory, torch's seeds, OneCycleLR, the loss
+        ("image_size", 4097), ("batch_size", 65537), ("workers", 257), ("seed", -1), ("seed", 2**64),
+        ("warmup", 1.0), ("warmup", 1.5), ("label_smoothing", 1.0), ("lr", 10**400), ("val_fraction", 10**400),
     ],
 )  # fmt: skip
 def test_bad_values_are_rejected_naming_the_flag(key, value):
@@ -87,3 +92,26 @@ def test_load_config_file_errors_name_the_file(tmp_path):
     (tmp_path / "list.json").write_text("[1, 2]")
     with pytest.raises(ConfigError, match="list.json"):
         load_config_file(tmp_path / "list.json")
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [("image_size", 4096), ("batch_size", 65536), ("workers", 256), ("seed", 0), ("seed", 2**64 - 1),
+     ("warmup", 0.0), ("warmup", 0.999), ("label_smoothing", 0.999)],
+)  # fmt: skip
+def test_the_largest_values_in_range_are_taken(key, value):
+    assert getattr(TrainConfig.from_dict({key: value}), key) == value
+
+
+def test_the_seed_range_is_the_one_torch_takes():
+    # what a seed is used for: torch's global seed (the init, dropout) and each epoch's generator
+    top = SEED_RANGE[-1]
+    torch.manual_seed(top)
+    assert torch.initial_seed() == top == 2**64 - 1
+    for epoch in (0, 1, 10**6):
+        epoch_generator(top, epoch)  # seed * 1_000_003 + epoch is folded into 64 bits, not refused
+    with pytest.raises((RuntimeError, ValueError)):
+        torch.manual_seed(top + 1)  # one more and torch refuses it: the bound is torch's
+    # seeds torch took before the fold give the same stream as before
+    assert torch.equal(torch.randperm(50, generator=epoch_generator(7, 3)),
+                       torch.randperm(50, generator=torch.Generator().manual_seed(7 * 1_000_003 + 3)))  # fmt: skip

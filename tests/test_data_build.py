@@ -4,6 +4,7 @@ predict/evaluate guarantee: ``preprocess_image`` of a file equals its row of the
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,10 +13,11 @@ from PIL import Image
 
 from alexnet.cli import main
 from alexnet.config import TrainConfig
-from alexnet.data import DataError, build_data, preprocess_image
+from alexnet.data import DataError, build_data, build_eval_data, preprocess_image
+from alexnet.data.folder import holdout, scan_folder
 from alexnet.data.images import open_image
 from alexnet.data.transforms import Preprocess
-from helpers import CPU, FIXED_STATS, GOOD_PER_CLASS, _cfg, _check_reasons, _folder_cfg, make_folder
+from helpers import CPU, FIXED_STATS, GOOD_PER_CLASS, _cfg, _check_reasons, _folder_cfg, _one_line_error, _run, make_folder
 
 
 def _samples(loader):
@@ -123,6 +125,86 @@ def test_a_folder_of_only_bad_files_is_a_clear_error(tmp_path):
             (tmp_path / c / f"{i}.png").write_bytes(b"")
     with pytest.raises(DataError, match="no readable training images left after skipping 6 bad file"):
         build_data(_cfg(tmp_path, skip_bad_images=True), CPU)
+
+
+# --------------------------------------------------------------------------------------------
+# Folders that lie: a half split layout, classes without training images
+
+
+def _train(capsys, root, runs, *flags):
+    """``alexnet train`` on ``root``: exit code and the one error line, if any."""
+    rc, _, err = _run(capsys, "train", "--data", root, "--epochs", "1", "--batch-size", "8", "--image-size", "67",
+                      "--workers", "0", "--out", runs, "--name", "r", *flags)  # fmt: skip
+    return rc, (_one_line_error(err) if rc else "")
+
+
+@pytest.mark.parametrize(("have", "lack"), [("train", "val"), ("val", "train")])
+def test_a_half_split_layout_is_refused_saying_what_is_missing(tmp_path, capsys, have, lack):
+    """Before: train/ alone was read as a plain folder with one class called "train"."""
+    root = tmp_path / "data"
+    make_folder(root / have, bad=False)
+    rc, line = _train(capsys, root, tmp_path / "runs")
+    assert rc == 1 and line == (
+        f"alexnet train: error: --data {root}: has {have}/ but no {lack}/; a split layout needs both "
+        f"({root}/train/<class>/..., {root}/val/<class>/...), or rename {have}/ if it is a class"
+    )
+    assert not (tmp_path / "runs").exists()
+    with pytest.raises(DataError, match=f"has {have}/ but no {lack}/"):  # evaluation reads the layout the same way
+        build_eval_data(str(root), Preprocess.for_folder(image_size=67, stats=FIXED_STATS), ["a", "b"])
+
+
+def test_a_class_folder_without_images_is_named(tmp_path, capsys):
+    """Before: the empty class got an output the model could never learn, silently."""
+    make_folder(tmp_path / "data", bad=False)
+    (tmp_path / "data" / "c").mkdir()
+    (tmp_path / "data" / "c" / "notes.txt").write_text("no images here")
+    rc, line = _train(capsys, tmp_path / "data", tmp_path / "runs")
+    assert rc == 1 and line.startswith(f"alexnet train: error: --data {tmp_path / 'data'}: class 'c' has no training images: its folder {tmp_path / 'data' / 'c'} holds no image files")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_class_of_only_bad_files_is_named_when_skipping_them(tmp_path, capsys):
+    make_folder(tmp_path / "data", bad=False)
+    (tmp_path / "data" / "c").mkdir()
+    for i in range(3):
+        (tmp_path / "data" / "c" / f"{i}.png").write_bytes(b"")
+    rc, line = _train(capsys, tmp_path / "data", tmp_path / "runs", "--skip-bad-images")
+    assert rc == 1 and line.endswith("class 'c' has no training images: all its 3 file(s) are bad")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_class_the_hold_out_takes_whole_is_named(tmp_path, capsys):
+    root = tmp_path / "data"
+    make_folder(root, bad=False)
+    (root / "c").mkdir()
+    (root / "c" / "only.png").write_bytes(Path(root / "a" / "good1.png").read_bytes())
+    samples, _ = scan_folder(root)
+    seed = next(s for s in range(100) if all(label != 2 for _, label in holdout(samples, s, 0.25)[0]))
+    rc, line = _train(capsys, root, tmp_path / "runs", "--seed", str(seed), "--val-fraction", "0.25")
+    assert rc == 1 and line.endswith("class 'c' has no training images: all its 1 image(s) were held out for validation; add images or lower --val-fraction")
+
+
+def test_a_hold_out_of_every_image_is_refused(image_folder, tmp_path, capsys):
+    # 24 images: a fraction of 0.99 rounds to all 24 (before: a TypeError traceback from the statistics of no images)
+    rc, line = _train(capsys, image_folder, tmp_path / "runs", "--val-fraction", "0.99")
+    assert rc == 1 and line == f"alexnet train: error: --data {image_folder}: --val-fraction 0.99 of 24 images holds out all of them; lower it to leave some for training"
+    assert not (tmp_path / "runs").exists()
+    # 0.95 holds out 23: one image is left, so two of the three classes have none (the next rule)
+    rc, line = _train(capsys, image_folder, tmp_path / "runs", "--val-fraction", "0.95")
+    assert rc == 1 and "has no training images: all its 8 image(s) were held out" in line
+
+
+def test_evaluation_refuses_data_of_the_other_kind_size_or_labels(idx_folder, image_folder):
+    tensor = Preprocess.for_tensors(mode="L", source_size=28, image_size=67, stats={"mean": [0.3], "std": [0.3]})
+    folder = Preprocess.for_folder(image_size=67, stats=FIXED_STATS)
+    with pytest.raises(DataError, match="the model was trained on IDX files, this is an image folder"):
+        build_eval_data(str(image_folder), tensor, ["blue", "green", "red"])
+    with pytest.raises(DataError, match="the model was trained on an image folder, this is IDX files"):
+        build_eval_data(str(idx_folder.path), folder, [str(i) for i in range(10)])
+    with pytest.raises(DataError, match="images of 28x28 pixels, but the model's training images are 32x32"):
+        build_eval_data(str(idx_folder.path), replace(tensor, source_size=32), [str(i) for i in range(10)])
+    with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte: label 9 is outside the model's 5 classes \(0..4\)"):
+        build_eval_data(str(idx_folder.path), tensor, [str(i) for i in range(5)])
 
 
 # --------------------------------------------------------------------------------------------

@@ -17,10 +17,11 @@ import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
 
-from alexnet.data import DataError
+from alexnet.config import TrainConfig
+from alexnet.data import DataError, build_data
 from alexnet.data.idx import FASHION_MNIST_DIR, IDX_FILES, find_idx_files, load_idx_dataset, read_idx
-from conftest import IDX_NAMES, write_idx
-from helpers import FUZZ, _batches
+from conftest import IDX_NAMES, write_idx, write_idx_set
+from helpers import CPU, FUZZ, _batches, _one_line_error, _run
 
 
 # --------------------------------------------------------------------------------------------
@@ -133,6 +134,52 @@ def test_real_fashion_mnist_has_the_published_sizes():
     assert d["train_images"].shape == (60000, 1, 28, 28) and d["test_images"].shape == (10000, 1, 28, 28)
     assert torch.equal(torch.bincount(d["train_labels"]), torch.full((10,), 6000))
     assert torch.equal(torch.bincount(d["test_labels"]), torch.full((10,), 1000))
+
+
+# --------------------------------------------------------------------------------------------
+# IDX sets that lie: well-formed files whose contents do not describe a data set
+
+
+def _relabel(labels: torch.Tensor, old: int, new: int) -> torch.Tensor:
+    return torch.where(labels == old, new, labels)
+
+
+# id: (the tensors swapped in, given the good set; the file the message names; words it says)
+LIES = {
+    "train-label-200": (lambda s: {"train_labels": _relabel(s.train_labels, 9, 200)}, "train_labels", "class(es) 9, 10, 11, 12, 13 and 186 more have no training images"),
+    "test-labels-reach-12": (lambda s: {"test_labels": _relabel(s.test_labels, 9, 12)}, "test_labels", "label 12 is outside the training labels' 10 classes"),
+    "no-train-images": (lambda s: {"train_images": s.train_images[:0], "train_labels": s.train_labels[:0]}, "train_images", "holds no images"),
+    "no-test-images": (lambda s: {"test_images": s.test_images[:0], "test_labels": s.test_labels[:0]}, "test_images", "holds no images"),
+    "zero-sized-images": (lambda s: {"train_images": torch.zeros(320, 0, 28)}, "train_images", "images of 0x28 pixels"),
+    "more-labels-than-images": (lambda s: {"train_labels": torch.cat([s.train_labels, s.train_labels[:5]])}, "train_labels", "holds 320 images but"),
+    "fewer-test-labels": (lambda s: {"test_labels": s.test_labels[:-1]}, "test_labels", "holds 79 labels"),
+    "labels-as-a-matrix": (lambda s: {"train_labels": s.train_labels.view(32, 10)}, "train_labels", "expected a list of N labels"),
+    "images-as-a-list": (lambda s: {"test_images": s.test_images.flatten()}, "test_images", "expected N x H x W images"),
+    "not-square": (lambda s: {"train_images": s.train_images[:, :, :20]}, "train_images", "images of 28x20 pixels"),
+    "test-images-of-another-size": (lambda s: {"test_images": torch.zeros(80, 32, 32)}, "test_images", "images of 32x32 pixels, but the training images"),
+    "one-flat-shade": (lambda s: {"train_images": torch.full((320, 28, 28), 7)}, "train_images", "pixel std [0.0] is outside"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("lie", LIES.values(), ids=LIES.keys())
+def test_idx_sets_that_lie_stop_the_run_before_it_starts_naming_the_file(idx_folder, tmp_path, capsys, lie):
+    """Before: a label 200 made 201 classes, test labels beyond the training ones or a flat set
+    failed (or trained on NaN) after the run folder was made, zero images divided by zero."""
+    swap, key, words = lie
+    data = write_idx_set(tmp_path / "lies", idx_folder, **swap(idx_folder))
+    runs = tmp_path / "runs"
+    rc, _, err = _run(capsys, "train", "--data", data, "--epochs", "1", "--batch-size", "32", "--image-size", "67", "--out", runs, "--name", "r")
+    line = _one_line_error(err)
+    assert rc == 1 and line.startswith("alexnet train: error: ") and str(data / IDX_NAMES[key]) in line and words in line, line
+    assert not runs.exists()  # refused before the run folder is made
+
+
+def test_the_classes_are_the_training_labels_and_the_test_set_may_lack_some(idx_folder, tmp_path):
+    # the rule: classes = highest training label + 1, each with training images; a test label
+    # must be one of them, but a class may be missing from the test set
+    few = write_idx_set(tmp_path / "few", idx_folder, test_labels=idx_folder.test_labels % 5)
+    data = build_data(TrainConfig(data=str(few), batch_size=16), CPU)
+    assert data.classes == [str(i) for i in range(10)] and data.num_val == 80
 
 
 # --------------------------------------------------------------------------------------------

@@ -7,17 +7,20 @@ one real ``alexnet`` (about 230 MB on disk) once per module.
 from __future__ import annotations
 
 import json
+import math
 import os
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from alexnet.cli import main
 from alexnet.data.idx import idx_class_names
 from alexnet.formats import WEIGHTS_FORMAT, export, load_checkpoint, read_model, save_checkpoint
 from alexnet.models import build_model
-from helpers import PREPROCESS, _checkpoint, _one_line_error, _run
+from helpers import FUZZ_CLI, PREPROCESS, _checkpoint, _one_line_error, _refused_in_one_line, _run, changed, changes
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +122,7 @@ def test_export_needs_its_sidecar(exported, tmp_path, capsys):
 
     # a sidecar that disagrees with the weights is caught like a checkpoint that does
     meta = json.loads(sidecar.read_text())
-    (tmp_path / "lonely.json").write_text(json.dumps({**meta, "classes": ["a", "b", "c"]}))
+    (tmp_path / "lonely.json").write_text(json.dumps({**meta, "classes": ["a", "b", "c"], "num_classes": 3}))
     rc, _, err = _run(capsys, "predict", image, "--checkpoint", lonely)
     assert rc == 1 and "weights are for 10 classes, the checkpoint says 3" in _one_line_error(err)
 
@@ -138,3 +141,60 @@ def test_damaged_or_foreign_safetensors_are_refused(exported, tmp_path, capsys):
         (tmp_path / f"{name}.json").write_text(sidecar.read_text())
         rc, _, err = _run(capsys, "evaluate", "--checkpoint", tmp_path / f"{name}.safetensors")
         assert rc == 1 and message in _one_line_error(err)
+
+
+# id: (the sidecar's change, words of the one line)
+SIDECAR_FIELDS = {
+    "num-classes-disagrees": ({"num_classes": 3}, "'num_classes' is 3 but its config, classes and preprocess say 10"),
+    "in-channels-disagrees": ({"in_channels": 3}, "'in_channels' is 3"),
+    "model-disagrees": ({"model": "alexnet_owt"}, "'model' is 'alexnet_owt'"),
+    "num-classes-a-string": ({"num_classes": "10"}, "'num_classes' is '10'"),
+    "source-checkpoint-a-list": ({"source_checkpoint": ["a.pt"]}, "'source_checkpoint' must be a path"),
+    "epoch-a-string": ({"epoch": "3"}, "'epoch' must be a whole number"),
+    "metrics-a-list": ({"metrics": [0.5]}, "'metrics' must be an object of finite numbers"),
+    "metrics-nan": ({"metrics": {"val_top1": math.nan}}, "'metrics' must be an object of finite numbers"),
+    "classes-empty": ({"classes": []}, "'classes' must be a non-empty list"),
+    "std-zero": ({"preprocess": {**PREPROCESS, "std": [0]}}, "pixel std [0] is outside"),
+    "mean-above-one": ({"preprocess": {**PREPROCESS, "mean": [3]}}, "pixel mean [3] is outside [0, 1]"),
+    "image-size-below-the-minimum": ({"preprocess": {**PREPROCESS, "image_size": 50}, "config": {"model": "alexnet", "activation": "relu", "lrn": None, "pooling": "overlap", "dropout": 0.5}}, "--image-size 50 is below the minimum 67"),
+    "image-sizes-disagree": ({"preprocess": {**PREPROCESS, "image_size": 99}}, "config image_size 67 differs from preprocess image_size 99"),
+    "source-size-huge": ({"preprocess": {**PREPROCESS, "source_size": 10**6}}, "'source_size' 1000000 is above the maximum 4096"),
+    "rgb-means-for-gray": ({"preprocess": {**PREPROCESS, "mean": [0.3] * 3, "std": [0.3] * 3}}, "one finite number per channel of mode L"),
+    "folder-crop-beyond-its-resize": ({"preprocess": {"kind": "folder", "mode": "L", "image_size": 67, "resize": 60, "mean": [0.3], "std": [0.3]}}, "'resize' 60 must be between its image_size 67"),
+    "lr-huge": ({"config": {"model": "alexnet", "activation": "relu", "lrn": None, "pooling": "overlap", "dropout": 0.5, "lr": 10**400}}, "--lr must be a finite number"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", SIDECAR_FIELDS.values(), ids=SIDECAR_FIELDS.keys())
+def test_sidecar_fields_are_checked_naming_the_field(exported, tmp_path, capsys, case):
+    """Before: the repeated fields were never compared, a zero std or an image size below the
+    network's minimum failed in the forward pass with a traceback, a huge source_size ran out of
+    memory resizing the image, NaN metrics were copied on."""
+    change, words = case
+    _, weights, sidecar = exported
+    lonely = tmp_path / "lonely.safetensors"
+    os.link(weights, lonely)
+    (tmp_path / "lonely.json").write_text(json.dumps({**json.loads(sidecar.read_text()), **change}))
+    image = tmp_path / "image.png"
+    Image.new("L", (28, 28)).save(image)
+    rc, _, err = _run(capsys, "predict", image, "--checkpoint", lonely)
+    line = _one_line_error(err)
+    assert rc == 1 and str(tmp_path / "lonely.json") in line and words in line, line
+
+
+@settings(FUZZ_CLI, max_examples=50)
+@given(data=st.data(), command=st.sampled_from(["predict", "evaluate"]))
+def test_fuzz_sidecar_structure(exported, idx_folder, fuzz_dir, capsys, data, command):
+    """Sidecars with keys deleted and values of other types (JSON's own and Python's NaN,
+    Infinity and huge integers): predict and evaluate work or say one line naming the export."""
+    _, weights, sidecar = exported
+    lonely = fuzz_dir / "fuzzed.safetensors"
+    if not lonely.exists():
+        os.link(weights, lonely)
+    meta = json.loads(sidecar.read_text())
+    (fuzz_dir / "fuzzed.json").write_text(json.dumps({**changed(meta, data.draw(changes(meta, tensors=False))), "format": meta["format"]}))
+    image = fuzz_dir / "image.png"
+    Image.fromarray(idx_folder.test_images[0].numpy(), mode="L").save(image)
+    argv = [image, "--checkpoint", lonely] if command == "predict" else ["--checkpoint", lonely, "--out", fuzz_dir / "eval"]
+    rc, out, err = _run(capsys, command, *argv)
+    _refused_in_one_line(rc, out, err, command, (str(lonely), str(fuzz_dir / "fuzzed.json"), "--data"))

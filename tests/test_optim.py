@@ -77,3 +77,21 @@ def test_schedules_laid_out_over_the_run_cannot_grow(schedule):
         check_extension(cfg, 4, "run")
     message = str(e.value)
     assert "\n" not in message and schedule in message and "start a new run with --epochs 4" in message
+
+
+@pytest.mark.parametrize(("warmup", "steps"), [(0.1, 10), (0.5, 2), (0.25, 4), (0.0, 3), (0.999, 1)])
+def test_onecycle_lays_out_any_warmup_below_one(warmup, steps):
+    """A warm-up of exactly one step (0.1 of 10) made OneCycleLR divide by zero when it was built,
+    after the run folder was made; now every warm-up in [0, 1) gives finite rates up to the peak."""
+    model = torch.nn.Linear(2, 2)
+    cfg = TrainConfig(warmup=warmup, epochs=1, lr=0.1)
+    opt = make_optimizer(model, cfg)
+    schedule = make_schedule(opt, cfg, steps)
+    rates = [opt.param_groups[0]["lr"]]
+    for _ in range(steps - 1):
+        opt.step()
+        schedule.per_step.step()
+        rates.append(opt.param_groups[0]["lr"])
+    assert all(0 < r <= 0.1 for r in rates)
+    if warmup * steps == 1:  # the warm-up ends on step 0: it starts at the peak, the limit from below
+        assert rates[0] == pytest.approx(0.1)

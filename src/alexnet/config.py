@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
-from alexnet.errors import ConfigError
+from alexnet.errors import ConfigError, brief
 from alexnet.models import Activation, Init, ModelName, Pooling, check_image_size
 
 Schedule = Literal["onecycle", "plateau", "cosine", "constant"]
@@ -27,6 +27,17 @@ SCHEDULES = get_args(Schedule)
 # Schedules whose shape does not depend on the run's length: such a run can be extended with
 # `--resume RUN --epochs N`. onecycle and cosine are laid out over all steps from the start.
 EXTENDABLE_SCHEDULES = ("plateau", "constant")
+
+
+# The largest batch: AlexNet has been trained with batches of 32K (You et al. 2017, LARS); twice
+# that still leaves room, and anything larger is a typo (it would also only ever be one batch of
+# a data set that size).
+MAX_BATCH_SIZE = 65536
+# torch.manual_seed and torch.Generator.manual_seed take an unsigned 64-bit seed (a negative one
+# is folded onto it, a larger one overflows), so that is the range a seed can name.
+SEED_RANGE = range(0, 2**64)
+# Loader processes each import torch (a few hundred MB): more than any machine has cores is a typo.
+MAX_WORKERS = 256
 
 
 def _f(default, help: str):
@@ -84,7 +95,7 @@ class TrainConfig:
         if self.workers < 0:
             raise ConfigError(f"--workers must be 0 or more, got {self.workers}")
         for key in ("lr", "momentum", "weight_decay", "label_smoothing", "dropout", "warmup", "val_fraction"):
-            if not math.isfinite(getattr(self, key)):
+            if not is_number(getattr(self, key)):
                 raise ConfigError(f"--{_flag(key)} must be a finite number, got {getattr(self, key)}")
             if getattr(self, key) < 0:
                 raise ConfigError(f"--{_flag(key)} must not be negative, got {getattr(self, key)}")
@@ -96,9 +107,23 @@ class TrainConfig:
             raise ConfigError(f"--checkpoint-every {self.checkpoint_every!r}: give steps (500) or minutes (10m)")
         if not 0 < self.val_fraction < 1:
             raise ConfigError(f"--val-fraction must be between 0 and 1, got {self.val_fraction}")
+        self._check_upper_bounds()
         check_image_size(self.image_size, self.model, self.pooling)
         if self.name is not None and (self.name in ("", ".", "..") or "/" in self.name or "\\" in self.name or "\0" in self.name):
             raise ConfigError(f"--name {self.name!r} must be a plain folder name (no / or ..): the run folder is made inside --out")
+
+    def _check_upper_bounds(self) -> None:
+        """The ranges the libraries underneath take, refused here rather than mid-run."""
+        if self.workers > MAX_WORKERS:
+            raise ConfigError(f"--workers {self.workers} is above the maximum {MAX_WORKERS}")
+        if self.batch_size > MAX_BATCH_SIZE:
+            raise ConfigError(f"--batch-size {self.batch_size} is above the maximum {MAX_BATCH_SIZE}")
+        if self.warmup >= 1:  # OneCycleLR divides by the length of the decay that follows the warm-up
+            raise ConfigError(f"--warmup is the share of steps spent warming up and must be below 1, got {self.warmup}")
+        if self.label_smoothing >= 1:  # 1 makes every target uniform: nothing is left to learn
+            raise ConfigError(f"--label-smoothing must be below 1, got {self.label_smoothing}")
+        if self.seed not in SEED_RANGE:
+            raise ConfigError(f"--seed must be in 0 .. 2**64-1 (what torch takes), got {self.seed}")
 
     def checkpoint_interval(self) -> tuple[int, float]:
         """``checkpoint_every`` as (steps, seconds), 0 = off: "500" is 500 steps, "10m" ten minutes."""
@@ -136,6 +161,16 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     return values
 
 
+def is_number(x) -> bool:
+    """A finite int or float, not a bool, that a float can hold (JSON has integers beyond that)."""
+    if not isinstance(x, (int, float)) or isinstance(x, bool):
+        return False
+    try:
+        return math.isfinite(x)
+    except OverflowError:  # an int beyond 1.8e308
+        return False
+
+
 def _flag(key: str) -> str:
     return key.replace("_", "-")
 
@@ -168,11 +203,14 @@ def _check_type(key: str, value: Any, source: str) -> None:
     allowed = (int, float) if kind is float else (kind,)  # a JSON 1 is a fine float
     if not isinstance(value, allowed) or (isinstance(value, bool) and kind is not bool):
         names = kind.__name__ + (" or None" if optional else "")
-        raise ConfigError(f"{source}: {key} must be {names}, got {value!r}")
+        raise ConfigError(f"{source}: {key} must be {names}, got {brief(value)}")
 
 
 DEFAULTS = TrainConfig()
 """The fast recipe (not the paper's: see the help of lr, schedule and init), for reference from
 other modules and the docs."""
 
-__all__ = ["TrainConfig", "ConfigError", "load_config_file", "setting_types", "SCHEDULES", "EXTENDABLE_SCHEDULES", "DEFAULTS"]
+__all__ = [
+    "TrainConfig", "ConfigError", "load_config_file", "setting_types", "SCHEDULES", "EXTENDABLE_SCHEDULES", "DEFAULTS",
+    "MAX_BATCH_SIZE", "MAX_WORKERS", "SEED_RANGE", "is_number",
+]  # fmt: skip

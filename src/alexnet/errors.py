@@ -46,3 +46,10 @@ def first_line(e: BaseException) -> str:
     """The first non-empty line of an exception's message, or its type's name."""
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__
+
+
+def brief(value) -> str:
+    """A value for a one-line message: its repr on one line, cut short (a field of a damaged file
+    may hold a whole tensor or a long list)."""
+    text = " ".join(repr(value).split())
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -243,11 +243,21 @@ def min_input_size(name: str, pooling: str = "overlap") -> int:
     return min_image_size(features)
 
 
+# The largest input side: conv1 alone then holds 96 maps of 1022 x 1022 floats, 0.4 GB an image
+# (forward only; training keeps that and more for the backward pass): one image still fits a
+# large GPU, a batch hardly does. FC6 stays 9216 wide at any size (the adaptive pooling), so the
+# bound is about activations, not weights; it is 18 times the native 227 on each side.
+MAX_IMAGE_SIZE = 4096
+
+
 def check_image_size(size: int, name: str, pooling: str = "overlap") -> None:
-    """Refuse an input size below :func:`min_input_size`, naming the flag and the minimum."""
+    """Refuse an input size below :func:`min_input_size` or above :data:`MAX_IMAGE_SIZE`, naming
+    the flag and the bound."""
     least = min_input_size(name, pooling)
     if size < least:
         raise ConfigError(f"--image-size {size} is below the minimum {least} for {name}; use at least {least}")
+    if size > MAX_IMAGE_SIZE:
+        raise ConfigError(f"--image-size {size} is above the maximum {MAX_IMAGE_SIZE} (memory for activations grows with its square); use at most {MAX_IMAGE_SIZE}")
 
 
 def _out(size: int, kernel: int, stride: int, padding: int) -> int:

@@ -56,8 +56,11 @@ def make_schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_
     if cfg.schedule == "onecycle":
         # Linear warm-up from lr/25 to lr over the first `warmup` of the steps, then cosine decay to
         # ~0: a stable start from scratch (no stall at chance) and most of the budget at high lr.
+        # A warm-up of exactly one step ends on step 0, where OneCycleLR would divide by its zero
+        # length; a hair less gives the same rates (the limit from below) without the division.
+        warmup = cfg.warmup * (1 - 1e-9) if cfg.warmup * total == 1 else cfg.warmup
         return Schedule(per_step=torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=cfg.lr, total_steps=total, pct_start=cfg.warmup,
+            optimizer, max_lr=cfg.lr, total_steps=total, pct_start=warmup,
             anneal_strategy="cos", cycle_momentum=False, div_factor=25.0, final_div_factor=1e3,
         ))  # fmt: skip
     if cfg.schedule == "cosine":

@@ -18,9 +18,9 @@ import torch
 
 from alexnet import engine, runtime
 from alexnet.config import TrainConfig
-from alexnet.data import Data, Preprocess, build_data
-from alexnet.errors import CheckpointError, Interrupted, RunError, first_line
-from alexnet.formats import FORMAT, load_checkpoint
+from alexnet.data import Data, build_data
+from alexnet.errors import CheckpointError, DataError, Interrupted, RunError, brief, first_line
+from alexnet.formats import FORMAT, Resume, check_weights, read_resume
 from alexnet.models import AlexNet, build_model
 from alexnet.optim import Schedule, check_extension, halve_lr, make_optimizer, make_schedule
 from alexnet.rundir import RunFolder
@@ -66,31 +66,37 @@ class Run:
             "preprocess": self.data.preprocess.to_dict(), "classes": self.data.classes, "config": self.cfg.to_dict(),
         }  # fmt: skip
 
-    def restore(self, ckpt: dict) -> None:
+    def restore(self, ckpt: Resume) -> None:
+        """Continue from ``ckpt``, whose fields are checked against this run before any is loaded."""
+        ckpt.check_fits(
+            optimizer=self.optimizer.state_dict(), scheduler=self.schedule.state_dict(),
+            params=[p.shape for p in self.model.parameters()], steps_per_epoch=len(self.data.train), num_train=self.data.num_train,
+        )  # fmt: skip
+        check_weights(ckpt.model.weights, self.cfg.model, len(self.data.classes), self.data.preprocess.channels, str(ckpt.path))
         try:
-            self.model.load_state_dict(ckpt["model"])
-            self.optimizer.load_state_dict(ckpt["optimizer"])
-            self.schedule.load_state_dict(ckpt["scheduler"])
+            self.model.load_state_dict(ckpt.model.weights)
+            self.optimizer.load_state_dict(ckpt.optimizer)
+            self.schedule.load_state_dict(ckpt.scheduler)
         except (RuntimeError, ValueError, KeyError, TypeError) as e:
-            raise CheckpointError(f"{self.folder.last} does not fit its own settings ({first_line(e)})") from None
+            raise CheckpointError(f"{ckpt.path} does not fit its own settings ({first_line(e)})") from None
         # a whole epoch done: continue with the next; stopped part-way: continue that epoch
-        totals = ckpt.get("totals")
-        self.state = RunState(ckpt["epoch"] + (1 if totals is None else 0), totals, ckpt["best_top1"], ckpt.get("rollbacks", 0), ckpt["metrics"])
-        torch.set_rng_state(ckpt["rng"]["torch"])
-        if self.device.type == "cuda" and ckpt["rng"].get("cuda") is not None:
-            torch.cuda.set_rng_state(ckpt["rng"]["cuda"], self.device)
+        self.state = RunState(ckpt.epochs_done, ckpt.totals, ckpt.best_top1, ckpt.rollbacks, dict(ckpt.metrics))
+        torch.set_rng_state(ckpt.rng["torch"])
+        if self.device.type == "cuda" and ckpt.rng["cuda"] is not None:
+            torch.cuda.set_rng_state(ckpt.rng["cuda"], self.device)
 
     def save(self, epoch: int, totals: dict | None, best: bool = False) -> None:
         self.folder.save(self.checkpoint(epoch, totals), best=best)
 
 
-def start(cfg: TrainConfig, ckpt: dict | None, folder: RunFolder | None, argv: list[str] | None) -> Run:
+def start(cfg: TrainConfig, ckpt: Resume | None, folder: RunFolder | None, argv: list[str] | None) -> Run:
     """Build a run: the data first (bad data stops it before any file is written), then the run
     folder, the seeded model, the optimizer and the schedule; restored from ``ckpt`` if given."""
     device = runtime.resolve_device(cfg.device)
     precision = runtime.resolve_precision(cfg.precision, device)
-    stats = Preprocess.from_dict(ckpt["preprocess"], str(folder.last)).stats if ckpt else None
-    data = build_data(cfg, device, stats=stats)
+    data = build_data(cfg, device, stats=ckpt.model.preprocess.stats if ckpt else None)
+    if ckpt is not None:
+        _check_same_data(ckpt, data)
     folder = folder or RunFolder.create(cfg, argv)
     torch.manual_seed(cfg.seed)
     runtime.prepare(device)
@@ -155,14 +161,25 @@ def train(cfg: TrainConfig, *, argv: list[str] | None = None, resume: str | Path
     return {**run.state.metrics, "run_dir": str(run.folder), "best_top1": run.state.best}
 
 
-def _resumed_settings(folder: RunFolder, epochs: int | None) -> tuple[TrainConfig, dict | None]:
+def _resumed_settings(folder: RunFolder, epochs: int | None) -> tuple[TrainConfig, Resume | None]:
     """The settings and checkpoint a resumed run continues with (no checkpoint: from step 0)."""
-    ckpt = load_checkpoint(folder.last) if folder.last.is_file() else None
-    cfg = TrainConfig.from_dict(ckpt["config"], source=str(folder.last)) if ckpt else folder.read_config()
+    ckpt = read_resume(folder.last) if folder.last.is_file() else None
+    cfg = ckpt.config if ckpt else folder.read_config()
     if epochs is not None:
         check_extension(cfg, epochs, folder)
         cfg = replace(cfg, epochs=epochs)
     return cfg, ckpt
+
+
+def _check_same_data(ckpt: Resume, data: Data) -> None:
+    """The data a run resumes on gives the classes and preprocessing its checkpoint was trained
+    with (a folder renamed, a class added or images of another size since would not)."""
+    if data.classes != ckpt.model.classes:
+        raise DataError(f"--data {data.source}: its classes {brief(data.classes)} differ from those {ckpt.path} was trained on, {brief(ckpt.model.classes)}")
+    ours, theirs = data.preprocess.to_dict(), ckpt.model.preprocess.to_dict()
+    for key in sorted(set(ours) | set(theirs)):
+        if ours.get(key) != theirs.get(key):
+            raise DataError(f"--data {data.source}: its images give preprocess {key} {ours.get(key)!r}, but {ckpt.path} was trained with {theirs.get(key)!r}")
 
 
 def _announce(run: Run, restarted: bool, say) -> None:
@@ -262,7 +279,7 @@ def _after_nan(run: Run, error: FloatingPointError, say) -> None:
     if run.cfg.on_nan != "rollback" or not last.is_file() or done >= MAX_ROLLBACKS:
         tried = f" after {done} rollback(s)" if done else ""
         raise RunError(f"{error}{tried}; {kept}; lower --lr or use --on-nan rollback") from None
-    run.restore(load_checkpoint(last))  # its learning rate already holds its own halvings
+    run.restore(read_resume(last))  # its learning rate already holds its own halvings
     for _ in range(done + 1 - run.state.rollbacks):
         halve_lr(run.optimizer, run.schedule)
     run.state.rollbacks = done + 1

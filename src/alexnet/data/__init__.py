@@ -53,6 +53,9 @@ def build_eval_data(
     test split, an image folder's ``val/``, or the seeded hold-out of a plain folder (``seed``,
     ``val_fraction`` and the training run's skipped files ``exclude`` redraw it exactly)."""
     idx = data is None or is_idx_folder(data)
+    if preprocess.kind != ("tensor" if idx else "folder"):  # each pipeline needs its own fields (source_size, resize)
+        kinds = {"tensor": "IDX files", "folder": "an image folder"}
+        raise DataError(f"--data {data}: the model was trained on {kinds[preprocess.kind]}, this is {kinds['tensor' if idx else 'folder']}; evaluate it on data of its kind")
     found = idx_class_names(data, len(classes)) if idx else folder_classes(_folder(data))
     if found != list(classes):
         raise DataError(f"--data {data}: its classes {found[:5]}... differ from the model's {list(classes)[:5]}...")

@@ -10,6 +10,7 @@ evaluates (:func:`folder_eval_data`).
 from __future__ import annotations
 
 import random
+from collections import Counter
 from pathlib import Path
 from typing import Mapping
 
@@ -19,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 from alexnet.data.base import Data, EvalData
 from alexnet.data.images import IMAGE_EXTENSIONS, MIN_IMAGE_SIDE, open_image
 from alexnet.data.sampling import EpochOrder
-from alexnet.data.transforms import Preprocess
+from alexnet.data.transforms import Preprocess, stats_problem
 from alexnet.errors import DataError, ImageError
 from alexnet.signals import ignore_in_worker
 
@@ -209,7 +210,16 @@ def holdout(samples: list, seed: int, val_fraction: float) -> tuple[list, list]:
 
 
 def has_split_folders(root: Path) -> bool:
-    return (root / "train").is_dir() and (root / "val").is_dir()
+    """Whether ``root`` is a train/ + val/ layout. One of the two alone is refused: read as a
+    plain folder it would become a class called "train" (or a set without training images)."""
+    train, val = (root / "train").is_dir(), (root / "val").is_dir()
+    if train != val:
+        have, lack = ("train", "val") if train else ("val", "train")
+        raise DataError(
+            f"--data {root}: has {have}/ but no {lack}/; a split layout needs both ({root}/train/<class>/..., "
+            f"{root}/val/<class>/...), or rename {have}/ if it is a class"
+        )
+    return train
 
 
 def folder_classes(root: Path) -> list[str]:
@@ -224,10 +234,12 @@ def folder_data(cfg, root: Path, device, stats: Mapping | None) -> Data:
     if has_split_folders(root):
         train_samples, classes = scan_folder(root / "train")
         val_samples, _ = scan_folder(root / "val", classes)
+        listed = train_samples
         bad = _bad_images(cfg.skip_bad_images, cfg.workers, root, train_samples + val_samples, mode)
         train_samples, val_samples = _without(train_samples, bad), _without(val_samples, bad)
     else:
         samples, classes = scan_folder(root)
+        listed = samples
         # The split is drawn from the readable files only: the same split as after deleting the bad ones.
         bad = _bad_images(cfg.skip_bad_images, cfg.workers, root, samples, mode)
         train_samples, val_samples = holdout(_without(samples, bad), cfg.seed, cfg.val_fraction)
@@ -237,9 +249,14 @@ def folder_data(cfg, root: Path, device, stats: Mapping | None) -> Data:
         raise DataError(f"--data {root}: no readable {which} images left after skipping {len(bad)} bad file(s), e.g. {bad[0]['path']}: {bad[0]['reason']}")
     if not val_samples:
         raise DataError(f"--data {root}: too few images to hold out a validation set")
+    if not train_samples:
+        raise DataError(f"--data {root}: --val-fraction {cfg.val_fraction} of {len(val_samples)} images holds out all of them; lower it to leave some for training")
+    _check_every_class_trains(root, root / "train" if split is None else root, classes, listed, _without(listed, bad), train_samples)
     if stats is None:
         mean, std = channel_stats(train_samples, mode, seed=cfg.seed)
-        stats = {"mean": mean, "std": std}
+        stats, problem = {"mean": mean, "std": std}, stats_problem(mean, std)
+        if problem:
+            raise DataError(f"--data {root}: the training images' {problem}")
     preprocess = Preprocess.for_folder(image_size=cfg.image_size, stats=stats, mode=mode)
     common = dict(batch_size=cfg.batch_size, workers=cfg.workers, seed=cfg.seed, device=device)
     return Data(
@@ -253,6 +270,25 @@ def folder_data(cfg, root: Path, device, stats: Mapping | None) -> Data:
         split=split,
         bad_files=bad,
     )
+
+
+def _check_every_class_trains(root: Path, folder: Path, classes: list[str], listed, readable, train) -> None:
+    """Every class needs training images, or the model gets an output it can never learn: name
+    the first class without any, and why (no image files, all bad, or all held out)."""
+    def count(samples):
+        return Counter(label for _, label in samples)
+
+    n_listed, n_readable, n_train = count(listed), count(readable), count(train)
+    for i, name in enumerate(classes):
+        if n_train[i]:
+            continue
+        if not n_listed[i]:
+            why = f"its folder {folder / name} holds no image files ({', '.join(IMAGE_EXTENSIONS)})"
+        elif not n_readable[i]:
+            why = f"all its {n_listed[i]} file(s) are bad"
+        else:
+            why = f"all its {n_readable[i]} image(s) were held out for validation; add images or lower --val-fraction"
+        raise DataError(f"--data {root}: class {name!r} has no training images: {why}")
 
 
 def folder_eval_data(root: Path, preprocess: Preprocess, classes: list[str], *, seed: int, val_fraction: float,

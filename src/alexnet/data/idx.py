@@ -18,8 +18,9 @@ import torch
 
 from alexnet.data.base import Data, EvalData
 from alexnet.data.sampling import EpochOrder
-from alexnet.data.transforms import Preprocess, random_flips_and_shifts
+from alexnet.data.transforms import Preprocess, random_flips_and_shifts, stats_problem
 from alexnet.errors import DataError
+from alexnet.models import MAX_IMAGE_SIZE
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = [
@@ -88,14 +89,51 @@ def find_idx_files(root: str | Path | None, splits: tuple[str, ...] = ("train", 
 
 
 def load_idx_split(files: dict[str, Path], split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images (N, 1, H, W) uint8 and labels (N,) int64 of ``split`` (train or test)."""
-    images, labels = read_idx(files[f"{split}_images"]), read_idx(files[f"{split}_labels"])
-    if images.dim() != 3 or labels.dim() != 1 or len(images) != len(labels):
-        raise DataError(
-            f"{files[f'{split}_images']}: expected N x H x W images and N labels, "
-            f"got {list(images.shape)} and {list(labels.shape)}"
-        )
+    """Images (N, 1, S, S) uint8 and labels (N,) int64 of ``split`` (train or test); a pair that
+    does not describe N >= 1 square images and their N labels is refused naming the file."""
+    images_path, labels_path = files[f"{split}_images"], files[f"{split}_labels"]
+    images, labels = read_idx(images_path), read_idx(labels_path)
+    if images.dim() != 3:
+        raise DataError(f"{images_path}: expected N x H x W images, got an IDX array of shape {list(images.shape)}")
+    if labels.dim() != 1:
+        raise DataError(f"{labels_path}: expected a list of N labels, got an IDX array of shape {list(labels.shape)}")
+    if len(images) != len(labels):
+        raise DataError(f"{images_path} holds {len(images)} images but {labels_path} holds {len(labels)} labels; they must pair up")
+    if len(images) == 0:
+        raise DataError(f"{images_path}: holds no images")
+    h, w = images.shape[1:]
+    # one side length: Preprocess keeps a single source_size, to which predict brings every image
+    if h != w or not 1 <= h <= MAX_IMAGE_SIZE:
+        raise DataError(f"{images_path}: images of {h}x{w} pixels; expected square images of 1 to {MAX_IMAGE_SIZE} pixels a side")
     return images.unsqueeze(1), labels.long()  # (N, H, W) -> (N, 1, H, W)
+
+
+def count_classes(labels: torch.Tensor, path: Path) -> int:
+    """The class count of an IDX set: its highest training label + 1, every class with training
+    images. A gap (a label 200 among labels 0..9) is a label that lies: refused naming the file."""
+    counts = torch.bincount(labels)
+    empty = (counts == 0).nonzero().flatten().tolist()
+    if empty:
+        listed = ", ".join(map(str, empty[:5])) + (f" and {len(empty) - 5} more" if len(empty) > 5 else "")
+        raise DataError(
+            f"{path}: labels run up to {len(counts) - 1} but class(es) {listed} have no training images; "
+            f"labels must number the classes 0..K-1, each with images"
+        )
+    return len(counts)
+
+
+def check_labels(labels: torch.Tensor, num_classes: int, path: Path, whose: str) -> None:
+    """Every label of ``path`` names one of ``num_classes`` classes (``whose``: where that count
+    comes from); a label the model has no output for is refused, not counted as an error."""
+    if int(labels.max()) >= num_classes:
+        raise DataError(f"{path}: label {int(labels.max())} is outside {whose} {num_classes} classes (0..{num_classes - 1})")
+
+
+def check_image_side(images: torch.Tensor, side: int, path: Path, whose: str) -> None:
+    """The images of ``path`` have the side the model's preprocessing was made for."""
+    if images.shape[-1] != side:
+        s = images.shape[-1]
+        raise DataError(f"{path}: images of {s}x{s} pixels, but {whose} are {side}x{side}")
 
 
 def load_idx_dataset(root: str | Path | None = None) -> dict[str, torch.Tensor]:
@@ -108,17 +146,16 @@ def load_idx_dataset(root: str | Path | None = None) -> dict[str, torch.Tensor]:
 
 
 def idx_class_names(root: str | Path | None, count: int) -> list[str]:
-    """Fashion-MNIST's names for the default data; else one name per line of ``classes.txt`` in the
-    folder if present, Fashion-MNIST's names for a folder whose name says fashion, else 0, 1, ..."""
-    if root is None:
-        return FASHION_MNIST_CLASSES
-    names_file = Path(root) / "classes.txt"
-    if names_file.is_file():
-        names = [line.strip() for line in names_file.read_text().splitlines() if line.strip()]
-        if len(names) < count:
-            raise DataError(f"{names_file}: {len(names)} names for {count} classes; give one name per line")
-        return names[:count]
-    if "fashion" in Path(root).resolve().name.lower() and count == 10:
+    """Fashion-MNIST's names for the default data or a folder whose name says fashion, when there
+    are 10 classes; else one name per line of ``classes.txt`` in the folder if present, else 0, 1, ..."""
+    if root is not None:
+        names_file = Path(root) / "classes.txt"
+        if names_file.is_file():
+            names = [line.strip() for line in names_file.read_text().splitlines() if line.strip()]
+            if len(names) < count:
+                raise DataError(f"{names_file}: {len(names)} names for {count} classes; give one name per line")
+            return names[:count]
+    if (root is None or "fashion" in Path(root).resolve().name.lower()) and count == 10:
         return FASHION_MNIST_CLASSES
     return [str(i) for i in range(count)]
 
@@ -165,15 +202,25 @@ class TensorBatches:
 
 
 def idx_data(cfg, device: torch.device, stats: Mapping | None) -> Data:
-    """Training and test batches of an IDX set (Fashion-MNIST by default); see build_data."""
+    """Training and test batches of an IDX set (Fashion-MNIST by default); see build_data.
+
+    The classes are those of the training labels (:func:`count_classes`); every test label must be
+    one of them and the test images the training images' size, all before anything is trained."""
     files = find_idx_files(cfg.data)
     train_images, train_labels = load_idx_split(files, "train")
     test_images, test_labels = load_idx_split(files, "test")
-    classes = idx_class_names(cfg.data, int(train_labels.max()) + 1)
+    num_classes = count_classes(train_labels, files["train_labels"])
+    check_labels(test_labels, num_classes, files["test_labels"], "the training labels'")
+    side = train_images.shape[-1]
+    check_image_side(test_images, side, files["test_images"], f"the training images in {files['train_images']}")
+    classes = idx_class_names(cfg.data, num_classes)
     if stats is None:
         pixels = train_images.float().div_(255)
         stats = {"mean": [pixels.mean().item()], "std": [pixels.std().item()]}
-    preprocess = Preprocess.for_tensors(mode="L", source_size=train_images.shape[-1], image_size=cfg.image_size, stats=stats)
+        problem = stats_problem(stats["mean"], stats["std"])
+        if problem:
+            raise DataError(f"{files['train_images']}: {problem}")
+    preprocess = Preprocess.for_tensors(mode="L", source_size=side, image_size=cfg.image_size, stats=stats)
     common = dict(batch_size=cfg.batch_size, preprocess=preprocess, device=device, seed=cfg.seed)
     return Data(
         train=TensorBatches(train_images, train_labels, train=True, **common),
@@ -190,7 +237,7 @@ def idx_eval_data(root: str | None, preprocess: Preprocess, num_classes: int, *,
     """The test split of an IDX set as evaluation batches: the training files are not read."""
     files = find_idx_files(root, splits=("test",))
     images, labels = load_idx_split(files, "test")
-    if len(labels) and int(labels.max()) >= num_classes:
-        raise DataError(f"{files['test_labels']}: label {int(labels.max())} is outside the model's {num_classes} classes")
+    check_labels(labels, num_classes, files["test_labels"], "the model's")
+    check_image_side(images, preprocess.source_size, files["test_images"], "the model's training images")
     batches = TensorBatches(images, labels, batch_size=batch_size, preprocess=preprocess, train=False, device=device)
     return EvalData(batches, idx_class_names(root, num_classes), len(images), str(root or FASHION_MNIST_DIR))

@@ -15,7 +15,8 @@ import torch
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     """The random stream of one epoch (order and augmentation): a function of (seed, epoch) alone."""
-    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    # torch takes 64-bit seeds; folding keeps every seed below 2**64 / 1_000_003 as it always was
+    return torch.Generator().manual_seed((seed * 1_000_003 + epoch) % 2**64)
 
 
 class EpochOrder:

@@ -20,7 +20,25 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from alexnet.config import is_number
+from alexnet.errors import brief
+from alexnet.models import MAX_IMAGE_SIZE
+
 MAX_SHIFT = 2.0  # Fashion-MNIST random crops: shifts of up to 2 of the 28 source pixels
+# The smallest pixel std normalization divides by: a quarter of one 8-bit grey level. Below it
+# the images are all but one flat shade (nothing to learn), and dividing would blow each one-level
+# step of an 8-bit pixel up past 4 units; at 0, or a std too small for float32, it gives inf.
+MIN_STD = 1e-3
+
+
+def stats_problem(mean, std) -> str | None:
+    """What is wrong with per-channel statistics of pixels in [0, 1] (a mean in [0, 1], a std in
+    [MIN_STD, 1]), or None: one rule for statistics computed from training images and stored ones."""
+    if not all(0 <= m <= 1 for m in mean):
+        return f"pixel mean {list(mean)} is outside [0, 1]"
+    if not all(MIN_STD <= s <= 1 for s in std):
+        return f"pixel std {list(std)} is outside [{MIN_STD}, 1] (below it the images are all one flat shade)"
+    return None
 
 
 def resize_size(image_size: int) -> int:
@@ -68,26 +86,24 @@ class Preprocess:
             raise ValueError(f"{source}: 'preprocess' must be an object, got {type(values).__name__}")
         kind = values.get("kind")
         if kind not in ("tensor", "folder"):
-            raise ValueError(f"{source}: preprocess 'kind' must be tensor or folder, got {kind!r}")
+            raise ValueError(f"{source}: preprocess 'kind' must be tensor or folder, got {brief(kind)}")
         needed = {"mode", "image_size", "mean", "std"} | ({"source_size"} if kind == "tensor" else set())
         missing = sorted(needed - set(values))
         if missing:
             raise ValueError(f"{source}: preprocess lacks {', '.join(missing)}")
-        if values["mode"] not in ("L", "RGB"):
-            raise ValueError(f"{source}: preprocess 'mode' must be L or RGB, got {values['mode']!r}")
-        for key in ("image_size", "source_size", "resize"):
-            v = values.get(key)
-            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
-                raise ValueError(f"{source}: preprocess {key!r} must be a positive integer, got {v!r}")
-        mean, std = values["mean"], values["std"]
-        numbers = lambda v: isinstance(v, list) and all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v)  # noqa: E731
-        if not (numbers(mean) and numbers(std) and len(mean) == len(std) == (1 if values["mode"] == "L" else 3)):
-            raise ValueError(f"{source}: preprocess mean and std must be lists of one finite number per channel of mode {values['mode']}")
-        if min(std) <= 0:
-            raise ValueError(f"{source}: preprocess std must be positive, got {std}")
         extra = sorted(set(values) - {"kind", "mode", "image_size", "mean", "std", "source_size", "resize"})
         if extra:
             raise ValueError(f"{source}: unknown preprocess field(s) {', '.join(extra)}")
+        if values["mode"] not in ("L", "RGB"):
+            raise ValueError(f"{source}: preprocess 'mode' must be L or RGB, got {brief(values['mode'])}")
+        _check_sizes(values, source)
+        mean, std = values["mean"], values["std"]
+        numbers = lambda v: isinstance(v, list) and all(is_number(x) for x in v)  # noqa: E731
+        if not (numbers(mean) and numbers(std) and len(mean) == len(std) == (1 if values["mode"] == "L" else 3)):
+            raise ValueError(f"{source}: preprocess mean and std must be lists of one finite number per channel of mode {values['mode']}")
+        problem = stats_problem(mean, std)
+        if problem:
+            raise ValueError(f"{source}: preprocess {problem}")
         return cls(kind, values["mode"], values["image_size"], tuple(float(m) for m in mean), tuple(float(s) for s in std),
                    source_size=values.get("source_size"), resize=values.get("resize") or (resize_size(values["image_size"]) if kind == "folder" else None))  # fmt: skip
 
@@ -127,6 +143,20 @@ class Preprocess:
             x = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).view(1, -1, s, s).float().div(255)
             return self.tensor_batch(x)[0]
         return self.folder_transform(train=False)(img)
+
+
+def _check_sizes(values: Mapping, source: str) -> None:
+    """The stored sizes: positive integers, a source image no larger than the largest input
+    (what the IDX loader takes), and a folder's resized shorter side at least the crop cut from it."""
+    for key in ("image_size", "source_size", "resize"):
+        v = values.get(key)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+            raise ValueError(f"{source}: preprocess {key!r} must be a positive integer, got {brief(v)}")
+    source_size, resize, size = values.get("source_size"), values.get("resize"), values["image_size"]
+    if source_size is not None and source_size > MAX_IMAGE_SIZE:
+        raise ValueError(f"{source}: preprocess 'source_size' {source_size} is above the maximum {MAX_IMAGE_SIZE}")
+    if resize is not None and not size <= resize <= 2 * MAX_IMAGE_SIZE:
+        raise ValueError(f"{source}: preprocess 'resize' {resize} must be between its image_size {size} and {2 * MAX_IMAGE_SIZE}")
 
 
 def resample(x: torch.Tensor, size: int, flip: torch.Tensor | None = None, shift: torch.Tensor | None = None) -> torch.Tensor:

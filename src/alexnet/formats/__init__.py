@@ -21,7 +21,7 @@ from typing import Callable
 
 from alexnet.errors import CheckpointError, ConfigError
 from alexnet.formats import checkpoint, safetensors, torchvision
-from alexnet.formats.checkpoint import FORMAT, load_checkpoint, save_checkpoint
+from alexnet.formats.checkpoint import FORMAT, Resume, load_checkpoint, read_resume, save_checkpoint
 from alexnet.formats.files import atomic_write, link_file, load_torch_file
 from alexnet.formats.network import ModelFile, check_weights, identify_weights, model_from_checkpoint
 from alexnet.formats.safetensors import WEIGHTS_FORMAT, sidecar_path
@@ -73,6 +73,6 @@ def export(checkpoint: str | Path, *, format: str = "safetensors", out: str | Pa
 
 __all__ = [
     "FORMATS", "EXPORTERS", "Format", "ModelFile", "FORMAT", "WEIGHTS_FORMAT", "CheckpointError",
-    "read_model", "export", "load_checkpoint", "save_checkpoint", "atomic_write", "link_file", "load_torch_file",
+    "read_model", "export", "load_checkpoint", "read_resume", "Resume", "save_checkpoint", "atomic_write", "link_file", "load_torch_file",
     "check_weights", "identify_weights", "model_from_checkpoint", "sidecar_path",
 ]  # fmt: skip

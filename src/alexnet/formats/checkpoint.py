@@ -7,20 +7,37 @@ anything in it runs. Keys: ``format``, ``model`` (the state_dict), ``optimizer``
 ``metrics``, ``rng``, ``preprocess`` (:class:`~alexnet.data.transforms.Preprocess` as a dict),
 ``classes`` and ``config`` (the run's resolved settings). The run writes it (train.py); resume,
 evaluate, predict and export read it.
+
+Every field is checked where it is read, here: the network's fields by
+:meth:`ModelFile.from_state` (predict, evaluate, export and resume alike), the training fields by
+:func:`read_resume` and :meth:`Resume.check_fits` (``train --resume`` and a NaN rollback). A
+field that is missing, of the wrong type or absurd is one :class:`CheckpointError` naming the
+file and the field.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from alexnet.errors import CheckpointError
+from alexnet.config import TrainConfig, is_number
+from alexnet.errors import CheckpointError, brief
 from alexnet.formats.files import atomic_write, load_torch_file
 from alexnet.formats.network import ModelFile
 
 FORMAT = "alexnet-checkpoint/1"
 SUFFIXES = (".pt", ".pth")
+TOTALS = ("loss_sum", "correct", "seen", "steps")  # engine.train_one_epoch's running sums of an epoch
+METRICS = ("epoch", "train_loss", "train_acc", "val_loss", "val_top1", "val_top5", "lr",
+           "train_seconds", "val_seconds", "images_per_second")  # fmt: skip  # train._one_epoch's line
+SHARES = ("train_acc", "val_top1", "val_top5")  # metrics that are fractions of images
+# What changes in the optimizer's and the schedule's state as a run goes on (the halvings of a NaN
+# rollback included); every other entry follows from the run's settings and must be what they build.
+MOVING_RATES = ("lr", "initial_lr", "max_lr", "min_lr")
+MOVING_SCHEDULE = ("last_epoch", "_step_count", "_last_lr", "base_lrs", "best", "num_bad_epochs",
+                   "cooldown_counter", "_get_lr_called_within_step", "_is_initial")  # fmt: skip
 
 
 def save_checkpoint(state: dict, path: str | Path) -> None:
@@ -43,3 +60,190 @@ def load_checkpoint(path: str | Path) -> dict:
 def read(path: Path, source: str) -> ModelFile:
     """A training checkpoint as a :class:`ModelFile` (the network and what it needs, no training state)."""
     return ModelFile.from_state(load_checkpoint(path), source)
+
+
+@dataclass
+class Resume:
+    """A checkpoint as ``train --resume`` reads it: the run's settings, its network, and where it
+    stands; each field checked by :func:`read_resume`, the rest by :meth:`check_fits`."""
+
+    path: Path
+    config: TrainConfig
+    model: ModelFile
+    epoch: int  # the epoch saved: finished when totals is None, else in progress
+    totals: dict | None
+    best_top1: float
+    rollbacks: int
+    metrics: dict  # the last finished epoch's line of metrics.jsonl; {} before the first
+    rng: dict  # {"torch": uint8 tensor, "cuda": uint8 tensor or None}
+    optimizer: dict
+    scheduler: dict | None
+
+    @property
+    def epochs_done(self) -> int:
+        return self.epoch + (1 if self.totals is None else 0)
+
+    def check_fits(self, *, optimizer: dict, scheduler: dict | None, params: list, steps_per_epoch: int, num_train: int) -> None:
+        """Check the fields that only make sense against the run rebuilt from the settings: the
+        optimizer's and the schedule's state against the run's own (``optimizer``, ``scheduler``:
+        their state_dicts before loading; ``params``: the parameters' shapes), and the position
+        against an epoch of ``steps_per_epoch`` batches of ``num_train`` images."""
+        where = str(self.path)
+        if self.totals is not None:
+            steps, bs = self.totals["steps"], self.config.batch_size
+            if steps > steps_per_epoch or self.totals["seen"] != min(steps * bs, num_train):
+                raise CheckpointError(f"{where}: 'totals' {brief(self.totals)} do not fit an epoch of {steps_per_epoch} batches of {bs} from {num_train} images")
+        _check_optimizer(self.optimizer, optimizer, params, where)
+        if (self.scheduler is None) != (scheduler is None):
+            raise CheckpointError(f"{where}: 'scheduler' does not fit the {self.config.schedule} schedule")
+        if scheduler is not None:
+            _check_like(self.scheduler, scheduler, f"{where}: 'scheduler'", MOVING_SCHEDULE)
+            if self.config.schedule == "plateau":  # steps once an evaluation
+                done = self.epochs_done
+            else:  # steps once a batch
+                done = self.epoch * steps_per_epoch + (self.totals["steps"] if self.totals else steps_per_epoch)
+            if self.scheduler.get("last_epoch", done) != done:
+                raise CheckpointError(f"{where}: 'scheduler' is at step {self.scheduler['last_epoch']}, but the checkpoint's epoch and totals are at {done}")
+
+
+def read_resume(path: Path) -> Resume:
+    """The checkpoint ``train --resume`` continues from, every field it reads checked."""
+    state = load_checkpoint(path)
+    where = str(path)
+    model = ModelFile.from_state(state, where)
+    cfg = TrainConfig.from_dict({**TrainConfig().to_dict(), **model.config}, source=where)
+    missing = [k for k in ("epoch", "totals", "best_top1", "rollbacks", "metrics", "rng", "optimizer", "scheduler") if k not in state]
+    if missing:
+        raise CheckpointError(f"{where}: a damaged checkpoint, it lacks {', '.join(missing)}")
+    epoch, totals = state["epoch"], state["totals"]
+    if not _whole(epoch) or not epoch < cfg.epochs:
+        raise CheckpointError(f"{where}: 'epoch' must be a whole number from 0 to {cfg.epochs - 1} (the run's epochs), got {brief(epoch)}")
+    _check_totals(totals, where)
+    if not _whole(state["rollbacks"]):
+        raise CheckpointError(f"{where}: 'rollbacks' must be a whole number of at least 0, got {brief(state['rollbacks'])}")
+    best = state["best_top1"]
+    if not (is_number(best) and 0 <= best <= 1):
+        raise CheckpointError(f"{where}: 'best_top1' must be a fraction from 0 to 1, got {brief(best)}")
+    _check_metrics(state["metrics"], epoch + (1 if totals is None else 0), best, where)
+    _check_rng(state["rng"], where)
+    if not isinstance(state["optimizer"], dict) or not isinstance(state["scheduler"], (dict, type(None))):
+        raise CheckpointError(f"{where}: 'optimizer' and 'scheduler' must be objects (the scheduler None for a constant rate)")
+    return Resume(path, cfg, model, epoch, totals, float(best), state["rollbacks"], state["metrics"], state["rng"],
+                  state["optimizer"], state["scheduler"])  # fmt: skip
+
+
+def _whole(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+
+
+def _check_totals(totals, where: str) -> None:
+    """The running sums of an epoch stopped part-way: counts that add up, a finite loss."""
+    if totals is None:
+        return
+    if not isinstance(totals, dict) or set(totals) != set(TOTALS):
+        raise CheckpointError(f"{where}: 'totals' must be None or an object of {', '.join(TOTALS)}, got {brief(totals)}")
+    ok = (_whole(totals["steps"]) and totals["steps"] >= 1 and _whole(totals["seen"]) and totals["seen"] >= totals["steps"]
+          and _whole(totals["correct"]) and totals["correct"] <= totals["seen"]
+          and is_number(totals["loss_sum"]) and totals["loss_sum"] >= 0)  # fmt: skip
+    if not ok:
+        raise CheckpointError(f"{where}: 'totals' {brief(totals)} do not add up (steps >= 1, seen >= steps, correct <= seen, a finite loss)")
+
+
+def _check_metrics(metrics, epochs_done: int, best: float, where: str) -> None:
+    """The last finished epoch's line, which resume prints and writes back to metrics.jsonl."""
+    if epochs_done == 0:
+        if metrics != {}:
+            raise CheckpointError(f"{where}: 'metrics' must be {{}} before the first epoch has finished, got {brief(metrics)}")
+        return
+    if not isinstance(metrics, dict) or set(metrics) != set(METRICS):
+        raise CheckpointError(f"{where}: 'metrics' must be an object of {', '.join(METRICS)}, got {brief(metrics)}")
+    bad = [k for k in METRICS if not (is_number(metrics[k]) and metrics[k] >= 0 and (k not in SHARES or metrics[k] <= 1))]
+    if bad:
+        raise CheckpointError(f"{where}: 'metrics' {bad[0]} must be a number of at least 0 (a fraction for accuracies), got {brief(metrics[bad[0]])}")
+    if metrics["epoch"] != epochs_done - 1 or metrics["val_top1"] > best:
+        raise CheckpointError(f"{where}: 'metrics' are of epoch {metrics['epoch']} with top-1 {metrics['val_top1']}, "
+                              f"but the checkpoint has finished {epochs_done} epoch(s) with a best top-1 of {best}")  # fmt: skip
+
+
+def _check_rng(rng, where: str) -> None:
+    """The random states to continue dropout's stream: torch's CPU generator state, and CUDA's
+    (seed and offset, 16 bytes) or None."""
+    sizes = {"torch": torch.get_rng_state().numel(), "cuda": 16}
+    if not isinstance(rng, dict) or set(rng) != set(sizes):
+        raise CheckpointError(f"{where}: 'rng' must be an object of torch and cuda generator states, got {brief(rng)}")
+    for key, size in sizes.items():
+        value = rng[key]
+        if key == "cuda" and value is None:
+            continue
+        if not (isinstance(value, torch.Tensor) and value.dtype == torch.uint8 and value.shape == (size,)):
+            raise CheckpointError(f"{where}: 'rng' {key} must be a generator state of {size} bytes, got {brief(value)}")
+
+
+def _check_optimizer(saved: dict, fresh: dict, params: list, where: str) -> None:
+    """SGD's state: the run's own parameter groups (rates may have moved), and a momentum buffer
+    per parameter shaped like it, finite."""
+    if set(saved) != {"state", "param_groups"}:
+        raise CheckpointError(f"{where}: 'optimizer' must hold state and param_groups, got {brief(sorted(map(str, saved)))}")
+    _check_like(saved["param_groups"], fresh["param_groups"], f"{where}: 'optimizer' param_groups", MOVING_RATES)
+    state = saved["state"]
+    if not isinstance(state, dict) or not all(type(k) is int and 0 <= k < len(params) for k in state):
+        raise CheckpointError(f"{where}: 'optimizer' state must map parameter numbers 0..{len(params) - 1} to their state")
+    for i, entry in state.items():
+        buf = entry.get("momentum_buffer") if isinstance(entry, dict) and set(entry) == {"momentum_buffer"} else entry
+        fits = isinstance(entry, dict) and (buf is None or (
+            isinstance(buf, torch.Tensor) and buf.is_floating_point() and buf.shape == params[i] and bool(torch.isfinite(buf).all())))
+        if not fits:  # a wrong shape would only fail at the first step, and NaN would poison every step
+            raise CheckpointError(f"{where}: 'optimizer' state of parameter {i} must be a finite momentum buffer of shape {list(params[i])}")
+
+
+def _check_like(saved, fresh, where: str, moving: tuple[str, ...]) -> None:
+    """``saved`` has the structure of ``fresh`` (what the run builds from its settings): objects
+    with the same keys, lists as long; an entry named in ``moving`` may hold any value of its
+    kind (finite and at least 0 for a number, unless it equals fresh's), every other one must
+    equal fresh's."""
+    if isinstance(fresh, dict):
+        if not isinstance(saved, dict):
+            raise CheckpointError(f"{where} must be an object, got {brief(saved)}")
+        # torch keeps its own value for bookkeeping ("_...") that the torch which saved did not
+        # have; any other difference, an extra entry above all (schedulers take every entry as
+        # an attribute), is refused
+        odd = [k for k in fresh if k not in saved and not str(k).startswith("_")] + [k for k in saved if k not in fresh]
+        if odd:
+            raise CheckpointError(f"{where} must have the entries {', '.join(map(str, fresh))}; {brief(odd[0])} differs")
+        for key in (k for k in fresh if k in saved):
+            if key in moving:
+                _check_kind(saved[key], fresh[key], f"{where} {key}")
+            elif not _equal(saved[key], fresh[key]):
+                raise CheckpointError(f"{where} {key} is {brief(saved[key])}, but the run's settings make it {brief(fresh[key])}")
+    elif isinstance(fresh, list):
+        if not isinstance(saved, list) or len(saved) != len(fresh):
+            raise CheckpointError(f"{where} must be a list of {len(fresh)}, got {brief(saved)}")
+        for i, (a, b) in enumerate(zip(saved, fresh)):
+            _check_like(a, b, f"{where}[{i}]", moving)
+    elif not _equal(saved, fresh):
+        raise CheckpointError(f"{where} is {brief(saved)}, but the run's settings make it {brief(fresh)}")
+
+
+def _check_kind(saved, fresh, where: str) -> None:
+    if isinstance(fresh, list):
+        if not isinstance(saved, list) or len(saved) != len(fresh):
+            raise CheckpointError(f"{where} must be a list of {len(fresh)}, got {brief(saved)}")
+        for a, b in zip(saved, fresh):
+            _check_kind(a, b, where)
+    elif is_number(fresh) or isinstance(fresh, float):  # fresh may be -inf (plateau's best before any epoch)
+        if not (_equal(saved, fresh) or (is_number(saved) and saved >= 0)):
+            raise CheckpointError(f"{where} must be a finite number of at least 0, got {brief(saved)}")
+    elif type(saved) is not type(fresh):
+        raise CheckpointError(f"{where} must be a {type(fresh).__name__}, got {brief(saved)}")
+
+
+def _equal(a, b) -> bool:
+    """Equal values of the same type, lists and dicts compared entry by entry (never a tensor's
+    elementwise ==, whose truth is ambiguous)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b))
+    return a == b

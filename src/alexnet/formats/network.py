@@ -10,10 +10,10 @@ from typing import Mapping
 
 import torch
 
-from alexnet.config import TrainConfig
+from alexnet.config import TrainConfig, is_number
 from alexnet.data.transforms import Preprocess
-from alexnet.errors import CheckpointError, ConfigError, first_line
-from alexnet.models import AlexNet, build_model, resolve_lrn
+from alexnet.errors import CheckpointError, ConfigError, brief, first_line
+from alexnet.models import AlexNet, build_model, check_image_size, resolve_lrn
 
 # The settings a model file keeps (the rest of TrainConfig only matters to training): those that
 # rebuild the network, and those that rebuild its validation set for `alexnet evaluate`.
@@ -40,16 +40,22 @@ class ModelFile:
             if not isinstance(state.get(key), kind):
                 raise CheckpointError(f"{source}: {key!r} must be {'an object' if kind is dict else 'a list'}")
         classes = state["classes"]
-        if not classes or not all(isinstance(c, str) for c in classes):
-            raise CheckpointError(f"{source}: 'classes' must be a non-empty list of names")
+        if not classes or not all(isinstance(c, str) and c for c in classes) or len(set(classes)) != len(classes):
+            raise CheckpointError(f"{source}: 'classes' must be a non-empty list of distinct names")
         missing = [k for k in MODEL_SETTINGS if k not in state["config"]]
         if missing:
             raise CheckpointError(f"{source}: 'config' lacks {', '.join(missing)}")
         try:
-            TrainConfig.from_dict({**TrainConfig().to_dict(), **state["config"]}, source="config")
-            preprocess = Preprocess.from_dict(state["preprocess"], source="preprocess")
-        except (ConfigError, ValueError) as e:
+            cfg = TrainConfig.from_dict({**TrainConfig().to_dict(), **state["config"]}, source="config")
+            preprocess = Preprocess.from_dict(state["preprocess"], source=source)
+            check_image_size(preprocess.image_size, cfg.model, cfg.pooling)
+        except ConfigError as e:
             raise CheckpointError(f"{source}: {e}") from None
+        except ValueError as e:  # Preprocess's own, already naming the file
+            raise CheckpointError(str(e)) from None
+        if state["config"].get("image_size", preprocess.image_size) != preprocess.image_size:
+            raise CheckpointError(f"{source}: config image_size {cfg.image_size} differs from preprocess image_size {preprocess.image_size}")
+        _check_record(state, source)
         return cls(dict(state["model"]), dict(state["config"]), list(classes), preprocess,
                    state.get("epoch"), state.get("metrics"), source)  # fmt: skip
 
@@ -72,6 +78,16 @@ class ModelFile:
             hint = _lrn_hint(self.weights, model.state_dict(), cfg)
             raise CheckpointError(f"{self.source}: weights do not fit model {cfg['model']!r}{hint}: {first_line(e)}") from None
         return model
+
+
+def _check_record(state: Mapping, source: str) -> None:
+    """The record a model file keeps of its training (``epoch``, ``metrics``; export copies them
+    into the sidecar as JSON): absent, or an epoch number and an object of numbers."""
+    epoch, metrics = state.get("epoch"), state.get("metrics")
+    if epoch is not None and (not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0):
+        raise CheckpointError(f"{source}: 'epoch' must be a whole number of at least 0, got {brief(epoch)}")
+    if metrics is not None and not (isinstance(metrics, dict) and all(isinstance(k, str) and is_number(v) for k, v in metrics.items())):
+        raise CheckpointError(f"{source}: 'metrics' must be an object of finite numbers, got {brief(metrics)}")
 
 
 def model_from_checkpoint(state: Mapping, *, source: str = "checkpoint") -> AlexNet:
@@ -119,8 +135,11 @@ _LOOKS = {  # what tells the variants apart, as a reader of the shapes sees it
 
 def check_weights(state_dict: dict, variant: str, num_classes: int, in_channels: int, source: str) -> None:
     """Raise :class:`CheckpointError` saying which, when ``state_dict`` is not for this network."""
-    if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
+    if not isinstance(state_dict, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state_dict.items()):
         raise CheckpointError(f"{source}: its weights are not a state_dict of tensors")
+    for key, value in state_dict.items():  # NaN weights would predict NaN: "nan%" and exit 0
+        if (value.is_floating_point() or value.is_complex()) and not torch.isfinite(value).all():
+            raise CheckpointError(f"{source}: weight {key} holds NaN or infinite values")
     found = identify_weights(state_dict)
     if found["variant"] is not None and found["variant"] != variant and variant in _LOOKS:
         part = 0 if _LOOKS[found["variant"]][0] != _LOOKS[variant][0] else 1
