@@ -79,7 +79,11 @@ def _resume(capsys, folder, trained, state) -> tuple[int, str, str]:
         (folder / stale).unlink(missing_ok=True)
     (folder / "config.json").write_text(trained["config"])
     save_checkpoint(state, folder / "checkpoints" / "last.pt")
-    return _run(capsys, "train", "--resume", folder)
+    try:
+        return _run(capsys, "train", "--resume", folder)
+    finally:  # each checkpoint is ~470 MB: 44 cases would leave 20 GB in the temporary folders
+        for ckpt in (folder / "checkpoints").glob("*.pt"):
+            ckpt.unlink()
 
 
 def _set(*path_and_value):
