@@ -478,7 +478,7 @@ def test_a_group_signal_during_the_image_scan_stops_at_once_leaving_no_run_folde
     mark = tmp_path / "scanning"
     patch = _MARK.format(mark=str(mark)) + (
         "import alexnet.data.folder as f\nreal = f.open_image\n"
-        "def open_image(*a, **k):\n    MARK.touch(); time.sleep(0.2); return real(*a, **k)\n"
+        "def open_image(*a, **k):\n    MARK.touch(); time.sleep(1.0); return real(*a, **k)\n"
         "f.open_image = open_image\n"
     )
     proc = _spawn_group(_folder_args(image_folder, tmp_path / "runs", "scan"), patch)

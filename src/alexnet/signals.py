@@ -11,6 +11,7 @@ saves a checkpoint at the next step or batch and stops cleanly.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import multiprocessing
 import signal
 import threading
@@ -67,9 +68,27 @@ class StopSignals:
 
 def ignore_in_worker(worker_id: int = 0) -> None:
     """``worker_init_fn`` of every DataLoader: a loader worker leaves SIGINT and SIGTERM to the
-    main process, which stops the workers itself (:func:`_end_workers`)."""
+    main process, which stops the workers itself (:func:`_end_workers`). A worker forked inside
+    :func:`held` starts with both blocked, so none can kill it before this runs."""
     for sig in STOP_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+
+
+@contextlib.contextmanager
+def held():
+    """Block SIGINT and SIGTERM in this thread while loader workers are forked (``iter(loader)``):
+    a child inherits the mask, so a signal to the process group at that instant waits in the new
+    worker until :func:`ignore_in_worker` has set it to be ignored. The main process gets its own
+    copy of the signal as soon as the block ends."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 @atexit.register  # runs before multiprocessing's own exit handler (atexit is last-in, first-out)

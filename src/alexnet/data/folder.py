@@ -22,7 +22,7 @@ from alexnet.data.images import IMAGE_EXTENSIONS, MIN_IMAGE_SIDE, open_image
 from alexnet.data.sampling import EpochOrder
 from alexnet.data.transforms import Preprocess, stats_problem
 from alexnet.errors import DataError, ImageError
-from alexnet.signals import ignore_in_worker
+from alexnet.signals import held, ignore_in_worker
 
 
 def scan_images(samples, mode: str, workers: int = 0) -> list[dict]:
@@ -32,7 +32,9 @@ def scan_images(samples, mode: str, workers: int = 0) -> list[dict]:
     paths = [str(p) for p, _ in samples]
     chunk = max(1, min(64, len(paths) // (4 * max(1, workers))))  # a few chunks per worker
     loader = DataLoader(_ImageProblems(paths, mode), batch_size=chunk, num_workers=workers, collate_fn=list, worker_init_fn=ignore_in_worker)
-    reasons = [r for batch in loader for r in batch]
+    with held():  # the workers start here
+        batches = iter(loader)
+    reasons = [r for batch in batches for r in batch]
     return [{"path": p, "reason": r} for p, r in zip(paths, reasons) if r is not None]
 
 
@@ -180,7 +182,9 @@ class EpochLoader:
         self.loader.sampler.set_epoch(epoch, start)
 
     def __iter__(self):
-        for batch in self.loader:
+        with held():  # the workers start here (once, when they persist)
+            batches = iter(self.loader)
+        for batch in batches:
             if isinstance(batch, ImageError):
                 raise ImageError(batch.path, f"{batch.reason}; {self.changed}")
             yield batch
