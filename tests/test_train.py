@@ -427,8 +427,15 @@ def _assert_clean_stop(proc: subprocess.Popen, sig: int, *phrases: str) -> str:
     return err
 
 
-# a marker file written when the run reaches the phase under test, then a pause there
-_MARK = "import pathlib, time\nMARK = pathlib.Path({mark!r})\n"
+def _pause_in(target: str, mark: Path, seconds: float) -> str:
+    """Python that makes ``module:function`` touch ``mark`` and pause ``seconds`` before it runs:
+    the run is then held in the phase under test, and the test knows when it got there."""
+    module, function = target.split(":")
+    return (
+        f"import pathlib, time\nimport {module} as m\nreal = m.{function}\n"
+        f"def paused(*a, **k):\n    pathlib.Path({str(mark)!r}).touch(); time.sleep({seconds}); return real(*a, **k)\n"
+        f"m.{function} = paused\n"
+    )
 
 
 @pytest.mark.slow
@@ -437,11 +444,7 @@ def test_a_group_signal_while_training_with_workers_saves_and_resumes_exactly(im
     out = tmp_path / "runs"
     assert main(_folder_args(image_folder, out, "ref")) == 0
     mark = tmp_path / "training"
-    patch = _MARK.format(mark=str(mark)) + (
-        "import alexnet.engine as e\nreal = e.train_step\n"
-        "def step(*a, **k):\n    MARK.touch(); time.sleep(0.3); return real(*a, **k)\n"
-        "e.train_step = step\n"
-    )
+    patch = _pause_in("alexnet.engine:train_step", mark, 0.3)
     proc = _spawn_group(_folder_args(image_folder, out, "stopped"), patch)
     _wait_for(mark, proc)
     os.killpg(proc.pid, sig)  # what Ctrl-C, Slurm and Kubernetes do: the main process and its workers
@@ -455,11 +458,7 @@ def test_a_group_signal_during_evaluation_saves_the_epoch_and_resumes_exactly(im
     out = tmp_path / "runs"
     assert main(_folder_args(image_folder, out, "ref")) == 0
     mark = tmp_path / "evaluating"
-    patch = _MARK.format(mark=str(mark)) + (
-        "import alexnet.engine as e\nreal = e.evaluate\n"
-        "def evaluate(*a, **k):\n    MARK.touch(); time.sleep(1.5); return real(*a, **k)\n"
-        "e.evaluate = evaluate\n"
-    )
+    patch = _pause_in("alexnet.engine:evaluate", mark, 1.5)
     proc = _spawn_group(_folder_args(image_folder, out, "stopped"), patch)
     _wait_for(mark, proc)
     os.killpg(proc.pid, signal.SIGTERM)
@@ -476,11 +475,7 @@ def test_a_group_signal_during_evaluation_saves_the_epoch_and_resumes_exactly(im
 @pytest.mark.slow
 def test_a_group_signal_during_the_image_scan_stops_at_once_leaving_no_run_folder(image_folder, tmp_path):
     mark = tmp_path / "scanning"
-    patch = _MARK.format(mark=str(mark)) + (
-        "import alexnet.data.folder as f\nreal = f.open_image\n"
-        "def open_image(*a, **k):\n    MARK.touch(); time.sleep(1.0); return real(*a, **k)\n"
-        "f.open_image = open_image\n"
-    )
+    patch = _pause_in("alexnet.data.folder:open_image", mark, 1.0)
     proc = _spawn_group(_folder_args(image_folder, tmp_path / "runs", "scan"), patch)
     _wait_for(mark, proc)
     os.killpg(proc.pid, signal.SIGTERM)
@@ -491,11 +486,7 @@ def test_a_group_signal_during_the_image_scan_stops_at_once_leaving_no_run_folde
 @pytest.mark.slow
 def test_a_signal_during_a_checkpoint_write_lets_the_write_finish(idx_folder, reference, tmp_path):
     mark = tmp_path / "saving.mark"
-    patch = _MARK.format(mark=str(mark)) + (
-        "import alexnet.formats.checkpoint as c\nreal = c.torch.save\n"
-        "def save(*a, **k):\n    MARK.touch(); time.sleep(1.0); return real(*a, **k)\n"
-        "c.torch.save = save\n"
-    )
+    patch = _pause_in("alexnet.formats.checkpoint:torch.save", mark, 1.0)
     proc = _spawn_group(_args(idx_folder, tmp_path, "saving", "--checkpoint-every", "2"), patch)
     _wait_for(mark, proc)
     os.killpg(proc.pid, signal.SIGTERM)
@@ -523,11 +514,7 @@ def test_a_closed_stdout_never_stops_training(idx_folder, reference, tmp_path):
 @pytest.mark.slow
 def test_a_second_process_on_a_running_run_is_refused_and_a_killed_ones_lock_does_not_block(idx_folder, tmp_path, capsys):
     mark = tmp_path / "training"
-    patch = _MARK.format(mark=str(mark)) + (
-        "import alexnet.engine as e\nreal = e.train_step\n"
-        "def step(*a, **k):\n    MARK.touch(); time.sleep(0.5); return real(*a, **k)\n"
-        "e.train_step = step\n"
-    )
+    patch = _pause_in("alexnet.engine:train_step", mark, 0.5)
     proc = _spawn_group(_args(idx_folder, tmp_path, "busy"), patch)
     try:
         _wait_for(mark, proc)
