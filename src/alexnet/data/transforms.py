@@ -12,6 +12,7 @@ Two kinds of pipeline, one record:
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass
 from typing import Literal, Mapping
@@ -110,8 +111,7 @@ class Preprocess:
     # -- the tensor pipeline --
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) floats in [0, 1] -> normalized with the per-channel mean and std."""
-        mean = torch.tensor(self.mean).view(1, -1, 1, 1).to(x.device)
-        std = torch.tensor(self.std).view(1, -1, 1, 1).to(x.device)
+        mean, std = _on_device(self.mean, self.std, x.device)
         return (x - mean) / std
 
     def tensor_batch(self, x: torch.Tensor, flip: torch.Tensor | None = None, shift: torch.Tensor | None = None) -> torch.Tensor:
@@ -157,6 +157,12 @@ def _check_sizes(values: Mapping, source: str) -> None:
         raise ValueError(f"{source}: preprocess 'source_size' {source_size} is above the maximum {MAX_IMAGE_SIZE}")
     if resize is not None and not size <= resize <= 2 * MAX_IMAGE_SIZE:
         raise ValueError(f"{source}: preprocess 'resize' {resize} must be between its image_size {size} and {2 * MAX_IMAGE_SIZE}")
+
+
+@functools.lru_cache(maxsize=16)
+def _on_device(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(1, C, 1, 1) mean and std on ``device``, made once: normalizing is on every batch's path."""
+    return torch.tensor(mean).view(1, -1, 1, 1).to(device), torch.tensor(std).view(1, -1, 1, 1).to(device)
 
 
 def resample(x: torch.Tensor, size: int, flip: torch.Tensor | None = None, shift: torch.Tensor | None = None) -> torch.Tensor:
