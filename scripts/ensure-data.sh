@@ -17,4 +17,4 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 echo "ensure-data: installing Debian's dataset-fashion-mnist" >&2
 apt-get update -qq
-DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null
+DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq dataset-fashion-mnist >/dev/null

@@ -47,6 +47,7 @@ def _train_settings(args) -> TrainConfig:
 
 
 def _cmd_train(args) -> int:
+    from alexnet import distributed
     from alexnet.train import train
 
     if args.resume:
@@ -58,6 +59,8 @@ def _cmd_train(args) -> int:
         result = train(TrainConfig(), resume=args.resume, epochs=getattr(args, "epochs", None))
     else:
         result = train(_train_settings(args), argv=["alexnet", *args.argv])
+    if not distributed.from_environment().writer:  # under torchrun rank 0 speaks for the run
+        return 0
     print(f"done: validation top-1 {100 * result['val_top1']:.2f}% top-5 {100 * result['val_top5']:.2f}%; run folder {result['run_dir']}")
     return 0
 

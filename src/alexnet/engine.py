@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from alexnet.distributed import SINGLE, World
+
 
 def autocast(device: torch.device, precision: str):
     """bf16 autocast on CPU or CUDA when ``precision`` is bf16; a no-op context for fp32."""
@@ -26,14 +28,28 @@ def _to(device: torch.device, x: torch.Tensor, y: torch.Tensor, channels_last: b
 
 
 def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer, *,
-               device: torch.device, precision: str = "fp32", label_smoothing: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+               device: torch.device, precision: str = "fp32", label_smoothing: float = 0.0,
+               world: World = SINGLE) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """One SGD step on the batch (x, y) already on the device: forward (under bf16 autocast when
-    ``precision`` is bf16), cross-entropy in fp32, backward, update. Returns (loss, logits)."""
+    ``precision`` is bf16), cross-entropy in fp32, backward, update. Returns (loss, logits), the
+    loss being the mean over this process's images.
+
+    With several processes (x, y) is this process's share of the global batch and ``model`` is
+    DDP, which averages the gradients over the processes. The shares need not be equal (the last
+    batch of an epoch, a batch size the processes do not divide), so each process backpropagates
+    its loss sum times ``world.size / images in the global batch``: the average DDP takes is then
+    exactly the gradient of the global batch's mean loss, as one process would compute it.
+    """
     with autocast(device, precision):
         logits = model(x)
-        loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
+        if world.distributed:
+            total = world.sum(torch.tensor([len(y)], device=device, dtype=torch.float32))
+            loss_sum = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing, reduction="sum")
+            objective, loss = loss_sum * (world.size / total[0]), loss_sum.detach() / max(len(y), 1)
+        else:
+            objective = loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    objective.backward()
     optimizer.step()
     return loss, logits
 
@@ -50,6 +66,7 @@ def train_one_epoch(
     channels_last: bool = False,
     on_step: Callable[[dict], bool | None] | None = None,
     totals: dict | None = None,
+    world: World = SINGLE,
 ) -> dict:
     """Train for one pass over ``batches``; returns mean loss, accuracy, images and steps of the
     epoch, and the seconds and images (``images_now``) of this call.
@@ -60,10 +77,17 @@ def train_one_epoch(
     and the result has ``stopped=True``. ``totals`` continues the running sums of an epoch that was
     stopped part-way (``{"loss_sum", "correct", "seen", "steps"}``), so its metrics come out as if
     it had never stopped. A NaN or infinite loss raises FloatingPointError.
+
+    With several processes (``world``) ``batches`` are this process's shares; the sums, the
+    results and ``totals()`` are over all processes (``totals`` passed in are such sums: rank 0
+    carries them on), and a non-finite loss anywhere stops every process at the same step.
+    ``totals()`` is then a collective: every process calls it at the same step.
     """
     model.train()
     start = time.perf_counter()
     totals = totals or {"loss_sum": 0.0, "correct": 0, "seen": 0, "steps": 0}
+    if not world.writer:  # the sums so far are rank 0's to carry; the steps are everyone's
+        totals = {"loss_sum": 0.0, "correct": 0, "seen": 0, "steps": totals["steps"]}
     loss_sum = torch.tensor(totals["loss_sum"], device=device)
     correct = torch.tensor(totals["correct"], device=device, dtype=torch.long)
     seen, step = totals["seen"], totals["steps"]
@@ -72,31 +96,37 @@ def train_one_epoch(
     stopped = False
 
     def running() -> dict:
+        if world.distributed:
+            sums = world.sum(torch.stack([loss_sum.double(), correct.double(), torch.tensor(float(seen), device=device, dtype=torch.float64)]))
+            return {"loss_sum": sums[0].item(), "correct": round(sums[1].item()), "seen": round(sums[2].item()), "steps": step}
         return {"loss_sum": loss_sum.item(), "correct": correct.item(), "seen": seen, "steps": step}
 
     for x, y in batches:
         x, y = _to(device, x, y, channels_last)
-        loss, logits = train_step(model, x, y, optimizer, device=device, precision=precision, label_smoothing=label_smoothing)
+        loss, logits = train_step(model, x, y, optimizer, device=device, precision=precision, label_smoothing=label_smoothing, world=world)
         if step_scheduler is not None:
             step_scheduler.step()
         loss_sum += loss.detach() * len(y)
         correct += (logits.argmax(1) == y).sum()
         seen += len(y)
         step += 1
-        if step % check_every == 0 and not torch.isfinite(loss_sum):
+        if step % check_every == 0 and world.any(not torch.isfinite(loss_sum), device):
             raise FloatingPointError(f"the training loss became {loss.item()} at step {step} of the epoch")
         if on_step is not None and on_step(
             {"step": step, "loss": loss, "images": len(y), "lr": optimizer.param_groups[0]["lr"], "totals": running}
         ):
             stopped = True
             break
-    loss_mean = loss_sum.item() / max(seen, 1)
+    if world.distributed:
+        seen_before = world.sum(torch.tensor([float(seen_before)], dtype=torch.float64, device=device)).item()
+    final = running()
+    loss_mean = final["loss_sum"] / max(final["seen"], 1)
     if not math.isfinite(loss_mean):
         raise FloatingPointError(f"the training loss became {loss_mean}")
     return {
-        "loss": loss_mean, "acc": correct.item() / max(seen, 1), "images": seen, "steps": step,
-        "seconds": time.perf_counter() - start, "images_now": seen - seen_before, "stopped": stopped,
-        "totals": running(),
+        "loss": loss_mean, "acc": final["correct"] / max(final["seen"], 1), "images": final["seen"], "steps": step,
+        "seconds": time.perf_counter() - start, "images_now": final["seen"] - round(seen_before), "stopped": stopped,
+        "totals": final,
     }  # fmt: skip
 
 
@@ -110,11 +140,14 @@ def evaluate(
     precision: str = "fp32",
     channels_last: bool = False,
     should_stop: Callable[[], bool] | None = None,
+    world: World = SINGLE,
 ) -> dict:
     """Top-1 and top-5 accuracy, mean loss, per-class accuracy and the confusion matrix.
 
     ``should_stop`` is asked before every batch; when it says True the pass ends there and the
-    result has ``stopped=True`` (its numbers cover only the batches seen).
+    result has ``stopped=True`` (its numbers cover only the batches seen). With several processes
+    each evaluates its share of the images and the counts are summed over all of them, so the
+    numbers are exactly one process's (``should_stop`` must then agree across processes).
     """
     model.eval()
     start = time.perf_counter()
@@ -136,6 +169,11 @@ def evaluate(
         # rows: true class, columns: predicted class
         confusion += torch.bincount(y * num_classes + logits.argmax(1), minlength=num_classes**2).view(num_classes, num_classes)
         seen += len(y)
+    if world.distributed:  # one process's numbers from everyone's counts
+        sums = world.sum(torch.cat([confusion.flatten().double(), top5.double()[None], loss_sum.double()[None],
+                                    torch.tensor([float(seen)], dtype=torch.float64, device=device)]))  # fmt: skip
+        confusion = sums[: num_classes**2].round().long().view(num_classes, num_classes)
+        top5, loss_sum, seen = sums[-3].round().long(), sums[-2], round(sums[-1].item())
     confusion = confusion.cpu()
     per_class_total = confusion.sum(1)
     per_class = (confusion.diag().double() / per_class_total.clamp_min(1)).tolist()

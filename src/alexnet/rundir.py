@@ -98,6 +98,28 @@ class RunFolder:
         note = f"{path} holds {len(runs)} runs; resuming the newest, {newest}" + (f" (others: {others})" if others else "")
         return newest, note
 
+    @classmethod
+    def find_launch(cls, cfg: TrainConfig, argv: list[str] | None, run_id: str | None) -> str | None:
+        """The run folder an earlier attempt of this torchrun launch made, for a restarted group
+        (``torchrun --max-restarts``): ``--name``'s folder, or the newest folder under ``--out``
+        whose ``env.json`` has this launch's rendezvous id and whose command is this one. None when
+        the attempt failed before making one."""
+        out = Path(cfg.out)
+        if cfg.name is not None:
+            folder = cls(out / cfg.name)
+            return str(folder) if folder.config_file.is_file() else None
+        command = shlex.join(argv if argv is not None else sys.argv) + "\n"
+        found = []
+        for env in out.glob("*/env.json"):
+            folder = cls(env.parent)
+            try:
+                same = json.loads(env.read_text()).get("torchrun_id") == run_id and (folder.path / "command.txt").read_text() == command
+            except (OSError, ValueError, AttributeError):
+                continue
+            if run_id is not None and same:
+                found.append(folder)
+        return str(max(found, key=lambda f: f.last_activity())) if found else None
+
     def acquire(self) -> None:
         """Take the folder's one-writer lock, or refuse in one line naming the process that has it."""
         fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)

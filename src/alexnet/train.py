@@ -9,6 +9,7 @@ every checkpoint beside the weights, is :class:`RunState`. Files are written by
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 from dataclasses import dataclass, field, replace
@@ -16,10 +17,11 @@ from pathlib import Path
 
 import torch
 
-from alexnet import engine, runtime
+from alexnet import distributed, engine, runtime
 from alexnet.config import TrainConfig
 from alexnet.data import Data, build_data
-from alexnet.errors import CheckpointError, DataError, Interrupted, RunError, brief, first_line
+from alexnet.distributed import World
+from alexnet.errors import CheckpointError, ConfigError, DataError, Interrupted, RunError, brief, first_line
 from alexnet.formats import FORMAT, Resume, check_weights, read_resume
 from alexnet.models import AlexNet, build_model
 from alexnet.optim import Schedule, check_extension, halve_lr, make_optimizer, make_schedule
@@ -27,6 +29,7 @@ from alexnet.rundir import RunFolder
 from alexnet.signals import Stop, StopSignals
 
 MAX_ROLLBACKS = 3
+AGREE_EVERY = 20  # steps between the processes' joint stop/save decisions on a GPU
 
 
 @dataclass
@@ -42,7 +45,12 @@ class RunState:
 
 @dataclass
 class Run:
-    """Everything a run holds between steps: built fresh, or restored from a checkpoint."""
+    """Everything a run holds between steps: built fresh, or restored from a checkpoint.
+
+    With several processes every process holds a Run; only the writer's folder is written to.
+    ``model`` is the network itself (what checkpoints hold), ``net`` what trains: the same
+    network, wrapped in DDP when there are several processes.
+    """
 
     cfg: TrainConfig
     folder: RunFolder
@@ -53,6 +61,11 @@ class Run:
     optimizer: torch.optim.Optimizer
     schedule: Schedule
     state: RunState
+    world: World = distributed.SINGLE
+    net: torch.nn.Module | None = None
+
+    def __post_init__(self):
+        self.net = self.net or self.model
 
     def checkpoint(self, epoch: int, totals: dict | None) -> dict:
         """The checkpoint (formats/checkpoint.py): ``totals`` is None after a whole epoch."""
@@ -84,37 +97,70 @@ class Run:
         torch.set_rng_state(ckpt.rng["torch"])
         if self.device.type == "cuda" and ckpt.rng["cuda"] is not None:
             torch.cuda.set_rng_state(ckpt.rng["cuda"], self.device)
+        self._own_dropout_stream()
+
+    def _own_dropout_stream(self) -> None:
+        """Every process but the writer draws its dropout masks from a stream of its own (as
+        nanoGPT's seed offset does); the writer keeps the one a single process has, so a world of
+        one is exactly a plain run. Seeded from (seed, rank, epoch, step): a restart redraws it."""
+        if self.world.writer:
+            return
+        s = self.state
+        steps = s.totals["steps"] if s.totals else 0
+        torch.manual_seed((self.cfg.seed * 1_000_003 + self.world.rank * 7_919 + s.epoch * 104_729 + steps) % 2**64)
 
     def save(self, epoch: int, totals: dict | None, best: bool = False) -> None:
-        self.folder.save(self.checkpoint(epoch, totals), best=best)
+        if self.world.writer:
+            self.folder.save(self.checkpoint(epoch, totals), best=best)
 
 
-def start(cfg: TrainConfig, ckpt: Resume | None, folder: RunFolder | None, argv: list[str] | None) -> Run:
+def start(cfg: TrainConfig, ckpt: Resume | None, folder: RunFolder | None, argv: list[str] | None,
+          world: World = distributed.SINGLE, device: torch.device | None = None) -> Run:  # fmt: skip
     """Build a run: the data first (bad data stops it before any file is written), then the run
-    folder, the seeded model, the optimizer and the schedule; restored from ``ckpt`` if given."""
-    device = runtime.resolve_device(cfg.device)
+    folder (the writer's; the others learn where it is), the seeded model, the optimizer and the
+    schedule; restored from ``ckpt`` if given, and wrapped in DDP when there are several processes."""
+    device = device or runtime.resolve_device(cfg.device)
     precision = runtime.resolve_precision(cfg.precision, device)
-    data = build_data(cfg, device, stats=ckpt.model.preprocess.stats if ckpt else None)
+    if cfg.batch_size < world.size:
+        raise ConfigError(f"--batch-size {cfg.batch_size} is the global batch and must be at least the {world.size} processes (one image each per step)")
+    data = build_data(cfg, device, stats=ckpt.model.preprocess.stats if ckpt else None, world=world)
     if ckpt is not None:
         _check_same_data(ckpt, data)
-    folder = folder or RunFolder.create(cfg, argv)
-    torch.manual_seed(cfg.seed)
+    folder = _writer_folder(world, folder, cfg, argv)
+    torch.manual_seed(cfg.seed)  # the same initial weights in every process
     runtime.prepare(device)
     model = build_model(
         cfg.model, num_classes=len(data.classes), in_channels=data.preprocess.channels,
         activation=cfg.activation, lrn=cfg.lrn, pooling=cfg.pooling, dropout=cfg.dropout, init=cfg.init,
     ).to(device, memory_format=torch.channels_last if cfg.channels_last else torch.preserve_format)  # fmt: skip
     optimizer = make_optimizer(model, cfg)
-    run = Run(cfg, folder, device, precision, data, model, optimizer, make_schedule(optimizer, cfg, len(data.train)), RunState())
+    schedule = make_schedule(optimizer, cfg, len(data.train))
+    run = Run(cfg, folder, device, precision, data, model, optimizer, schedule, RunState(), world)
     if ckpt is not None:
         run.restore(ckpt)
     else:
-        folder.write_json("env.json", runtime.environment(device, precision))
-        if data.split is not None:
-            folder.write_json("split.json", data.split)
-        if data.bad_files:
-            folder.write_json("bad_images.json", data.bad_files)
+        run._own_dropout_stream()
+        if world.writer:
+            folder.write_json("env.json", {**runtime.environment(device, precision), **world.record()})
+            if data.split is not None:
+                folder.write_json("split.json", data.split)
+            if data.bad_files:
+                folder.write_json("bad_images.json", data.bad_files)
+    run.net = distributed.wrap(model, world, device)
     return run
+
+
+def _writer_folder(world: World, folder: RunFolder | None, cfg: TrainConfig, argv: list[str] | None) -> RunFolder:
+    """The run folder: the writer makes it (or holds the one it resumes); every process learns its
+    path, and only the writer's RunFolder is ever written to."""
+    made: list[RunFolder] = []
+
+    def make() -> str:
+        made.append(folder or RunFolder.create(cfg, argv))
+        return str(made[0])
+
+    path = world.from_writer(make)
+    return made[0] if world.writer else RunFolder(path)
 
 
 def train(cfg: TrainConfig, *, argv: list[str] | None = None, resume: str | Path | None = None,
@@ -124,29 +170,42 @@ def train(cfg: TrainConfig, *, argv: list[str] | None = None, resume: str | Path
     With ``resume`` (a run folder, or a folder of them: the newest is taken) the run continues
     from its last checkpoint with its own settings, or starts again from step 0 with them when it
     stopped before its first checkpoint; ``epochs`` then makes it longer where its schedule allows.
+
+    Started by torchrun (``WORLD_SIZE`` > 1), every process runs this: rank 0 writes and prints,
+    ``cfg.batch_size`` is the global batch, and when torchrun restarts the group
+    (``--max-restarts``) the run continues from its last checkpoint by itself.
     """
-    say = _printer(quiet)
+    world = distributed.from_environment()
+    say = _printer(quiet or not world.writer)
     with StopSignals() as signals:  # while preparing, SIGINT/SIGTERM stop at once: nothing to save yet
         folder, ckpt = None, None
         try:
             if resume is not None:
                 folder, note = RunFolder.find(resume)
-                folder.acquire()  # one writer per run folder
+                if world.writer:
+                    folder.acquire()  # one writer per run folder
                 if note:
                     say(note)
                 cfg, ckpt = _resumed_settings(folder, epochs)
-            run = start(cfg, ckpt, folder, argv)
+            device = runtime.resolve_device(distributed.device_for(cfg.device, world))
+            distributed.start(world, device)
+            if resume is None and world.restart:
+                folder, cfg, ckpt = _after_restart(world, cfg, argv, say)
+                resume = folder and str(folder)
+            run = start(cfg, ckpt, folder, argv, world, device)
         except Stop as e:
             again = f"continue with: alexnet train --resume {folder}" if folder else "run the same command again"
+            distributed.stop()
             raise Interrupted(f"{e}: stopped while preparing the run, before any training step; {again}", e.signum) from None
         except BaseException:
             if folder is not None:
                 folder.close()
+            distributed.stop()
             raise
         signals.defer()  # from here on a signal ends the run at the next step or batch, saved
         try:
             _announce(run, restarted=resume is not None and ckpt is None, say=say)
-            if resume is not None:
+            if resume is not None and world.writer:
                 run.folder.write_config(cfg)
                 repaired = run.folder.repair_metrics(run.state.epoch, run.state.metrics)
                 if repaired:
@@ -156,9 +215,30 @@ def train(cfg: TrainConfig, *, argv: list[str] | None = None, resume: str | Path
                     _one_epoch(run, signals, say, quiet)
                 except FloatingPointError as e:
                     _after_nan(run, e, say)
+        except RuntimeError as e:
+            if not world.distributed:
+                raise
+            # a process of the group died (killed, out of memory, its machine lost): say so in one line
+            raise RunError(f"a process of the run failed ({first_line(e)}); torchrun --max-restarts continues it by "
+                           f"itself, or: alexnet train --resume {run.folder}") from None  # fmt: skip
         finally:
             run.folder.close()
+            distributed.stop()
     return {**run.state.metrics, "run_dir": str(run.folder), "best_top1": run.state.best}
+
+
+def _after_restart(world: World, cfg: TrainConfig, argv: list[str] | None, say) -> tuple[RunFolder | None, TrainConfig, Resume | None]:
+    """torchrun restarted the group (``--max-restarts``): find the run folder the earlier attempt
+    of this launch made, and continue it; none (it failed before making one): start afresh."""
+    path = world.from_writer(lambda: RunFolder.find_launch(cfg, argv, world.run_id))
+    if path is None:
+        return None, cfg, None
+    folder = RunFolder(path)
+    if world.writer:
+        folder.acquire()
+    say(f"torchrun restarted the run (restart {world.restart}): continuing {folder} from its last checkpoint")
+    cfg, ckpt = _resumed_settings(folder, None)
+    return folder, cfg, ckpt
 
 
 def _resumed_settings(folder: RunFolder, epochs: int | None) -> tuple[TrainConfig, Resume | None]:
@@ -211,43 +291,50 @@ def _printer(quiet: bool):
 
 
 def _one_epoch(run: Run, signals: StopSignals, say, quiet: bool) -> None:
-    cfg, s, epoch = run.cfg, run.state, run.state.epoch
+    cfg, s, epoch, world = run.cfg, run.state, run.state.epoch, run.world
     run.data.train.set_epoch(epoch, start=s.totals["steps"] if s.totals else 0)
-    bar = _progress(epoch, cfg.epochs, run.data.num_train, s.totals["seen"] if s.totals else 0, quiet)
+    bar = _progress(epoch, cfg.epochs, run.data.num_train, s.totals["seen"] if s.totals else 0, quiet or not world.writer)
     every_steps, every_seconds = cfg.checkpoint_interval()
+    # several processes stop and save at the same step: they decide together, every step on the
+    # CPU, every AGREE_EVERY steps on a GPU (the decision waits for the device)
+    agree_every = 1 if run.device.type == "cpu" else AGREE_EVERY
     last_save = time.monotonic()
 
     def on_step(info: dict) -> bool:
         nonlocal last_save
         if bar is not None:
             bar.update(info)
-        due = (every_steps and info["step"] % every_steps == 0) or (every_seconds and time.monotonic() - last_save >= every_seconds)
-        if signals.received is not None or due:
-            run.save(epoch, info["totals"]())
+        by_steps = bool(every_steps) and info["step"] % every_steps == 0
+        by_time = bool(every_seconds) and time.monotonic() - last_save >= every_seconds
+        stop = signals.received is not None
+        if world.distributed:
+            stop, by_time = world.any_of([stop, by_time and world.writer], run.device) if info["step"] % agree_every == 0 else (False, False)
+        if stop or by_steps or by_time:
+            run.save(epoch, info["totals"]())  # the totals are summed over the processes
             last_save = time.monotonic()
-        return signals.received is not None
+        return stop
 
     tr = engine.train_one_epoch(
-        run.model, run.data.train, run.optimizer, device=run.device, precision=run.precision,
+        run.net, run.data.train, run.optimizer, device=run.device, precision=run.precision,
         step_scheduler=run.schedule.per_step, label_smoothing=cfg.label_smoothing, channels_last=cfg.channels_last,
-        on_step=on_step, totals=s.totals,
+        on_step=on_step, totals=s.totals, world=world,
     )  # fmt: skip
     if bar is not None:
         bar.close()
     if tr["stopped"]:
         raise Interrupted(
-            f"{signals.name}: saved a checkpoint at epoch {epoch + 1}, step {tr['steps']}; "
-            f"continue with: alexnet train --resume {run.folder}", signals.received,
+            f"{signals.name or 'a signal to another process'}: saved a checkpoint at epoch {epoch + 1}, step {tr['steps']}; "
+            f"continue with: alexnet train --resume {run.folder}", signals.received or signal.SIGTERM,
         )  # fmt: skip
     ev = engine.evaluate(
         run.model, run.data.val, len(run.data.classes), device=run.device, precision=run.precision,
-        channels_last=cfg.channels_last, should_stop=lambda: signals.stopping,
+        channels_last=cfg.channels_last, should_stop=lambda: world.any(signals.stopping, run.device), world=world,
     )  # fmt: skip
     if ev["stopped"]:  # the epoch's training is saved whole; its evaluation runs again on resume
         run.save(epoch, tr["totals"])
         raise Interrupted(
-            f"{signals.name}: saved a checkpoint after epoch {epoch + 1}'s training, before its evaluation; "
-            f"continue with: alexnet train --resume {run.folder}", signals.received,
+            f"{signals.name or 'a signal to another process'}: saved a checkpoint after epoch {epoch + 1}'s training, before its evaluation; "
+            f"continue with: alexnet train --resume {run.folder}", signals.received or signal.SIGTERM,
         )  # fmt: skip
     lr = run.optimizer.param_groups[0]["lr"]
     run.schedule.after_epoch(ev["top1"])
@@ -259,10 +346,12 @@ def _one_epoch(run: Run, signals: StopSignals, say, quiet: bool) -> None:
         "lr": lr, "train_seconds": tr["seconds"], "val_seconds": ev["seconds"],
         "images_per_second": tr["images_now"] / tr["seconds"],
     }  # fmt: skip
-    run.folder.append_metrics(s.metrics)  # before the checkpoint: a resume trims lines it did not keep
+    if world.writer:
+        run.folder.append_metrics(s.metrics)  # before the checkpoint: a resume trims lines it did not keep
     run.save(epoch, None, best=is_best)
     s.epoch, s.totals = epoch + 1, None
-    run.folder.log_epoch(s.metrics)
+    if world.writer:
+        run.folder.log_epoch(s.metrics)
     say(
         f"epoch {epoch + 1}/{cfg.epochs}: train loss {tr['loss']:.4f} acc {100 * tr['acc']:.2f}% | "
         f"val top-1 {100 * ev['top1']:.2f}% top-5 {100 * ev['top5']:.2f}% loss {ev['loss']:.4f} | "

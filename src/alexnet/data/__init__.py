@@ -22,6 +22,7 @@ from alexnet.data.folder import folder_classes, folder_data, folder_eval_data
 from alexnet.data.idx import TensorBatches, idx_class_names, idx_data, idx_eval_data, is_idx_folder, read_idx
 from alexnet.data.images import open_image
 from alexnet.data.transforms import Preprocess
+from alexnet.distributed import SINGLE, World
 from alexnet.errors import DataError, ImageError
 
 
@@ -32,16 +33,17 @@ def _folder(data: str) -> Path:
     return root
 
 
-def build_data(cfg, device: torch.device, stats: Mapping | None = None) -> Data:
-    """Build the train and validation batches for ``cfg`` (a TrainConfig).
+def build_data(cfg, device: torch.device, stats: Mapping | None = None, world: World = SINGLE) -> Data:
+    """Build the train and validation batches for ``cfg`` (a TrainConfig): with several processes
+    (``world``), this process's share of every batch (``--batch-size`` is the global batch).
 
     ``stats`` (``{"mean": [...], "std": [...]}``, e.g. a checkpoint's ``Preprocess.stats``) reuses
     stored normalization instead of recomputing it, so a resumed model sees exactly the inputs it
     was trained on.
     """
     if cfg.data is None or is_idx_folder(cfg.data):
-        return idx_data(cfg, device, stats)
-    return folder_data(cfg, _folder(cfg.data), device, stats)
+        return idx_data(cfg, device, stats, world)
+    return folder_data(cfg, _folder(cfg.data), device, stats, world)
 
 
 def build_eval_data(

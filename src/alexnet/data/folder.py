@@ -9,6 +9,7 @@ evaluates (:func:`folder_eval_data`).
 
 from __future__ import annotations
 
+import functools
 import random
 from collections import Counter
 from pathlib import Path
@@ -21,6 +22,7 @@ from alexnet.data.base import Data, EvalData
 from alexnet.data.images import IMAGE_EXTENSIONS, MIN_IMAGE_SIDE, open_image
 from alexnet.data.sampling import EpochOrder
 from alexnet.data.transforms import Preprocess, stats_problem
+from alexnet.distributed import SINGLE, World
 from alexnet.errors import DataError, ImageError
 from alexnet.signals import held, ignore_in_worker
 
@@ -117,31 +119,43 @@ class ImageList(Dataset):
             return self.transform(img), label
 
 
-class EpochSampler(Sampler):
-    """(index, augmentation seed) pairs of one epoch, in the :class:`EpochOrder` of (seed, epoch).
+class EpochBatches(Sampler):
+    """This process's batches of one epoch, each a list of (index, augmentation seed) pairs, in the
+    :class:`EpochOrder` of (seed, epoch).
 
     ``set_epoch(epoch, start)`` skips the first ``start`` batches, so a resumed epoch continues
-    with exactly the images and the random crops it would have had.
+    with exactly the images and the random crops it would have had. With several processes
+    (``world``) each batch is this process's share of the global batch (:meth:`World.part`), and
+    the seeds belong to the images, not to the process, so the crops do not depend on the world size.
     """
 
-    def __init__(self, n: int, *, batch_size: int, shuffle: bool, seed: int):
-        self.order = EpochOrder(n, batch_size=batch_size, shuffle=shuffle, seed=seed)
+    def __init__(self, n: int, *, batch_size: int, shuffle: bool, seed: int, world: World = SINGLE):
+        self.order, self.world = EpochOrder(n, batch_size=batch_size, shuffle=shuffle, seed=seed), world
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         self.order.set_epoch(epoch, start)
 
     def __len__(self) -> int:
-        return max(0, self.order.n - self.order.first)
+        return max(0, len(self.order) - self.order.start)
 
     def __iter__(self):
         g, order = self.order.draw()
         seeds = torch.randint(0, 2**62, (self.order.n,), generator=g)
-        for pos in range(self.order.first, self.order.n):
-            yield int(order[pos]), int(seeds[pos])
+        for b, idx in self.order.batches(order):
+            if b < self.order.start:
+                continue
+            first = b * self.order.batch_size
+            part = self.world.part(len(idx))
+            yield [(int(order[p]), int(seeds[p])) for p in range(first + part.start, first + part.stop)]
 
 
-def collate_images(batch):
-    """``default_collate`` of (image, label) pairs, or the first :class:`ImageError` among them."""
+def collate_images(batch, empty: tuple[int, int] = (3, 0)):
+    """``default_collate`` of (image, label) pairs, or the first :class:`ImageError` among them.
+    No pairs (a process's empty share of a last batch) give an empty batch of ``empty`` =
+    (channels, size) images."""
+    if not batch:
+        channels, size = empty
+        return torch.empty(0, channels, size, size), torch.empty(0, dtype=torch.long)
     for x, _ in batch:
         if isinstance(x, ImageError):
             return x
@@ -170,16 +184,16 @@ def channel_stats(samples, mode: str, limit: int = 2000, size: int = 64, seed: i
 
 
 class EpochLoader:
-    """A DataLoader over an :class:`EpochSampler`: the same interface as TensorBatches."""
+    """A DataLoader over :class:`EpochBatches`: the same interface as TensorBatches."""
 
     def __init__(self, loader: DataLoader, changed: str = "it was readable when the run started, so it changed since"):
         self.loader, self.changed = loader, changed
 
     def __len__(self) -> int:  # batches in a whole epoch, also while resuming part-way
-        return len(self.loader.sampler.order)
+        return len(self.loader.batch_sampler.order)
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
-        self.loader.sampler.set_epoch(epoch, start)
+        self.loader.batch_sampler.set_epoch(epoch, start)
 
     def __iter__(self):
         with held():  # the workers start here (once, when they persist)
@@ -190,15 +204,17 @@ class EpochLoader:
             yield batch
 
 
-def _loader(samples, preprocess: Preprocess, *, train: bool, batch_size: int, workers: int, seed: int, device) -> EpochLoader:
+def _loader(samples, preprocess: Preprocess, *, train: bool, batch_size: int, workers: int, seed: int, device,
+            world: World = SINGLE) -> EpochLoader:  # fmt: skip
     ds = ImageList(samples, preprocess.mode, preprocess.folder_transform(train))
-    sampler = EpochSampler(len(ds), batch_size=batch_size, shuffle=train, seed=seed)
+    batches = EpochBatches(len(ds), batch_size=batch_size, shuffle=train, seed=seed, world=world)
     # its own generator: each iter() draws the workers' base seed from it, not from the global
     # RNG that dropout uses (that draw would shift dropout's stream on a resume)
     return EpochLoader(DataLoader(
-        ds, batch_size=batch_size, sampler=sampler, num_workers=workers,
+        ds, batch_sampler=batches, num_workers=workers,
         generator=torch.Generator().manual_seed(seed),
-        pin_memory=device.type == "cuda", persistent_workers=workers > 0, drop_last=False, collate_fn=collate_images,
+        pin_memory=device.type == "cuda", persistent_workers=workers > 0,
+        collate_fn=functools.partial(collate_images, empty=(preprocess.channels, preprocess.image_size)),
         worker_init_fn=ignore_in_worker,
     ))  # fmt: skip
 
@@ -232,7 +248,7 @@ def folder_classes(root: Path) -> list[str]:
     return sorted(d.name for d in top.iterdir() if d.is_dir() and not d.name.startswith("."))
 
 
-def folder_data(cfg, root: Path, device, stats: Mapping | None) -> Data:
+def folder_data(cfg, root: Path, device, stats: Mapping | None, world: World = SINGLE) -> Data:
     """Train and validation loaders of an ImageFolder-layout folder (see :func:`alexnet.data.build_data`)."""
     mode, split = "RGB", None
     if has_split_folders(root):
@@ -262,7 +278,7 @@ def folder_data(cfg, root: Path, device, stats: Mapping | None) -> Data:
         if problem:
             raise DataError(f"--data {root}: the training images' {problem}")
     preprocess = Preprocess.for_folder(image_size=cfg.image_size, stats=stats, mode=mode)
-    common = dict(batch_size=cfg.batch_size, workers=cfg.workers, seed=cfg.seed, device=device)
+    common = dict(batch_size=cfg.batch_size, workers=cfg.workers, seed=cfg.seed, device=device, world=world)
     return Data(
         train=_loader(train_samples, preprocess, train=True, **common),
         val=_loader(val_samples, preprocess, train=False, **common),

@@ -19,6 +19,7 @@ import torch
 from alexnet.data.base import Data, EvalData
 from alexnet.data.sampling import EpochOrder
 from alexnet.data.transforms import Preprocess, random_flips_and_shifts, stats_problem
+from alexnet.distributed import SINGLE, World
 from alexnet.errors import DataError
 from alexnet.models import MAX_IMAGE_SIZE
 
@@ -174,8 +175,9 @@ class TensorBatches:
     :class:`EpochOrder`, so a run can be repeated and resumed exactly.
     """
 
-    def __init__(self, images, labels, *, batch_size: int, preprocess: Preprocess, train: bool, device, seed: int = 0):
-        self.images, self.labels, self.preprocess, self.train = images, labels, preprocess, train
+    def __init__(self, images, labels, *, batch_size: int, preprocess: Preprocess, train: bool, device, seed: int = 0,
+                 world: World = SINGLE):  # fmt: skip
+        self.images, self.labels, self.preprocess, self.train, self.world = images, labels, preprocess, train, world
         self.device = torch.device(device)
         self.order = EpochOrder(len(images), batch_size=batch_size, shuffle=train, seed=seed)
         if self.device.type == "cuda":  # keep the whole set on the GPU: no host transfers at all
@@ -196,12 +198,17 @@ class TensorBatches:
                 flip, shift = random_flips_and_shifts(len(idx), g)
             if b < self.order.start:
                 continue
+            if self.world.distributed:  # this process's part of the global batch, with its augmentation
+                part = self.world.part(len(idx))
+                idx = idx[part]
+                if self.train:
+                    flip, shift = flip[part], shift[part]
             x = self.images[idx].to(self.device, non_blocking=True).float().div_(255)
             y = self.labels[idx].to(self.device, non_blocking=True)
             yield (self.preprocess.tensor_batch(x, flip, shift) if self.train else self.preprocess.tensor_batch(x)), y
 
 
-def idx_data(cfg, device: torch.device, stats: Mapping | None) -> Data:
+def idx_data(cfg, device: torch.device, stats: Mapping | None, world: World = SINGLE) -> Data:
     """Training and test batches of an IDX set (Fashion-MNIST by default); see build_data.
 
     The classes are those of the training labels (:func:`count_classes`); every test label must be
@@ -221,7 +228,7 @@ def idx_data(cfg, device: torch.device, stats: Mapping | None) -> Data:
         if problem:
             raise DataError(f"{files['train_images']}: {problem}")
     preprocess = Preprocess.for_tensors(mode="L", source_size=side, image_size=cfg.image_size, stats=stats)
-    common = dict(batch_size=cfg.batch_size, preprocess=preprocess, device=device, seed=cfg.seed)
+    common = dict(batch_size=cfg.batch_size, preprocess=preprocess, device=device, seed=cfg.seed, world=world)
     return Data(
         train=TensorBatches(train_images, train_labels, train=True, **common),
         val=TensorBatches(test_images, test_labels, train=False, **common),

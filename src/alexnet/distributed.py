@@ -1,0 +1,171 @@
+"""Training in several processes with PyTorch's own engine: torchrun, DistributedDataParallel.
+
+This module is the one place that knows the world: which process this is (``RANK``), how many
+there are (``WORLD_SIZE``), which device is its own (``LOCAL_RANK``), whether torchrun restarted
+the group (``TORCHELASTIC_RESTART_COUNT``), and how numbers and decisions cross processes. The rest
+of the package asks a :class:`World` and reads the same with one process or many: a plain
+``alexnet train`` is a world of one, whose collectives do nothing.
+
+As nanoGPT and torchvision's references do it: one device per process, gloo on the CPU and NCCL on
+GPUs, rank 0 the only writer (:attr:`World.writer`), metrics all-reduced, the model wrapped in DDP
+(whose gradients are averaged over the processes: see :func:`alexnet.engine.train_step` for how
+the loss is scaled so the average is exactly the one-process batch's).
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, TypeVar
+
+import torch
+import torch.distributed as dist
+
+from alexnet.errors import ConfigError, RunError
+
+T = TypeVar("T")
+
+# How long a collective waits for the other processes before it fails (torch's default is 30
+# minutes for gloo, 10 for NCCL): the bad-file scan of a large folder runs before the first one.
+TIMEOUT = datetime.timedelta(minutes=30)
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place among the processes of one training run."""
+
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+    restart: int = 0  # how many times torchrun has restarted the group (--max-restarts)
+    run_id: str | None = None  # torchrun's rendezvous id: the same across its restarts
+
+    @property
+    def writer(self) -> bool:
+        """The one process that writes the run folder, prints and shows progress."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.size > 1
+
+    def sum(self, values: torch.Tensor) -> torch.Tensor:
+        """``values`` summed over all processes (in place, also returned)."""
+        if self.distributed:
+            dist.all_reduce(values, op=dist.ReduceOp.SUM)
+        return values
+
+    def any(self, flag: bool, device: torch.device) -> bool:
+        """Whether any process says True: the processes decide together (to stop, to save)."""
+        return self.any_of([flag], device)[0]
+
+    def any_of(self, flags: list[bool], device: torch.device) -> list[bool]:
+        """For each flag, whether any process says True: several decisions in one collective."""
+        if not self.distributed:
+            return list(flags)
+        return [bool(v) for v in self.sum(torch.tensor([int(f) for f in flags], device=device)).tolist()]
+
+    def record(self) -> dict:
+        """What ``env.json`` records of the launch; torchrun's id finds the run again on a restart."""
+        return {"processes": self.size, "torchrun_id": self.run_id}
+
+    def from_writer(self, make: Callable[[], T]) -> T:
+        """``make()`` run by the writer alone and its result handed to every process. An error the
+        writer meets is raised on every process (as a RunError with its message), so no process
+        waits for a result that never comes."""
+        if not self.distributed:
+            return make()
+        box: list[Any] = [None]
+        error = None
+        if self.writer:
+            try:
+                box[0] = ("ok", make())
+            except Exception as e:  # handed over, then raised here as it was
+                error, box[0] = e, ("error", str(e))
+        dist.broadcast_object_list(box, src=0)
+        if error is not None:
+            raise error
+        kind, value = box[0]
+        if kind == "error":
+            raise RunError(f"rank 0 stopped: {value}")
+        return value
+
+    def part(self, n: int) -> slice:
+        """This process's part of a global batch of ``n`` items: the rank-th of ``size`` contiguous
+        chunks whose sizes differ by at most one (as ``torch.tensor_split`` cuts). A part is empty
+        when the batch holds fewer items than there are processes; that process still takes the
+        step, so every process takes the same number of steps and no image is dropped or repeated."""
+        q, r = divmod(n, self.size)
+        start = self.rank * q + min(self.rank, r)
+        return slice(start, start + q + (self.rank < r))
+
+
+SINGLE = World()
+
+
+def from_environment() -> World:
+    """The world torchrun (or any launcher that sets its variables) describes; a world of one when
+    the process was started plainly."""
+    env = os.environ
+    if "WORLD_SIZE" not in env and "RANK" not in env:
+        return SINGLE
+    try:
+        world = World(
+            rank=int(env.get("RANK", "0")), size=int(env.get("WORLD_SIZE", "1")),
+            local_rank=int(env.get("LOCAL_RANK", "0")), restart=int(env.get("TORCHELASTIC_RESTART_COUNT", "0")),
+            run_id=env.get("TORCHELASTIC_RUN_ID"),
+        )  # fmt: skip
+    except ValueError:
+        raise ConfigError(f"RANK={env.get('RANK')!r}, WORLD_SIZE={env.get('WORLD_SIZE')!r}, LOCAL_RANK={env.get('LOCAL_RANK')!r}: "
+                          "not whole numbers; start several processes with torchrun") from None  # fmt: skip
+    if not 0 <= world.rank < world.size:
+        raise ConfigError(f"RANK={world.rank} is outside WORLD_SIZE={world.size}; start several processes with torchrun")
+    return world
+
+
+def device_for(name: str, world: World) -> str:
+    """The device of this process: with several processes each takes its own GPU (``cuda:LOCAL_RANK``);
+    ``--device`` may name the kind (``auto``, ``cuda``, ``cpu``) but not one index for all."""
+    if not world.distributed:
+        return name
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        return f"cuda:{world.local_rank}"
+    if name == "cpu":
+        return name
+    raise ConfigError(f"--device {name}: with {world.size} processes each takes its own device; use --device auto, cuda or cpu")
+
+
+def start(world: World, device: torch.device) -> None:
+    """Join the process group: NCCL between GPUs, gloo between CPU processes. torchrun has set
+    MASTER_ADDR/MASTER_PORT (its rendezvous); nothing to do for a world of one."""
+    if not world.distributed or dist.is_initialized():
+        return
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    # torchrun's store outlives a restart of the group (--max-restarts), and with it the addresses
+    # the killed attempt's processes published: each attempt keys its own, or a restarted process
+    # connects to a dead one's port
+    store, _, _ = next(dist.rendezvous("env://", world.rank, world.size, timeout=TIMEOUT))
+    store = dist.PrefixStore(f"alexnet/attempt_{world.restart}", store)
+    dist.init_process_group(backend, store=store, rank=world.rank, world_size=world.size, timeout=TIMEOUT,
+                            **({"device_id": device} if device.type == "cuda" else {}))  # fmt: skip
+
+
+def stop() -> None:
+    """Leave the process group (at the end of a run, or when it fails)."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def wrap(model: torch.nn.Module, world: World, device: torch.device) -> torch.nn.Module:
+    """The model as DistributedDataParallel: rank 0's weights are broadcast to all, gradients are
+    averaged in buckets while the backward pass runs. A world of one gets the model itself."""
+    if not world.distributed:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
