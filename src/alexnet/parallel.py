@@ -106,7 +106,7 @@ class TwoTowers(nn.Module):
     towers on ``devices``, with ``model``'s weights. Called like the one-device network: images on
     any device in, logits on ``devices[0]`` out."""
 
-    def __init__(self, model: AlexNet, devices: tuple[torch.device, torch.device], *, channels_last: bool = False):
+    def __init__(self, model: AlexNet, devices: tuple[torch.device | str, torch.device | str], *, channels_last: bool = False):
         super().__init__()
         self.devices = tuple(torch.device(d) for d in devices)
         self.min_size = model.min_size
