@@ -69,8 +69,10 @@ FLAG_VALUES = {
     "warmup": ("0.3", 0.3), "label_smoothing": ("0.1", 0.1), "seed": ("42", 42), "device": ("cpu", "cpu"),
     "precision": ("fp32", "fp32"), "channels_last": (None, False), "out": ("elsewhere", "elsewhere"),
     "name": ("r1", "r1"), "checkpoint_every": ("10m", "10m"), "on_nan": ("rollback", "rollback"),
-    "skip_bad_images": (None, True),
+    "skip_bad_images": (None, True), "model_parallel": ("cpu,cpu", "cpu,cpu"),
 }  # fmt: skip
+# Flags a setting only takes together with another (TrainConfig refuses it alone).
+FLAG_NEEDS = {"model_parallel": ["--model", "alexnet2012"]}
 
 
 def test_every_setting_has_a_flag():
@@ -81,7 +83,7 @@ def test_every_setting_has_a_flag():
             flag = flag if value else "--no-" + key.replace("_", "-")
             cfg = _settings(flag)
         else:
-            cfg = _settings(flag, text)
+            cfg = _settings(flag, text, *FLAG_NEEDS.get(key, []))
         assert getattr(cfg, key) == value != getattr(DEFAULTS, key), key
 
 

@@ -21,6 +21,7 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from alexnet.errors import ConfigError, brief
 from alexnet.models import Activation, Init, ModelName, Pooling, check_image_size
+from alexnet.parallel import parse_devices
 
 Schedule = Literal["onecycle", "plateau", "cosine", "constant"]
 SCHEDULES = get_args(Schedule)
@@ -77,6 +78,7 @@ class TrainConfig:
     # -- run --
     seed: int = _f(0, "seeds the init, the data order, the augmentation and the hold-out split")
     device: str = _f("auto", 'auto (CUDA when present, else Apple MPS, else CPU), cpu, cuda, cuda:N, mps')
+    model_parallel: str | None = _f(None, "alexnet2012 only: the paper's two towers on two devices, e.g. cuda:0,cuda:1 (cpu,cpu runs the same code on the CPU); None = one device (--device)")
     precision: Literal["auto", "fp32", "bf16"] = _f("auto", 'auto (bf16 autocast where the hardware runs it fast), fp32, bf16')
     checkpoint_every: str | None = _f("30m", "also save last.pt during an epoch: every N steps (500) or minutes (10m); the 30-minute default only matters when epochs are long")
     on_nan: Literal["stop", "rollback"] = _f("stop", "on a NaN or infinite loss: stop (keeping the last good checkpoint), or rollback to it with half the learning rate (at most 3 times)")
@@ -108,6 +110,7 @@ class TrainConfig:
         if not 0 < self.val_fraction < 1:
             raise ConfigError(f"--val-fraction must be between 0 and 1, got {self.val_fraction}")
         self._check_upper_bounds()
+        self._check_model_parallel()
         check_image_size(self.image_size, self.model, self.pooling)
         if self.name is not None and (self.name in ("", ".", "..") or "/" in self.name or "\\" in self.name or "\0" in self.name):
             raise ConfigError(f"--name {self.name!r} must be a plain folder name (no / or ..): the run folder is made inside --out")
@@ -124,6 +127,16 @@ class TrainConfig:
             raise ConfigError(f"--label-smoothing must be below 1, got {self.label_smoothing}")
         if self.seed not in SEED_RANGE:
             raise ConfigError(f"--seed must be in 0 .. 2**64-1 (what torch takes), got {self.seed}")
+
+    def _check_model_parallel(self) -> None:
+        """Two devices of one kind (parallel.parse_devices), for the two-tower network only."""
+        if self.model_parallel is None:
+            return
+        if self.model != "alexnet2012":
+            raise ConfigError(f"--model-parallel splits alexnet2012's two towers; it does not apply to --model {self.model} (add --model alexnet2012)")
+        parse_devices(self.model_parallel)
+        if self.device != "auto":
+            raise ConfigError(f"--model-parallel {self.model_parallel} places the towers itself; leave out --device {self.device}")
 
     def checkpoint_interval(self) -> tuple[int, float]:
         """``checkpoint_every`` as (steps, seconds), 0 = off: "500" is 500 steps, "10m" ten minutes."""

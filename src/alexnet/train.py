@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from alexnet import distributed, engine, runtime
+from alexnet import distributed, engine, parallel, runtime
 from alexnet.config import TrainConfig
 from alexnet.data import Data, build_data
 from alexnet.distributed import World
@@ -57,7 +57,7 @@ class Run:
     device: torch.device
     precision: str
     data: Data
-    model: AlexNet
+    model: AlexNet | parallel.TwoTowers
     optimizer: torch.optim.Optimizer
     schedule: Schedule
     state: RunState
@@ -119,7 +119,11 @@ def start(cfg: TrainConfig, ckpt: Resume | None, folder: RunFolder | None, argv:
     """Build a run: the data first (bad data stops it before any file is written), then the run
     folder (the writer's; the others learn where it is), the seeded model, the optimizer and the
     schedule; restored from ``ckpt`` if given, and wrapped in DDP when there are several processes."""
-    device = device or runtime.resolve_device(cfg.device)
+    # --model-parallel: the towers' devices; batches, loss and logits live on the first
+    towers = parallel.resolve_devices(cfg.model_parallel) if cfg.model_parallel else None
+    if towers and world.distributed:
+        raise ConfigError("--model-parallel splits the network inside one process; under torchrun train data-parallel (drop --model-parallel)")
+    device = towers[0] if towers else device or runtime.resolve_device(cfg.device)
     precision = runtime.resolve_precision(cfg.precision, device)
     if cfg.batch_size < world.size:
         raise ConfigError(f"--batch-size {cfg.batch_size} is the global batch and must be at least the {world.size} processes (one image each per step)")
@@ -132,7 +136,11 @@ def start(cfg: TrainConfig, ckpt: Resume | None, folder: RunFolder | None, argv:
     model = build_model(
         cfg.model, num_classes=len(data.classes), in_channels=data.preprocess.channels,
         activation=cfg.activation, lrn=cfg.lrn, pooling=cfg.pooling, dropout=cfg.dropout, init=cfg.init,
-    ).to(device, memory_format=torch.channels_last if cfg.channels_last else torch.preserve_format)  # fmt: skip
+    )  # fmt: skip
+    if towers:  # the same seeded weights, split over the two devices
+        model = parallel.TwoTowers(model, towers, channels_last=cfg.channels_last)
+    else:
+        model = model.to(device, memory_format=torch.channels_last if cfg.channels_last else torch.preserve_format)
     optimizer = make_optimizer(model, cfg)
     schedule = make_schedule(optimizer, cfg, len(data.train))
     run = Run(cfg, folder, device, precision, data, model, optimizer, schedule, RunState(), world)
@@ -266,7 +274,8 @@ def _announce(run: Run, restarted: bool, say) -> None:
     cfg, d = run.cfg, run.data
     say(
         f"run {run.folder}: {cfg.model} on {d.source} ({d.num_train} train / {d.num_val} val images, "
-        f"{len(d.classes)} classes) at {cfg.image_size}x{cfg.image_size}, {run.device} {run.precision}"
+        f"{len(d.classes)} classes) at {cfg.image_size}x{cfg.image_size}, "
+        f"{f'towers on {cfg.model_parallel}' if cfg.model_parallel else run.device} {run.precision}"
     )
     if restarted:
         say(f"{run.folder} stopped before its first checkpoint: starting it again from step 0 with its recorded settings")
