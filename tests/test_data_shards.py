@@ -290,3 +290,32 @@ def test_a_shard_damaged_after_the_start_is_one_line(shards, tmp_path):
         for _ in data.train:
             pass
     assert f"{first.file} at byte {first.jpg_offset[0]}" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_an_interrupted_prepare_leaves_no_half_shard_and_no_index(image_folder_split, tmp_path, monkeypatch, capsys):
+    import tarfile
+
+    from alexnet.data import prepare as prepare_module
+
+    real, calls = prepare_module.open_image, []
+
+    def fails_on_the_fifteenth(path, *args, **kw):  # a file that went bad after the scan, half-way through
+        calls.append(path)
+        if len(calls) == 15:
+            raise prepare_module.ImageError(path, "truncated or corrupt image (OSError: cut)")
+        return real(path, *args, **kw)
+
+    monkeypatch.setattr(prepare_module, "open_image", fails_on_the_fifteenth)
+    dst = tmp_path / "dst"
+    rc, _, err = _run(capsys, "prepare", image_folder_split, dst, "--workers", "0", "--shard-size", "100KB")
+    assert rc == 1 and "changed since" in err and len(err.strip().splitlines()) == 1
+    names = sorted(p.name for p in dst.iterdir())
+    assert names and all(n.startswith("train-") and n.endswith(".tar") for n in names)  # no index, no .partial
+    for n in names:  # the finished shards are whole tar files
+        with tarfile.open(dst / n) as tar:
+            assert len(tar.getmembers()) % 2 == 0
+    monkeypatch.setattr(prepare_module, "open_image", real)
+    rc, _, err = _run(capsys, "prepare", image_folder_split, dst, "--workers", "0")
+    assert rc == 2 and "--force" in err
+    rc, _, _ = _run(capsys, "prepare", image_folder_split, dst, "--workers", "0", "--force")
+    assert rc == 0 and ShardIndex.read(str(dst)).count("train") == 18

@@ -3,7 +3,8 @@
 Every image is decoded in DataLoader workers (:func:`alexnet.data.images.open_image`) and goes
 through the paper's transforms (:class:`alexnet.data.transforms.Preprocess`). Before training,
 every file is decoded once (:func:`scan_images`) so a bad file stops the run at its start with a
-list of all of them, or is skipped on request. Evaluation lists and decodes only the images it
+list of all of them, or is skipped on request; the verdicts are cached (:mod:`alexnet.data.scancache`),
+so the next run or a resume on the same files decodes none of them again. Evaluation lists and decodes only the images it
 evaluates (:func:`folder_eval_data`).
 """
 

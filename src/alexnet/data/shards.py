@@ -208,14 +208,16 @@ def join(location: str, name: str) -> str:
     return f"{str(location).rstrip('/')}/{name}" if is_url(location) else str(Path(location) / name)
 
 
-def open_file(location: str):
-    """A binary file open for reading: the built-in ``open`` for a path, fsspec for a URL."""
+def open_file(location: str, *, random_access: bool = False):
+    """A binary file open for reading: the built-in ``open`` for a path, fsspec for a URL. With
+    ``random_access`` a remote file reads exactly the ranges asked for: fsspec's default
+    read-ahead would fetch megabytes around every sample of a few tens of kilobytes."""
     if not is_url(location):
         return open(location, "rb")
     import fsspec
 
     fs, path = fsspec.core.url_to_fs(location)
-    return fs.open(path, "rb")
+    return fs.open(path, "rb", **({"cache_type": "none"} if random_access else {}))
 
 
 def file_size(location: str) -> int:
@@ -326,7 +328,7 @@ class ShardReader:
         """``size`` bytes at ``offset`` of shard ``file``; OSError if they are not all there."""
         if self._pid != os.getpid():
             self._files, self._pid = OrderedDict(), os.getpid()
-        f = self._files.pop(file, None) or open_file(join(self.location, file))
+        f = self._files.pop(file, None) or open_file(join(self.location, file), random_access=True)
         self._files[file] = f
         while len(self._files) > self.max_open:
             self._files.popitem(last=False)[1].close()
