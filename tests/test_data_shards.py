@@ -58,7 +58,8 @@ def test_prepare_writes_shards_an_index_and_the_class_list(shards, image_set_spl
     assert ShardIndex.read(str(dst)) == index
     assert index.classes == train_set.classes == (dst / "classes.txt").read_text().split()
     assert index.count("train") == len(train_set.files) and index.count("val") == len(val_set.files)
-    assert len(index.splits["train"]) > 1  # 300 KB shards: several
+    assert len(index.splits["train"]) > 1  # 300 KB shards: several, none larger unless it holds one sample
+    assert all(s.bytes == (dst / s.file).stat().st_size and (s.bytes <= 300_000 or s.count == 1) for v in index.splits.values() for s in v)
     assert sorted(p.name for p in dst.iterdir()) == sorted(["index.json", "classes.txt"] + [s.file for v in index.splits.values() for s in v])
     # statistics of the training images, as the folder pipeline computes them
     samples, _ = scan_folder(train_set.path)

@@ -83,11 +83,11 @@ class RankBatches(Sampler):
 
     def __iter__(self):
         g = epoch_generator(self.seed, self.epoch)
-        order = epoch_order(self.counts, g, self.shuffle)
-        seeds = torch.randint(0, 2**62, (self.n,), generator=g)  # after the order, as EpochSampler draws them
+        order = epoch_order(self.counts, g, self.shuffle).tolist()
+        seeds = torch.randint(0, 2**62, (self.n,), generator=g).tolist()  # after the order, as EpochSampler draws them
         for b in range(self.start, len(self)):
             lo, hi = rank_share(b * self.batch_size, min((b + 1) * self.batch_size, self.n), self.rank, self.world_size)
-            yield [(int(order[p]), int(seeds[p])) for p in range(lo, hi)]
+            yield list(zip(order[lo:hi], seeds[lo:hi]))
 
 
 class ShardSamples(Dataset):

@@ -254,7 +254,9 @@ class ShardWriter:
     def add(self, key: str, jpg: bytes, label: int) -> None:
         cls_ = str(label).encode()
         grows = sum(_BLOCK + -(-len(data) // _BLOCK) * _BLOCK for data in (jpg, cls_))
-        if self._tar is not None and self._tar.offset + grows + 2 * _BLOCK > self.max_bytes and self.shards[-1].count:
+        # the file closes with two zero blocks, padded to a whole record (tarfile.RECORDSIZE)
+        size = lambda end: -(-(end + 2 * _BLOCK) // tarfile.RECORDSIZE) * tarfile.RECORDSIZE  # noqa: E731
+        if self._tar is not None and size(self._tar.offset + grows) > self.max_bytes and self.shards[-1].count:
             self._finish()
         if self._tar is None:
             self._start()
