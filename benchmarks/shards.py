@@ -11,7 +11,9 @@ repeat by repeat, so a slow spell of a shared machine hits both.
     .venv/bin/python benchmarks/shards.py                       # 300 images, 2 workers, 3 repeats
     .venv/bin/python benchmarks/shards.py --workers 4 --repeats 5 --image-size 227
 
-The ratio is shards / folder images per second (above 1: the shards are faster).
+The ratio is shards / folder images per second (above 1: the shards are faster). Before that, the
+bad-file scan of the folder is timed without its cache, filling it, and with it (what the next run
+or a resume pays).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from PIL import Image
 
 from alexnet.config import TrainConfig
 from alexnet.data import build_data
+from alexnet.data.folder import scan_folder, scan_images
 from alexnet.data.prepare import prepare
 from alexnet.runtime import cpu_name
 
@@ -72,9 +75,17 @@ def main() -> None:
     print(f"machine : {cpu_name()}, {os.cpu_count()} cores | load avg {os.getloadavg()[0]:.2f} at start")
     print(f"versions: torch {torch.__version__} | torchvision {torchvision.__version__} | Pillow {PIL.__version__} | python {platform.python_version()}")
     with tempfile.TemporaryDirectory() as tmp:
-        os.environ.setdefault("ALEXNET_CACHE", str(Path(tmp) / "cache"))  # leave the user's cache alone
+        os.environ["ALEXNET_CACHE"] = str(Path(tmp) / "scan-cache")  # leave the user's cache alone
         src, dst = Path(tmp) / "images", Path(tmp) / "shards"
         make_images(src, args.images, args.classes)
+        samples, _ = scan_folder(src)
+        scans = {}
+        for label, cache in (("no cache", False), ("cache filled", True), ("cache read", True)):
+            t0 = time.perf_counter()
+            scan_images(samples, "RGB", args.workers, cache=cache)
+            scans[label] = time.perf_counter() - t0
+        print("scan    : " + " | ".join(f"{k} {v:.2f} s" for k, v in scans.items()) + f" ({len(samples)} files, {args.workers} workers)")
+        os.environ["ALEXNET_CACHE"] = str(Path(tmp) / "cache")  # prepare scans afresh
         t0 = time.perf_counter()
         prepare(src, dst, workers=args.workers, quiet=True)
         prepared = time.perf_counter() - t0

@@ -23,7 +23,7 @@ from alexnet.data import DataError, build_data, build_eval_data
 from alexnet.data.folder import channel_stats, scan_folder
 from alexnet.data.images import open_image
 from alexnet.data.prepare import prepare
-from alexnet.data.shardloader import ShardSamples, epoch_order
+from alexnet.data.shardloader import ShardSamples, epoch_order, rank_share
 from alexnet.data.shards import ShardIndex, parse_size
 from helpers import CPU, _check_reasons, _run, make_folder
 
@@ -189,6 +189,13 @@ def test_shards_are_read_over_an_fsspec_url(shards, tmp_path):
                 assert torch.equal(x, xr) and torch.equal(y, yr)
     file_url = build_data(_train_cfg(f"file://{dst}"), CPU)
     assert [y.tolist() for _, y in file_url.val] == [y.tolist() for _, y in local.val]
+
+
+def test_rank_shares_are_numpys_array_split():
+    for lo, hi in ((0, 0), (0, 1), (10, 13), (128, 256), (5, 50)):
+        for world_size in range(1, 9):
+            expected = [a.tolist() for a in np.array_split(np.arange(lo, hi), world_size)]
+            assert [list(range(*rank_share(lo, hi, r, world_size))) for r in range(world_size)] == expected
 
 
 def test_epoch_order_is_a_permutation_drawn_window_by_window():
