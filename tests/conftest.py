@@ -35,6 +35,7 @@ def scan_cache(tmp_path_factory) -> Path:
     os.environ["ALEXNET_CACHE"] = str(folder)
     return folder
 
+
 IDX_NAMES = {
     "train_images": "train-images-idx3-ubyte",
     "train_labels": "train-labels-idx1-ubyte",

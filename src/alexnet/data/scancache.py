@@ -7,8 +7,8 @@ written since (a new size or mtime) is scanned again. One small JSON file per im
 (an ImageFolder class folder), so evaluating ``val/`` alone, or a hold-out drawn from the same
 folders, finds the verdicts training stored. The files live in the cache folder
 (:func:`cache_dir`), never in the data folder, and are named by a hash of the directory and of
-what the verdict depends on (the decode mode, the minimum side, :data:`SCAN_VERSION` and
-Pillow's version): a change of any of those starts afresh.
+what the verdict depends on (the decode mode, the minimum side, :data:`SCAN_VERSION`, Pillow's
+version and its ``MAX_IMAGE_PIXELS``): a change of any of those starts afresh.
 
 The cache is an optimization only: a file that is missing, unreadable or damaged counts as
 empty, a cache folder that cannot be written is left alone, and both happen silently. Each file
@@ -26,6 +26,7 @@ import tempfile
 from pathlib import Path
 
 import PIL
+from PIL import Image
 
 # Bump when open_image accepts or refuses differently (new limits, formats or conversions):
 # verdicts of an older rule are then never read again.
@@ -51,7 +52,9 @@ class ScanCache:
         self._changed: set[str] = set()
 
     def _file(self, directory: str) -> Path:
-        what = json.dumps([directory, self.mode, self.min_side, SCAN_VERSION, PIL.__version__])
+        # Pillow's own pixel limit changes verdicts too (a bomb is refused by it or by our budget),
+        # and any library in the process may set it
+        what = json.dumps([directory, self.mode, self.min_side, SCAN_VERSION, PIL.__version__, Image.MAX_IMAGE_PIXELS])
         return self.folder / (hashlib.sha256(what.encode()).hexdigest()[:32] + ".json")
 
     def _entries(self, directory: str) -> dict:
