@@ -28,7 +28,7 @@ import os
 import re
 import tarfile
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from PIL import Image
@@ -130,7 +130,8 @@ class ShardIndex:
         return sum(s.count for s in self.splits[split])
 
     def to_dict(self) -> dict:
-        out = {"format": FORMAT, "version": VERSION, **{k: v for k, v in asdict(self).items() if k != "splits"}}
+        # not asdict(self): it would deep-copy every sample's numbers first
+        out = {"format": FORMAT, "version": VERSION, **{f.name: getattr(self, f.name) for f in fields(self) if f.name != "splits"}}
         out["splits"] = {k: {"count": self.count(k), "shards": [s.to_dict() for s in v]} for k, v in self.splits.items()}
         return out
 
