@@ -8,7 +8,10 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 import shutil
+import signal
+import tarfile
 from collections import Counter
 
 import fsspec
@@ -18,13 +21,17 @@ import torch
 import webdataset as wds
 from PIL import Image
 
+import alexnet.train
+from alexnet.cli import main
 from alexnet.config import TrainConfig
 from alexnet.data import DataError, build_data, build_eval_data
+from alexnet.data import prepare as prepare_module
 from alexnet.data.folder import channel_stats, scan_folder
 from alexnet.data.images import open_image
 from alexnet.data.prepare import prepare
 from alexnet.data.shardloader import ShardSamples, epoch_order, rank_share
 from alexnet.data.shards import ShardIndex, parse_size
+from alexnet.formats.checkpoint import load_checkpoint
 from helpers import CPU, _check_reasons, _run, make_folder
 
 
@@ -301,10 +308,6 @@ def test_a_shard_damaged_after_the_start_is_one_line(shards, tmp_path):
 
 
 def test_an_interrupted_prepare_leaves_no_half_shard_and_no_index(image_folder_split, tmp_path, monkeypatch, capsys):
-    import tarfile
-
-    from alexnet.data import prepare as prepare_module
-
     real, calls = prepare_module.open_image, []
 
     def fails_on_the_fifteenth(path, *args, **kw):  # a file that went bad after the scan, half-way through
@@ -327,3 +330,31 @@ def test_an_interrupted_prepare_leaves_no_half_shard_and_no_index(image_folder_s
     assert rc == 2 and "--force" in err
     rc, _, _ = _run(capsys, "prepare", image_folder_split, dst, "--workers", "0", "--force")
     assert rc == 0 and ShardIndex.read(str(dst)).count("train") == 18
+
+
+@pytest.mark.slow
+def test_a_run_on_shards_stopped_mid_epoch_resumes_to_the_same_weights(shards, tmp_path, monkeypatch, capsys):
+    """Through the real training loop: stopped by SIGTERM after its 2nd step, resumed, it ends
+    with the weights of a run that went straight through (as tests/test_train.py does for folders)."""
+    dst, _ = shards
+    base = ["train", "--data", str(dst), "--epochs", "1", "--batch-size", "4", "--image-size", "67", "--workers", "2",
+            "--precision", "fp32", "--device", "cpu", "--seed", "5", "--out", str(tmp_path)]  # fmt: skip
+    assert main([*base, "--name", "through"]) == 0
+    real = alexnet.train.engine.train_one_epoch
+
+    def stop_after_two_steps(*args, on_step, **kwargs):
+        def wrapped(info):
+            if info["step"] == 2:
+                os.kill(os.getpid(), signal.SIGTERM)  # the run's handler turns it into a flag
+            return on_step(info)
+
+        return real(*args, on_step=wrapped, **kwargs)
+
+    monkeypatch.setattr(alexnet.train.engine, "train_one_epoch", stop_after_two_steps)
+    assert main([*base, "--name", "stopped"]) == 128 + signal.SIGTERM
+    assert load_checkpoint(tmp_path / "stopped/checkpoints/last.pt")["totals"]["steps"] == 2
+    monkeypatch.setattr(alexnet.train.engine, "train_one_epoch", real)
+    capsys.readouterr()
+    assert main(["train", "--resume", str(tmp_path / "stopped")]) == 0
+    through, resumed = (load_checkpoint(tmp_path / n / "checkpoints" / "last.pt")["model"] for n in ("through", "stopped"))
+    assert through.keys() == resumed.keys() and all(torch.equal(through[k], resumed[k]) for k in through)
