@@ -15,6 +15,7 @@ The other fixtures are session-scoped: they take well under a second and are onl
 from __future__ import annotations
 
 import gzip
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,16 @@ import torch
 from PIL import Image
 
 from helpers import make_folder
+
+
+@pytest.fixture(scope="session", autouse=True)
+def scan_cache(tmp_path_factory) -> Path:
+    """The bad-file scan's cache of every test, in a temporary folder: never the user's ~/.cache
+    (subprocesses inherit it through the environment)."""
+    folder = tmp_path_factory.mktemp("alexnet-cache")
+    os.environ["ALEXNET_CACHE"] = str(folder)
+    return folder
+
 
 IDX_NAMES = {
     "train_images": "train-images-idx3-ubyte",

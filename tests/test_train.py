@@ -473,7 +473,8 @@ def test_a_group_signal_during_evaluation_saves_the_epoch_and_resumes_exactly(im
 
 
 @pytest.mark.slow
-def test_a_group_signal_during_the_image_scan_stops_at_once_leaving_no_run_folder(image_folder, tmp_path):
+def test_a_group_signal_during_the_image_scan_stops_at_once_leaving_no_run_folder(image_folder, tmp_path, monkeypatch):
+    monkeypatch.setenv("ALEXNET_CACHE", str(tmp_path / "cache"))  # an empty scan cache: the scan decodes every file
     mark = tmp_path / "scanning"
     patch = _pause_in("alexnet.data.folder:open_image", mark, 1.0)
     proc = _spawn_group(_folder_args(image_folder, tmp_path / "runs", "scan"), patch)

@@ -1,4 +1,4 @@
-"""The ``alexnet`` command: models, summary, train, evaluate, predict, export.
+"""The ``alexnet`` command: models, summary, train, evaluate, predict, export, prepare.
 
 Every sub-command parses its flags and calls the library (``train``, ``evaluate_checkpoint``,
 ``Predictor``, ``formats.export``, ...); errors in what the user gave come out as one line on
@@ -101,6 +101,17 @@ def _cmd_export(args) -> int:
     return 0
 
 
+def _cmd_prepare(args) -> int:
+    from alexnet.data.prepare import prepare
+
+    index = prepare(args.src, args.dst, resize=args.resize, shard_size=args.shard_size, workers=args.workers,
+                    skip_bad_images=args.skip_bad_images, seed=args.seed, val_fraction=args.val_fraction, force=args.force)  # fmt: skip
+    counts = {k: (index.count(k), len(v)) for k, v in index.splits.items()}
+    print(f"wrote {counts['train'][0]} train images in {counts['train'][1]} shard(s) and {counts['val'][0]} val images in "
+          f"{counts['val'][1]} to {args.dst}; train with: alexnet train --data {args.dst}")  # fmt: skip
+    return 0
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -168,6 +179,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="the .safetensors path or a folder (default: next to the checkpoint); the sidecar is <same stem>.json")
     p.add_argument("--force", action="store_true", help="replace existing files")
     p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("prepare", help="an image folder to pre-resized WebDataset tar shards with an index, for train --data DST")
+    p.add_argument("src", metavar="SRC", help="an image folder: one sub-folder per class, or train/ and val/ of them")
+    p.add_argument("dst", metavar="DST", help="an empty folder for the shards, index.json, classes.txt and bad_images.json")
+    p.add_argument("--resize", type=_positive_int, default=256, help="shorter side of the stored images (default: 256, the paper's)")
+    p.add_argument("--shard-size", default="1GB", help="largest shard, e.g. 1GB, 500MB, 2GiB (default: 1GB)")
+    p.add_argument("--workers", type=int, default=TrainConfig.workers, help="processes decoding and encoding (default: %(default)s)")
+    p.add_argument("--skip-bad-images", action="store_true", help="leave bad files out, listed in DST/bad_images.json")
+    p.add_argument("--seed", type=int, default=TrainConfig.seed, help="seeds the hold-out of a plain folder and the training images' order")
+    p.add_argument("--val-fraction", type=float, default=TrainConfig.val_fraction, help="hold-out share of a plain folder (default: %(default)s)")
+    p.add_argument("--force", action="store_true", help="replace an earlier prepare's files in DST")
+    p.set_defaults(func=_cmd_prepare)
     return parser
 
 

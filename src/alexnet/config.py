@@ -59,7 +59,7 @@ class TrainConfig:
     init: Init | None = _f(None, "paper, kaiming or torch; None = the variant's default (kaiming for alexnet, see models.py)")
 
     # -- data (data/) --
-    data: str | None = _f(None, "None = Fashion-MNIST from Debian's dataset-fashion-mnist; or a folder of IDX files; or an ImageFolder-style folder of images (one sub-folder per class, optionally train/ and val/)")
+    data: str | None = _f(None, "None = Fashion-MNIST from Debian's dataset-fashion-mnist; or a folder of IDX files; or an ImageFolder-style folder of images (one sub-folder per class, optionally train/ and val/); or shards from alexnet prepare (a folder or fsspec URL holding index.json)")
     image_size: int = _f(99, "input height and width: 99 = 32k+35 gives whole-number maps (final 2x2); 227 is the document's input; 67 the smallest")
     val_fraction: float = _f(0.1, 'hold-out share for an image folder without train/ and val/ sub-folders')
     workers: int = _f(2, 'data-loader worker processes (image folders only; Fashion-MNIST is augmented on tensors)')

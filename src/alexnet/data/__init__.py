@@ -2,6 +2,8 @@
 
 * :mod:`~alexnet.data.idx` - IDX files in memory, augmented on the device (``TensorBatches``);
 * :mod:`~alexnet.data.folder` - ImageFolder layouts: listing, the bad-file scan, loaders;
+* :mod:`~alexnet.data.shards` / :mod:`~alexnet.data.shardloader` - prepared WebDataset tar shards
+  (``alexnet prepare``), read by offset, cut exactly across ranks and workers;
 * :mod:`~alexnet.data.images` - decoding one untrusted image file;
 * :mod:`~alexnet.data.sampling` - the seeded, resumable order of an epoch;
 * :mod:`~alexnet.data.transforms` - the typed ``Preprocess`` record and the transforms made from it.
@@ -21,6 +23,8 @@ from alexnet.data.base import Data, EvalData
 from alexnet.data.folder import folder_classes, folder_data, folder_eval_data
 from alexnet.data.idx import TensorBatches, idx_class_names, idx_data, idx_eval_data, is_idx_folder, read_idx
 from alexnet.data.images import open_image
+from alexnet.data.shardloader import shards_data, shards_eval_data
+from alexnet.data.shards import is_shards
 from alexnet.data.transforms import Preprocess
 from alexnet.distributed import SINGLE, World
 from alexnet.errors import DataError, ImageError
@@ -37,10 +41,13 @@ def build_data(cfg, device: torch.device, stats: Mapping | None = None, world: W
     """Build the train and validation batches for ``cfg`` (a TrainConfig): with several processes
     (``world``), this process's share of every batch (``--batch-size`` is the global batch).
 
+    A folder (or fsspec URL) holding ``alexnet prepare``'s index is read as shards.
     ``stats`` (``{"mean": [...], "std": [...]}``, e.g. a checkpoint's ``Preprocess.stats``) reuses
     stored normalization instead of recomputing it, so a resumed model sees exactly the inputs it
     was trained on.
     """
+    if is_shards(cfg.data):
+        return shards_data(cfg, cfg.data, device, stats, world)
     if cfg.data is None or is_idx_folder(cfg.data):
         return idx_data(cfg, device, stats, world)
     return folder_data(cfg, _folder(cfg.data), device, stats, world)
@@ -53,7 +60,10 @@ def build_eval_data(
 ) -> EvalData:  # fmt: skip
     """The images a model trained with ``preprocess`` on ``classes`` is evaluated on: an IDX set's
     test split, an image folder's ``val/``, or the seeded hold-out of a plain folder (``seed``,
-    ``val_fraction`` and the training run's skipped files ``exclude`` redraw it exactly)."""
+    ``val_fraction`` and the training run's skipped files ``exclude`` redraw it exactly), or the
+    val split of prepared shards."""
+    if is_shards(data):
+        return shards_eval_data(data, preprocess, list(classes), batch_size=batch_size, workers=workers, device=device)
     idx = data is None or is_idx_folder(data)
     if preprocess.kind != ("tensor" if idx else "folder"):  # each pipeline needs its own fields (source_size, resize)
         kinds = {"tensor": "IDX files", "folder": "an image folder"}

@@ -3,7 +3,8 @@
 Every image is decoded in DataLoader workers (:func:`alexnet.data.images.open_image`) and goes
 through the paper's transforms (:class:`alexnet.data.transforms.Preprocess`). Before training,
 every file is decoded once (:func:`scan_images`) so a bad file stops the run at its start with a
-list of all of them, or is skipped on request. Evaluation lists and decodes only the images it
+list of all of them, or is skipped on request; the verdicts are cached (:mod:`alexnet.data.scancache`),
+so the next run or a resume on the same files decodes none of them again. Evaluation lists and decodes only the images it
 evaluates (:func:`folder_eval_data`).
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import functools
 import random
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
@@ -21,23 +23,37 @@ from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 from alexnet.data.base import Data, EvalData
 from alexnet.data.images import IMAGE_EXTENSIONS, MIN_IMAGE_SIDE, open_image
 from alexnet.data.sampling import EpochOrder
+from alexnet.data.scancache import ScanCache
 from alexnet.data.transforms import Preprocess, stats_problem
 from alexnet.distributed import SINGLE, World
 from alexnet.errors import DataError, ImageError
 from alexnet.signals import held, ignore_in_worker
 
 
-def scan_images(samples, mode: str, workers: int = 0) -> list[dict]:
+def scan_images(samples, mode: str, workers: int = 0, *, cache: bool = True) -> list[dict]:
     """Decode every image of ``samples`` ((path, label) pairs) as training will, in ``workers``
     processes (0: in this one), and list each file that cannot be used as ``{"path", "reason"}``,
-    in the order of ``samples``. A folder's bad files are found at once, before any training."""
+    in the order of ``samples``. A folder's bad files are found at once, before any training.
+
+    With ``cache`` the verdicts are remembered (:mod:`alexnet.data.scancache`): a file unchanged
+    since an earlier scan (same path, size and mtime) is not decoded again."""
     paths = [str(p) for p, _ in samples]
-    chunk = max(1, min(64, len(paths) // (4 * max(1, workers))))  # a few chunks per worker
-    loader = DataLoader(_ImageProblems(paths, mode), batch_size=chunk, num_workers=workers, collate_fn=list, worker_init_fn=ignore_in_worker)
+    store = ScanCache(mode, MIN_IMAGE_SIDE) if cache else None
+    known, keys = store.lookup(paths) if store else ({}, {})
+    todo = [i for i in range(len(paths)) if i not in known]
+    chunk = max(1, min(64, len(todo) // (4 * max(1, workers))))  # a few chunks per worker
+    loader = DataLoader(_ImageProblems([paths[i] for i in todo], mode), batch_size=chunk, num_workers=workers if todo else 0,
+                        collate_fn=list, worker_init_fn=ignore_in_worker)  # fmt: skip
     with held():  # the workers start here
         batches = iter(loader)
-    reasons = [r for batch in batches for r in batch]
-    return [{"path": p, "reason": r} for p, r in zip(paths, reasons) if r is not None]
+    reasons = dict(known)
+    for i, reason in zip(todo, (r for batch in batches for r in batch)):
+        reasons[i] = reason
+        if i in keys:
+            store.store(keys[i], reason)
+    if store:
+        store.save()
+    return [{"path": p, "reason": reasons[i]} for i, p in enumerate(paths) if reasons[i] is not None]
 
 
 class _ImageProblems(Dataset):
@@ -248,9 +264,22 @@ def folder_classes(root: Path) -> list[str]:
     return sorted(d.name for d in top.iterdir() if d.is_dir() and not d.name.startswith("."))
 
 
-def folder_data(cfg, root: Path, device, stats: Mapping | None, world: World = SINGLE) -> Data:
-    """Train and validation loaders of an ImageFolder-layout folder (see :func:`alexnet.data.build_data`)."""
-    mode, split = "RGB", None
+@dataclass
+class FolderSplit:
+    """The readable images of a folder, split: ``train/`` and ``val/``, or the seeded hold-out."""
+
+    train: list  # (path, class index)
+    val: list
+    classes: list[str]
+    split: dict | None  # the hold-out of a plain folder: {"seed", "val_fraction", "val": [paths]}
+    bad: list[dict]  # {"path", "reason"}: left out (skip_bad_images)
+
+
+def split_folder(cfg, root: Path, mode: str = "RGB", name: str = "--data") -> FolderSplit:
+    """List, scan (:func:`scan_images`) and split an ImageFolder-layout folder for training with
+    ``cfg`` (seed, val_fraction, workers, skip_bad_images); ``name`` is how errors name the folder.
+    A bad file stops it with the list of all of them unless ``cfg.skip_bad_images``."""
+    split = None
     if has_split_folders(root):
         train_samples, classes = scan_folder(root / "train")
         val_samples, _ = scan_folder(root / "val", classes)
@@ -266,49 +295,56 @@ def folder_data(cfg, root: Path, device, stats: Mapping | None, world: World = S
         split = {"seed": cfg.seed, "val_fraction": cfg.val_fraction, "val": [p for p, _ in val_samples]}
     if bad and not (train_samples and val_samples):
         which = "training" if not train_samples else "validation"
-        raise DataError(f"--data {root}: no readable {which} images left after skipping {len(bad)} bad file(s), e.g. {bad[0]['path']}: {bad[0]['reason']}")
+        raise DataError(f"{name} {root}: no readable {which} images left after skipping {len(bad)} bad file(s), e.g. {bad[0]['path']}: {bad[0]['reason']}")
     if not val_samples:
-        raise DataError(f"--data {root}: too few images to hold out a validation set")
+        raise DataError(f"{name} {root}: too few images to hold out a validation set")
     if not train_samples:
-        raise DataError(f"--data {root}: --val-fraction {cfg.val_fraction} of {len(val_samples)} images holds out all of them; lower it to leave some for training")
-    _check_every_class_trains(root, root / "train" if split is None else root, classes, listed, _without(listed, bad), train_samples)
+        raise DataError(f"{name} {root}: --val-fraction {cfg.val_fraction} of {len(val_samples)} images holds out all of them; lower it to leave some for training")
+    _check_every_class_trains(f"{name} {root}", root / "train" if split is None else root, classes, listed, _without(listed, bad), train_samples)
+    return FolderSplit(train_samples, val_samples, classes, split, bad)
+
+
+def folder_data(cfg, root: Path, device, stats: Mapping | None, world: World = SINGLE) -> Data:
+    """Train and validation loaders of an ImageFolder-layout folder (see :func:`alexnet.data.build_data`)."""
+    mode = "RGB"
+    s = split_folder(cfg, root, mode)
     if stats is None:
-        mean, std = channel_stats(train_samples, mode, seed=cfg.seed)
+        mean, std = channel_stats(s.train, mode, seed=cfg.seed)
         stats, problem = {"mean": mean, "std": std}, stats_problem(mean, std)
         if problem:
             raise DataError(f"--data {root}: the training images' {problem}")
     preprocess = Preprocess.for_folder(image_size=cfg.image_size, stats=stats, mode=mode)
     common = dict(batch_size=cfg.batch_size, workers=cfg.workers, seed=cfg.seed, device=device, world=world)
     return Data(
-        train=_loader(train_samples, preprocess, train=True, **common),
-        val=_loader(val_samples, preprocess, train=False, **common),
-        classes=classes,
+        train=_loader(s.train, preprocess, train=True, **common),
+        val=_loader(s.val, preprocess, train=False, **common),
+        classes=s.classes,
         preprocess=preprocess,
-        num_train=len(train_samples),
-        num_val=len(val_samples),
+        num_train=len(s.train),
+        num_val=len(s.val),
         source=str(root),
-        split=split,
-        bad_files=bad,
+        split=s.split,
+        bad_files=s.bad,
     )
 
 
-def _check_every_class_trains(root: Path, folder: Path, classes: list[str], listed, readable, train) -> None:
+def _check_every_class_trains(name: str, folder: Path, classes: list[str], listed, readable, train) -> None:
     """Every class needs training images, or the model gets an output it can never learn: name
     the first class without any, and why (no image files, all bad, or all held out)."""
     def count(samples):
         return Counter(label for _, label in samples)
 
     n_listed, n_readable, n_train = count(listed), count(readable), count(train)
-    for i, name in enumerate(classes):
+    for i, cls in enumerate(classes):
         if n_train[i]:
             continue
         if not n_listed[i]:
-            why = f"its folder {folder / name} holds no image files ({', '.join(IMAGE_EXTENSIONS)})"
+            why = f"its folder {folder / cls} holds no image files ({', '.join(IMAGE_EXTENSIONS)})"
         elif not n_readable[i]:
             why = f"all its {n_listed[i]} file(s) are bad"
         else:
             why = f"all its {n_readable[i]} image(s) were held out for validation; add images or lower --val-fraction"
-        raise DataError(f"--data {root}: class {name!r} has no training images: {why}")
+        raise DataError(f"{name}: class {cls!r} has no training images: {why}")
 
 
 def folder_eval_data(root: Path, preprocess: Preprocess, classes: list[str], *, seed: int, val_fraction: float,
