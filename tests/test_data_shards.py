@@ -149,7 +149,7 @@ def test_every_training_image_once_per_epoch_across_2_ranks_x_2_workers(shards, 
     dst, index = shards
     n = index.count("train")
     _sample_numbers(monkeypatch)
-    ranks = [build_data(_train_cfg(dst, workers=2, batch_size=batch_size), CPU, World(rank=r, size=2)) for r in (0, 1)]
+    ranks = [build_data(_train_cfg(dst, workers=2, batch_size=batch_size), CPU, world=World(rank=r, size=2)) for r in (0, 1)]
     whole = build_data(_train_cfg(dst, batch_size=batch_size), CPU)  # world_size 1, no workers
     for epoch in (0, 1):
         per_rank = [_epoch(d, epoch) for d in ranks]
@@ -167,13 +167,13 @@ def test_every_training_image_once_per_epoch_across_2_ranks_x_2_workers(shards, 
 def test_validation_is_split_across_ranks_once_each(shards, monkeypatch):
     dst, index = shards
     _sample_numbers(monkeypatch)
-    seen = [i for r in (0, 1) for x, _ in build_data(_train_cfg(dst, batch_size=4), CPU, World(rank=r, size=2)).val for i in x.tolist()]
+    seen = [i for r in (0, 1) for x, _ in build_data(_train_cfg(dst, batch_size=4), CPU, world=World(rank=r, size=2)).val for i in x.tolist()]
     assert sorted(seen) == list(range(index.count("val")))
 
 
 def test_resuming_mid_epoch_gives_the_remaining_batches_exactly(shards):
     dst, _ = shards
-    data = build_data(_train_cfg(dst, batch_size=4), CPU, World(rank=1, size=2))
+    data = build_data(_train_cfg(dst, batch_size=4), CPU, world=World(rank=1, size=2))
     data.train.set_epoch(1)
     full = list(data.train)
     data.train.set_epoch(1, start=2)
