@@ -41,8 +41,9 @@ def run_one(data, init: str, seed: int, args) -> dict:
     tr = torch.randperm(len(data["train_images"]), generator=g)[: args.train]
     te = torch.arange(args.test)
     pixels = data["train_images"][tr].float().div(255)
-    pre = Preprocess.for_tensors(mode="L", source_size=28, image_size=cfg.image_size,
-                                 stats={"mean": [pixels.mean().item()], "std": [pixels.std().item()]})  # fmt: skip
+    # --pixel-scale 255: the paper's input, pixel values 0-255 with the mean subtracted (std 1/255)
+    std = 1 / 255 if args.pixel_scale == 255 else pixels.std().item()
+    pre = Preprocess.for_tensors(mode="L", source_size=28, image_size=cfg.image_size, stats={"mean": [pixels.mean().item()], "std": [std]})
     dev = torch.device("cpu")
     train = TensorBatches(data["train_images"][tr], data["train_labels"][tr], batch_size=cfg.batch_size, preprocess=pre, train=True, device=dev, seed=seed)
     test = TensorBatches(data["test_images"][te], data["test_labels"][te], batch_size=256, preprocess=pre, train=False, device=dev)
@@ -66,12 +67,13 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--inits", nargs="+", default=["paper", "caffe"])
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--pixel-scale", type=int, choices=(1, 255), default=1, help="1: normalized to std 1 (our default); 255: the paper's 0-255 minus the mean")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     data = load_idx_dataset()
     print(f"machine: {cpu_model()}, {torch.get_num_threads()} threads; torch {torch.__version__}; fp32")
     print(f"Fashion-MNIST: {args.train} training images (seeded subset), {args.test} test images; {args.epochs} epoch(s) at "
-          f"{args.image_size}x{args.image_size}; recipe paper (alexnet2012, PaperSGD lr 0.01, batch 128, constant rate)")  # fmt: skip
+          f"{args.image_size}x{args.image_size}; pixel scale {args.pixel_scale}; recipe paper (alexnet2012, PaperSGD lr 0.01, batch 128, constant rate)")  # fmt: skip
     print(f"{'init':<8} {'seed':>4} {'train loss':>11} {'test top-1':>11} {'seconds':>8}")
     rows = []
     for init in args.inits:

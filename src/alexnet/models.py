@@ -291,7 +291,8 @@ def init_weights(model: AlexNet, scheme: str) -> None:
     users see the loss sit at chance for a long time (Caffe's readme used bias 0.1 instead).
     ``caffe``: the paper's init with the one change Caffe's bvlc_alexnet readme calls necessary:
     those biases 0.1 instead of 1 (Caffe's other filler change, N(0, 0.005) in FC6/FC7, is not
-    taken). ``--recipe paper`` uses it (docs/paper.md has the measurement).
+    taken). Measured in docs/paper.md: on small data it sits at chance as the paper's does, so
+    ``--recipe paper`` takes ``kaiming`` instead.
     ``kaiming``: He-normal weights (fan_out, ReLU gain) and zero biases, as torchvision does for
     VGG/ResNet; this removes the stall at chance and is the training default for ``alexnet``.
     ``torch``: PyTorch's default layer init, which torchvision's ``alexnet`` keeps.
