@@ -213,14 +213,14 @@ def _train(capsys, tmp_path, name, *args):
 
 @pytest.fixture(scope="module")
 def folder_models(image_folder, tmp_path_factory):
-    """Two models trained on the image folder with the same hold-out (seed), different inits."""
+    """Two models trained on the image folder with the same hold-out (seed, half the images), different inits."""
     out = tmp_path_factory.mktemp("paper_models")
     from alexnet.cli import main
 
     paths = []
     for name, init in (("a", "kaiming"), ("b", "torch")):
         assert main([str(a) for a in ("train", "--data", image_folder, "--epochs", "1", "--batch-size", "16", "--image-size", "67",
-                                       "--workers", "0", "--init", init, "--out", out, "--name", name)]) == 0  # fmt: skip
+                                       "--workers", "0", "--init", init, "--val-fraction", "0.5", "--out", out, "--name", name)]) == 0  # fmt: skip
         paths.append(out / name / "checkpoints" / "last.pt")
     return paths
 
@@ -228,10 +228,10 @@ def folder_models(image_folder, tmp_path_factory):
 def _explicit(paths, ten_crop: bool):
     """The reference: every held-out image read by hand, each view cut with torchvision, each
     model's softmax, averaged over views and models; (top-1, mean loss)."""
-    from PIL import Image
     from torchvision.transforms import v2
 
     from alexnet.data.folder import holdout, scan_folder
+    from alexnet.data.images import open_image
     from alexnet.formats import read_model
 
     files = [read_model(p) for p in paths]
@@ -242,7 +242,7 @@ def _explicit(paths, ten_crop: bool):
     nets = [f.network().eval() for f in files]
     correct, loss = 0, 0.0
     for path, label in val:
-        img = v2.functional.resize(v2.functional.pil_to_tensor(Image.open(path).convert("RGB")), pre.resize, antialias=True)
+        img = v2.functional.resize(v2.functional.pil_to_tensor(open_image(path, "RGB")), pre.resize, antialias=True)
         crops = TF.ten_crop(img, pre.image_size) if ten_crop else [TF.center_crop(img, pre.image_size)]
         probs = []
         for f, net in zip(files, nets):
