@@ -321,3 +321,16 @@ def test_the_paper_recipe_with_its_departure_leaves_chance_on_tiny_data(idx_fold
     lines = [json.loads(line) for line in (tmp_path / "p" / "metrics.jsonl").read_text().splitlines()]
     # chance on 10 classes is a loss of ln 10 = 2.303 and 10% top-1, where --init paper stays (docs/paper.md)
     assert lines[-1]["val_loss"] < 2.2 and lines[-1]["val_top5"] > 0.5
+
+
+@pytest.mark.slow
+def test_a_paper_optimizer_run_resumed_ends_with_the_same_weights(idx_folder, tmp_path, capsys):
+    common = ["--recipe", "paper", "--data", idx_folder.path, "--image-size", "67", "--batch-size", "64", "--lr", "0.001"]
+    assert _cli(capsys, "train", *common, "--epochs", "2", "--out", tmp_path, "--name", "whole")[0] == 0
+    assert _cli(capsys, "train", *common, "--epochs", "1", "--out", tmp_path, "--name", "part")[0] == 0
+    rc, _, err = _cli(capsys, "train", "--resume", tmp_path / "part", "--epochs", "2")  # the velocity is checked and loaded
+    assert rc == 0, err
+    whole, part = (torch.load(tmp_path / n / "checkpoints" / "last.pt", weights_only=True) for n in ("whole", "part"))
+    assert set(part["optimizer"]["state"][0]) == {"velocity"}
+    for key, value in whole["model"].items():
+        assert torch.equal(value, part["model"][key]), key
