@@ -334,3 +334,30 @@ def test_a_paper_optimizer_run_resumed_ends_with_the_same_weights(idx_folder, tm
     assert set(part["optimizer"]["state"][0]) == {"velocity"}
     for key, value in whole["model"].items():
         assert torch.equal(value, part["model"][key]), key
+
+
+def test_shards_lighting_is_the_covariance_of_their_training_images(image_folder, tmp_path):
+    import io
+    import tarfile
+
+    from PIL import Image
+    from torchvision.transforms import v2
+
+    from alexnet.data.prepare import prepare
+    from alexnet.data.shardloader import shards_data
+
+    index = prepare(image_folder, tmp_path / "shards", resize=80, workers=0, quiet=True)
+    cfg = TrainConfig(data=str(tmp_path / "shards"), lighting=True, image_size=67, workers=0)
+    eigval = shards_data(cfg, cfg.data, torch.device("cpu")).preprocess.eigval
+    # the reference: every training image read from the tar files by hand (fewer than the sample size)
+    prep = v2.Compose([v2.PILToTensor(), v2.Resize((64, 64), antialias=True), v2.ToDtype(torch.float64, scale=True)])
+    pixels = []
+    for shard in index.splits["train"]:
+        with tarfile.open(tmp_path / "shards" / shard.file) as tar:
+            for member in tar.getmembers():
+                if member.name.endswith(".jpg"):
+                    img = Image.open(io.BytesIO(tar.extractfile(member).read())).convert("RGB")
+                    pixels.append(prep(img).reshape(3, -1).numpy())
+    assert len(pixels) == index.count("train")
+    cov = np.cov(np.concatenate(pixels, axis=1), bias=True)
+    np.testing.assert_allclose(eigval, sorted(np.linalg.eigvalsh(cov), reverse=True), rtol=1e-6, atol=1e-9)

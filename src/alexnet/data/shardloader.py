@@ -168,7 +168,7 @@ def _lighting(location: str, index: ShardIndex, seed: int) -> dict:
         return lighting_stats(index.classes, None)
     from torchvision.transforms import v2
 
-    prep = v2.Compose([v2.Resize((STATS_SIDE, STATS_SIDE), antialias=True), v2.ToDtype(torch.float64, scale=True)])
+    prep = v2.Compose([v2.PILToTensor(), v2.Resize((STATS_SIDE, STATS_SIDE), antialias=True), v2.ToDtype(torch.float64, scale=True)])
     ds = ShardSamples(location, index.splits["train"], index.mode, prep)
     g = torch.Generator().manual_seed(seed)
     moments = PixelMoments()
