@@ -102,7 +102,7 @@ def start(cfg: TrainConfig, ckpt: Resume | None, folder: RunFolder | None, argv:
     runtime.prepare(device)
     model = build_model(
         cfg.model, num_classes=len(data.classes), in_channels=data.preprocess.channels,
-        activation=cfg.activation, lrn=cfg.lrn, pooling=cfg.pooling, dropout=cfg.dropout, init=cfg.init,
+        activation=cfg.activation, lrn=cfg.lrn, lrn_k=cfg.lrn_k, pooling=cfg.pooling, dropout=cfg.dropout, init=cfg.init,
     ).to(device, memory_format=torch.channels_last if cfg.channels_last else torch.preserve_format)  # fmt: skip
     optimizer = make_optimizer(model, cfg)
     run = Run(cfg, folder, device, precision, data, model, optimizer, make_schedule(optimizer, cfg, len(data.train)), RunState())
