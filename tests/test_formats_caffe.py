@@ -221,8 +221,22 @@ def test_converted_files_keep_what_caffe_needs(caffemodels, tmp_path, capsys):
     rc, _, err = _run(capsys, "convert", path, "--to", tmp_path / "bvlc.pt")
     assert rc == 1 and "already exists; pass --force" in _one_line_error(err)
     assert (tmp_path / "bvlc.pt").read_bytes() == before
-    rc, _, err = _run(capsys, "convert", path, "--to", tmp_path / "bvlc.pt", "--force")
+    # a mean image of Caffe's (B, G, R planes of 4 x 4) replaces the default mean with its per-channel one
+    planes = np.stack([np.full((4, 4), 100.0), np.arange(16.0).reshape(4, 4) + 110, np.full((4, 4), 130.0)])[None].astype(np.float32)
+    (tmp_path / "mean.binaryproto").write_bytes(_blob(planes, legacy=True).SerializeToString())
+    rc, _, err = _run(capsys, "convert", path, "--to", tmp_path / "bvlc.pt", "--force", "--mean-file", tmp_path / "mean.binaryproto")
     assert rc == 0, err
+    assert read_model(tmp_path / "bvlc.pt").preprocess.mean == (100.0, 117.5, 130.0)
+
+
+def test_a_mean_file_is_for_caffe_weights_and_is_checked(tmp_path, capsys):
+    weights = tmp_path / "alexnet-owt.pth"
+    rc, _, err = _run(capsys, "convert", weights, "--to", tmp_path / "out.pt", "--mean-file", tmp_path / "mean.binaryproto")
+    assert rc == 2 and "only Caffe's weights (.caffemodel) take a Caffe mean file" in _one_line_error(err)
+    (tmp_path / "mean.binaryproto").write_bytes(_blob(np.zeros((1, 96), np.float32), legacy=True).SerializeToString())
+    rc, _, err = _run(capsys, "convert", tmp_path / "bvlc.caffemodel", "--to", tmp_path / "out.pt", "--mean-file", tmp_path / "mean.binaryproto")
+    assert rc == 1 and "a mean image of shape [96], expected 3 x H x W (BGR)" in _one_line_error(err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mean.binaryproto"]
 
 
 def test_caffenet_and_other_nets_are_refused_naming_the_layer(tmp_path):

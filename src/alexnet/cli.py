@@ -101,7 +101,7 @@ def _cmd_export(args) -> int:
 def _cmd_convert(args) -> int:
     from alexnet.formats import convert
 
-    paths = convert(args.file, args.to, force=args.force)
+    paths = convert(args.file, args.to, force=args.force, mean_file=args.mean_file)
     print("wrote " + " and ".join(str(p) for p in paths))
     return 0
 
@@ -177,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("convert", help="convert torchvision's alexnet-owt-*.pth or Caffe's bvlc_alexnet.caffemodel to our formats")
     p.add_argument("file", metavar="FILE", help="alexnet-owt-*.pth (into alexnet_owt) or a .caffemodel (into alexnet2012)")
     p.add_argument("--to", required=True, metavar="OUT", help="the file to write; its suffix picks the format: .pt (checkpoint), .safetensors (+ .json sidecar), .onnx, .pt2")
+    p.add_argument("--mean-file", default=None, metavar="BINARYPROTO", help="Caffe only: a mean image (imagenet_mean.binaryproto) whose per-channel mean to subtract instead of ilsvrc_2012_mean's (104.0, 116.7, 122.7 BGR)")
     p.add_argument("--force", action="store_true", help="replace existing files")
     p.set_defaults(func=_cmd_convert)
     return parser

@@ -20,7 +20,7 @@ writer (:func:`convert`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -72,23 +72,29 @@ def read_model(path: str | Path, format: str | None = None, *, source: str | Non
     return FORMATS[format].read(path, source or str(path))
 
 
-def convert(path: str | Path, out: str | Path, *, force: bool = False) -> tuple[Path, ...]:
+def convert(path: str | Path, out: str | Path, *, force: bool = False, mean_file: str | Path | None = None) -> tuple[Path, ...]:
     """``alexnet convert``: read weights trained elsewhere (``.caffemodel``: Caffe's; anything else:
-    torchvision's, or any file :func:`read_model` reads) and write them in the format ``out``'s
-    suffix names (``.pt``, ``.safetensors``, ``.onnx``, ``.pt2``); returns the paths written."""
+    torchvision's) and write them in the format ``out``'s suffix names (``.pt``, ``.safetensors``,
+    ``.onnx``, ``.pt2``); returns the paths written. ``mean_file``: a Caffe mean image
+    (``.binaryproto``) whose per-channel mean replaces ilsvrc_2012_mean's (Caffe's weights only)."""
     path, out = Path(path), Path(out)
+    if mean_file is not None and path.suffix not in caffe.SUFFIXES:
+        raise ConfigError(f"--mean-file {mean_file}: only Caffe's weights (.caffemodel) take a Caffe mean file")
     writer = next((f for f in EXPORTERS.values() if out.suffix in f.suffixes), None)
     if writer is None:
         suffixes = ", ".join(s for f in EXPORTERS.values() for s in f.suffixes[:1])
         raise ConfigError(f"--to {out}: name a file ending in one of {suffixes} (the suffix picks the format)")
     if out.exists() and not force:  # before the slow read
         raise FileExistsError(f"{out} already exists; pass --force to replace it")
+    mean = caffe.read_mean(Path(mean_file), f"--mean-file {mean_file}") if mean_file is not None else None
     format = "caffe" if path.suffix in caffe.SUFFIXES else "torchvision"
     try:
         model = read_model(path, format, source=str(path))
         model.network()  # refuse weights that do not load, before anything is written
     except CheckpointError as e:
         raise CheckpointError(f"{e} (convert reads torchvision's alexnet-owt-*.pth and Caffe's *.caffemodel)") from None
+    if mean is not None:
+        model.preprocess = replace(model.preprocess, mean=mean)
     return writer.write(model, out, checkpoint=path, force=force)
 
 

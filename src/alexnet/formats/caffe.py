@@ -89,6 +89,27 @@ def read(path: Path, source: str) -> ModelFile:
                                  "preprocess": PREPROCESS.to_dict()}, source)  # fmt: skip
 
 
+def read_mean(path: Path, source: str) -> tuple[float, float, float]:
+    """A Caffe mean file (``imagenet_mean.binaryproto``: one BlobProto of 1 x 3 x H x W, BGR, 0..255)
+    reduced to one mean a channel, B, G, R, as Caffe's ``classification.cpp`` reduces it."""
+    from alexnet.formats import caffe_pb2
+    from google.protobuf.message import DecodeError
+
+    if not path.is_file():
+        raise CheckpointError(f"{source}: no such file")
+    try:
+        blob = caffe_pb2.BlobProto.FromString(path.read_bytes())
+    except DecodeError as e:
+        raise CheckpointError(f"{source}: not a Caffe mean file (a BlobProto), or a damaged one ({first_line(e)})") from None
+    values, shape = _blob(blob, "mean", source)
+    if len(shape) != 3 or shape[0] != 3 or not values.size:
+        raise CheckpointError(f"{source}: a mean image of shape {list(shape)}, expected 3 x H x W (BGR)")
+    mean = tuple(float(m) for m in values.reshape(3, -1).mean(1, dtype=np.float64))
+    if not all(0 <= m <= 255 for m in mean):
+        raise CheckpointError(f"{source}: per-channel mean {[round(m, 3) for m in mean]} is outside 0..255")
+    return mean
+
+
 def _parse(path: Path, source: str):
     from alexnet.formats import caffe_pb2
     from google.protobuf.message import DecodeError
