@@ -245,6 +245,18 @@ def test_caffenet_and_other_nets_are_refused_naming_the_layer(tmp_path):
     write_caffemodel(path, {}, order=caffenet)  # the order is checked before any weight
     with pytest.raises(Exception, match=r"not bvlc_alexnet's layers: found conv1\(Convolution\) relu1\(ReLU\) pool1\(Pooling\) norm1\(LRN\)"):
         read_model(path)
+    for change, message in (
+        (lambda net: net.layer[1].convolution_param.stride.__setitem__(0, 2), "layer conv1 has {'stride': 2}, alexnet2012 has {'stride': 4}"),
+        (lambda net: setattr(net.layer[3].lrn_param, "local_size", 3), "layer norm1 has {'local_size': 3}, alexnet2012 has {'local_size': 5}"),
+        (lambda net: setattr(net.layer[8].pooling_param, "pool", 1), "layer pool2 has {'pool': 'AVE'}, alexnet2012 has {'pool': 'MAX'}"),
+        (lambda net: setattr(net.layer[7].lrn_param, "k", 2.0), "norm1 and norm2 have k 1.0 and 2.0"),
+    ):
+        write_caffemodel(path, {})
+        net = pb.NetParameter.FromString(path.read_bytes())
+        change(net)
+        path.write_bytes(net.SerializeToString())
+        with pytest.raises(Exception, match=re.escape(message)):
+            read_model(path)
     rng = np.random.default_rng(0)  # conv1 and a conv2 that sees all 96 maps: refused before fc6 is read
     tensors = {"conv1": (rng.standard_normal((96, 3, 11, 11), np.float32), np.zeros(96, np.float32)),
                "conv2": (rng.standard_normal((128, 96, 5, 5), np.float32), np.zeros(128, np.float32))}  # fmt: skip

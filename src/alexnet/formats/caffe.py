@@ -33,25 +33,28 @@ IMAGENET_BGR_MEAN = (104.00698793, 116.66876762, 122.67891434)
 PREPROCESS = Preprocess("folder", "RGB", 227, IMAGENET_BGR_MEAN, (1.0, 1.0, 1.0), resize=256,
                         channel_order="BGR", scale=255, resize_to="square")  # fmt: skip
 
-# bvlc_alexnet's deploy.prototxt, the layers that compute (data, loss, accuracy and softmax layers
-# are skipped): name, type, and the settings alexnet2012's layers have. CaffeNet
+# alexnet2012's LRN (but k, which is read) and pooling, in Caffe's terms
+LRN = {"local_size": LRN_SIZE, "alpha": LRN_ALPHA, "beta": LRN_BETA, "norm_region": "ACROSS_CHANNELS"}
+POOL = {"pool": "MAX", "kernel": 3, "stride": 2, "pad": 0}
+# bvlc_alexnet's deploy.prototxt, the layers that compute (data, loss, accuracy, split and softmax
+# layers are skipped): name, type, and the settings alexnet2012's layers have. CaffeNet
 # (bvlc_reference_caffenet) pools before it normalizes, and is refused by this order.
 LAYERS = (
     ("conv1", "Convolution", {"num_output": 96, "kernel": 11, "stride": 4, "pad": 0, "group": 1}),
     ("relu1", "ReLU", {}),
-    ("norm1", "LRN", {}),
-    ("pool1", "Pooling", {}),
+    ("norm1", "LRN", LRN),
+    ("pool1", "Pooling", POOL),
     ("conv2", "Convolution", {"num_output": 256, "kernel": 5, "stride": 1, "pad": 2, "group": 2}),
     ("relu2", "ReLU", {}),
-    ("norm2", "LRN", {}),
-    ("pool2", "Pooling", {}),
+    ("norm2", "LRN", LRN),
+    ("pool2", "Pooling", POOL),
     ("conv3", "Convolution", {"num_output": 384, "kernel": 3, "stride": 1, "pad": 1, "group": 1}),
     ("relu3", "ReLU", {}),
     ("conv4", "Convolution", {"num_output": 384, "kernel": 3, "stride": 1, "pad": 1, "group": 2}),
     ("relu4", "ReLU", {}),
     ("conv5", "Convolution", {"num_output": 256, "kernel": 3, "stride": 1, "pad": 1, "group": 2}),
     ("relu5", "ReLU", {}),
-    ("pool5", "Pooling", {}),
+    ("pool5", "Pooling", POOL),
     ("fc6", "InnerProduct", {}),
     ("relu6", "ReLU", {}),
     ("drop6", "Dropout", {}),
@@ -76,10 +79,13 @@ def read(path: Path, source: str) -> ModelFile:
         raise CheckpointError(f"{source}: not bvlc_alexnet's layers: found {_names(found)}, expected {_names(expected)}")
     params = {name: layer for name, _, layer in layers}
     for name, kind, settings in LAYERS:
-        _check_settings(name, kind, settings, params[name], source)
+        got = _settings(kind, params[name])
+        differ = {key: value for key, value in got.items() if settings.get(key) != value}
+        if differ:  # a network that only shares the names would load the shapes and compute something else
+            raise CheckpointError(f"{source}: layer {name} has {differ}, alexnet2012 has {({key: settings.get(key) for key in differ})}")
     k = params["norm1"].lrn_param.k
-    if params["norm2"].lrn_param.k != k:
-        raise CheckpointError(f"{source}: norm1 and norm2 have different k ({k}, {params['norm2'].lrn_param.k}); alexnet2012 has one")
+    if params["norm2"].lrn_param.k != k or not k > 0:
+        raise CheckpointError(f"{source}: norm1 and norm2 have k {k} and {params['norm2'].lrn_param.k}; alexnet2012 has one k above 0")
     dropout = params["drop6"].dropout_param.dropout_ratio
     num_classes = _blob(params["fc8"].blobs[0], "fc8", source)[1][0] if params["fc8"].blobs else 0
     weights = _weights(params, num_classes, float(k), source)
@@ -143,27 +149,20 @@ def _names(layers: list[tuple[str, str]]) -> str:
     return " ".join(f"{name}({kind})" for name, kind in layers) or "none"
 
 
-def _check_settings(name: str, kind: str, settings: dict, layer, source: str) -> None:
-    """The layer's own settings, where the file has them, are alexnet2012's (a network that only
-    shares the names would load shapes and compute something else)."""
-    got = {}
+def _settings(kind: str, layer) -> dict:
+    """What the file says of how a layer computes, in the terms of :data:`LAYERS` (nothing where it
+    keeps no settings: the shapes of the blobs are checked anyway)."""
     if kind == "Convolution" and layer.HasField("convolution_param"):
-        p = layer.convolution_param
-        got = {"num_output": p.num_output, "kernel": p.kernel_h or (p.kernel_size[0] if p.kernel_size else 0),
-               "stride": p.stride_h or (p.stride[0] if p.stride else 1), "pad": p.pad_h or (p.pad[0] if p.pad else 0),
-               "group": p.group}  # fmt: skip
-    elif kind == "LRN" and layer.HasField("lrn_param"):
-        p = layer.lrn_param
-        got = {"local_size": p.local_size, "alpha": round(p.alpha, 9), "beta": round(p.beta, 6), "norm_region": p.norm_region, "k>0": p.k > 0}
-        settings = {"local_size": LRN_SIZE, "alpha": LRN_ALPHA, "beta": LRN_BETA, "norm_region": 0, "k>0": True}
-    elif kind == "Pooling" and layer.HasField("pooling_param"):
+        p = layer.convolution_param  # a repeated field holds one value for both sides; _h/_w override it
+        return {"num_output": p.num_output, "kernel": p.kernel_h or (p.kernel_size or [0])[0], "stride": p.stride_h or (p.stride or [1])[0],
+                "pad": p.pad_h or (p.pad or [0])[0], "group": p.group}  # fmt: skip
+    if kind == "LRN" and layer.HasField("lrn_param"):
+        p = layer.lrn_param  # alpha and beta are float32 in the file
+        return {"local_size": p.local_size, "alpha": round(p.alpha, 9), "beta": round(p.beta, 6), "norm_region": p.NormRegion.Name(p.norm_region)}
+    if kind == "Pooling" and layer.HasField("pooling_param"):
         p = layer.pooling_param
-        got = {"pool": p.pool, "kernel": p.kernel_h or p.kernel_size, "stride": p.stride_h or p.stride, "pad": p.pad_h or p.pad}
-        settings = {"pool": 0, "kernel": 3, "stride": 2, "pad": 0}  # max pooling, 3 x 3, stride 2
-    differ = {key: value for key, value in got.items() if settings.get(key) != value}
-    if differ:
-        wanted = {key: settings.get(key) for key in differ}
-        raise CheckpointError(f"{source}: layer {name} has {differ}, alexnet2012 has {wanted}")
+        return {"pool": p.PoolMethod.Name(p.pool), "kernel": p.kernel_h or p.kernel_size, "stride": p.stride_h or p.stride, "pad": p.pad_h or p.pad}
+    return {}
 
 
 def _blob(blob, name: str, source: str) -> tuple[np.ndarray, tuple[int, ...]]:
