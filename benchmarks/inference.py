@@ -132,7 +132,7 @@ def main() -> None:
             median = statistics.median(rates)
             baseline = baseline or median
             diff = float(np.abs(run(x) - reference).max())
-            print(f"| {name:<14} | {how:<36} | {batch:>5} | {median:>17.1f} | {min(rates):>8.1f} - {max(rates):<8.1f} | {median / baseline:>12.2f}x | {diff:>12.1e} | {others:>13.2f} |")
+            print(f"| {name:<14} | {how:<36} | {batch:>5} | {median:>17.1f} | {min(rates):>7.1f} - {max(rates):<8.1f} | {median / baseline:>12.2f}x | {diff:>12.1e} | {others:>13.2f} |")
 
 
 if __name__ == "__main__":
