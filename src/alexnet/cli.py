@@ -161,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="top-k classes of image files")
     p.add_argument("images", nargs="+", metavar="IMAGE")
-    p.add_argument("--checkpoint", default=None, help="a checkpoint written by alexnet train, or a .safetensors from alexnet export")
+    p.add_argument("--checkpoint", default=None, help="a checkpoint written by alexnet train or convert, a .safetensors from alexnet export, or a .caffemodel")
     p.add_argument("--weights", default=None, help="a torchvision AlexNet weights file (alexnet-owt-*.pth)")
     p.add_argument("--top", type=_positive_int, default=5)
     p.add_argument("--json", action="store_true")
