@@ -205,6 +205,35 @@ def test_predictor_applies_caffes_preprocessing(caffemodels, tmp_path, capsys):
 
 
 @pytest.mark.slow
+def test_evaluate_applies_caffes_preprocessing(caffemodels, tmp_path):
+    from alexnet import runtime
+    from alexnet.evaluate import evaluate_checkpoint
+
+    if runtime.resolve_precision("auto", torch.device("cpu")) != "fp32":
+        pytest.skip("evaluate runs bf16 on this CPU; the reference is fp32")
+    path, tensors = caffemodels["v1"]  # classes "0".."9"
+    rng = np.random.default_rng(5)
+    inputs, labels = [], []
+    for split, count in (("train", 1), ("val", 2)):
+        for label in range(10):  # evaluate wants every class of the model
+            (tmp_path / "data" / split / str(label)).mkdir(parents=True)
+            for i in range(count):  # 256 x 256: only cropped, so the input is known exactly
+                rgb = np.clip(rng.integers(0, 256, 3) + rng.integers(-20, 21, (256, 256, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(rgb, "RGB").save(tmp_path / "data" / split / str(label) / f"{i}.png")
+                inputs.append(torch.from_numpy(rgb[14:241, 14:241, ::-1].astype(np.float32).transpose(2, 0, 1).copy()))
+                labels.append(label)
+    x = torch.stack(inputs[10:]) - torch.tensor(IMAGENET_BGR_MEAN).view(1, 3, 1, 1)  # the val images
+    logits, y = caffe_forward(x, tensors), torch.tensor(labels[10:])
+    result = evaluate_checkpoint(path, data=str(tmp_path / "data"), device="cpu", out=tmp_path / "eval")
+    assert result["images"] == 20
+    # the mean loss is continuous in every logit: any difference in how the input is made shows
+    assert result["loss"] == pytest.approx(float(F.cross_entropy(logits, y)), rel=1e-4)
+    expected = torch.zeros(10, 10, dtype=torch.long)
+    expected.index_put_((y, logits.argmax(1)), torch.ones(20, dtype=torch.long), accumulate=True)
+    assert torch.equal(torch.tensor(result["confusion"]), expected)
+
+
+@pytest.mark.slow
 def test_converted_files_keep_what_caffe_needs(caffemodels, tmp_path, capsys):
     path, _ = caffemodels["v1"]
     source = read_model(path)
