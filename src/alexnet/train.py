@@ -135,7 +135,7 @@ def start(cfg: TrainConfig, ckpt: Resume | None, folder: RunFolder | None, argv:
     runtime.prepare(device)
     model = build_model(
         cfg.model, num_classes=len(data.classes), in_channels=data.preprocess.channels,
-        activation=cfg.activation, lrn=cfg.lrn, pooling=cfg.pooling, dropout=cfg.dropout, init=cfg.init,
+        activation=cfg.activation, lrn=cfg.lrn, lrn_k=cfg.lrn_k, pooling=cfg.pooling, dropout=cfg.dropout, init=cfg.init,
     )  # fmt: skip
     if towers:  # the same seeded weights, split over the two devices
         model = parallel.TwoTowers(model, towers, channels_last=cfg.channels_last)

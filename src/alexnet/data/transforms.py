@@ -8,12 +8,16 @@ Two kinds of pipeline, one record:
   prediction is first brought back to the data set's own resolution (``source_size``).
 * ``folder`` (photos): the paper's pipeline - shorter side to ``resize`` (256 for 224-227 crops),
   a random crop and flip for training, the centre crop for evaluation - on PIL images.
+
+Networks trained elsewhere saw their images another way, and the record says how: Caffe's
+bvlc_alexnet takes BGR channels (``channel_order``) of pixels in 0..255 (``scale``) less a mean in
+those units, from images warped to 256 x 256 (``resize_to="square"``). Records written before these
+fields existed mean the defaults (RGB, 0..1, shorter side), which are left out when written.
 """
 
 from __future__ import annotations
 
 import functools
-import math
 from dataclasses import asdict, dataclass
 from typing import Literal, Mapping
 
@@ -32,13 +36,14 @@ MAX_SHIFT = 2.0  # Fashion-MNIST random crops: shifts of up to 2 of the 28 sourc
 MIN_STD = 1e-3
 
 
-def stats_problem(mean, std) -> str | None:
-    """What is wrong with per-channel statistics of pixels in [0, 1] (a mean in [0, 1], a std in
-    [MIN_STD, 1]), or None: one rule for statistics computed from training images and stored ones."""
-    if not all(0 <= m <= 1 for m in mean):
-        return f"pixel mean {list(mean)} is outside [0, 1]"
-    if not all(MIN_STD <= s <= 1 for s in std):
-        return f"pixel std {list(std)} is outside [{MIN_STD}, 1] (below it the images are all one flat shade)"
+def stats_problem(mean, std, scale: int = 1) -> str | None:
+    """What is wrong with per-channel statistics of pixels in [0, scale] (a mean in [0, scale], a
+    std in [MIN_STD, 1] times scale), or None: one rule for statistics computed from training
+    images and stored ones."""
+    if not all(0 <= m <= scale for m in mean):
+        return f"pixel mean {list(mean)} is outside [0, {scale}]"
+    if not all(MIN_STD * scale <= s <= scale for s in std):
+        return f"pixel std {list(std)} is outside [{MIN_STD * scale:g}, {scale}] (below it the images are all one flat shade)"
     return None
 
 
@@ -54,10 +59,13 @@ class Preprocess:
     kind: Literal["tensor", "folder"]
     mode: Literal["L", "RGB"]  # PIL mode the image is converted to: 1 or 3 channels
     image_size: int  # model input height and width
-    mean: tuple[float, ...]  # per channel, of pixel values in [0, 1]
+    mean: tuple[float, ...]  # per channel (in channel_order), of pixel values in [0, scale]
     std: tuple[float, ...]
     source_size: int | None = None  # tensor: the data set's own height and width (28 for Fashion-MNIST)
     resize: int | None = None  # folder: the shorter side before the crop
+    channel_order: Literal["RGB", "BGR"] = "RGB"  # BGR: Caffe's, as OpenCV decodes images
+    scale: Literal[1, 255] = 1  # pixels run 0..scale before mean and std apply (Caffe: 0..255)
+    resize_to: Literal["shorter", "square"] = "shorter"  # folder: shorter side to `resize`, or both sides (Caffe's warp)
 
     @classmethod
     def for_tensors(cls, *, mode: str, source_size: int, image_size: int, stats: Mapping) -> "Preprocess":
@@ -77,8 +85,10 @@ class Preprocess:
         return {"mean": list(self.mean), "std": list(self.std)}
 
     def to_dict(self) -> dict:
-        """The JSON-able form written into checkpoints and sidecars (fields that do not apply left out)."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items() if v is not None}
+        """The JSON-able form written into checkpoints and sidecars (fields that do not apply left
+        out, and the later fields at their defaults, so such records read as they always did)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()
+                if v is not None and not (k in _LATER_FIELDS and v == _LATER_FIELDS[k])}  # fmt: skip
 
     @classmethod
     def from_dict(cls, values, source: str = "preprocess") -> "Preprocess":
@@ -92,27 +102,33 @@ class Preprocess:
         missing = sorted(needed - set(values))
         if missing:
             raise ValueError(f"{source}: preprocess lacks {', '.join(missing)}")
-        extra = sorted(set(values) - {"kind", "mode", "image_size", "mean", "std", "source_size", "resize"})
+        extra = sorted(set(values) - {"kind", "mode", "image_size", "mean", "std", "source_size", "resize", *_LATER_FIELDS})
         if extra:
             raise ValueError(f"{source}: unknown preprocess field(s) {', '.join(extra)}")
         if values["mode"] not in ("L", "RGB"):
             raise ValueError(f"{source}: preprocess 'mode' must be L or RGB, got {brief(values['mode'])}")
         _check_sizes(values, source)
+        later = {**_LATER_FIELDS, **{k: values[k] for k in _LATER_FIELDS if k in values}}
+        _check_later_fields(later, values, source)
         mean, std = values["mean"], values["std"]
         numbers = lambda v: isinstance(v, list) and all(is_number(x) for x in v)  # noqa: E731
         if not (numbers(mean) and numbers(std) and len(mean) == len(std) == (1 if values["mode"] == "L" else 3)):
             raise ValueError(f"{source}: preprocess mean and std must be lists of one finite number per channel of mode {values['mode']}")
-        problem = stats_problem(mean, std)
+        problem = stats_problem(mean, std, later["scale"])
         if problem:
             raise ValueError(f"{source}: preprocess {problem}")
         return cls(kind, values["mode"], values["image_size"], tuple(float(m) for m in mean), tuple(float(s) for s in std),
-                   source_size=values.get("source_size"), resize=values.get("resize") or (resize_size(values["image_size"]) if kind == "folder" else None))  # fmt: skip
+                   source_size=values.get("source_size"), resize=values.get("resize") or (resize_size(values["image_size"]) if kind == "folder" else None),
+                   **later)  # fmt: skip
 
     # -- the tensor pipeline --
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, C, H, W) floats in [0, 1] -> normalized with the per-channel mean and std."""
+        """(N, C, H, W) floats in [0, 1] (RGB) -> in ``channel_order``, scaled to [0, ``scale``],
+        normalized with the per-channel mean and std."""
         mean, std = _on_device(self.mean, self.std, x.device)
-        return (x - mean) / std
+        if self.channel_order == "BGR":
+            x = x.flip(1)
+        return (x - mean) / std if self.scale == 1 else (x * self.scale - mean) / std
 
     def tensor_batch(self, x: torch.Tensor, flip: torch.Tensor | None = None, shift: torch.Tensor | None = None) -> torch.Tensor:
         """(N, C, h, w) floats in [0, 1] -> (N, C, S, S), resized by :func:`resample` and normalized."""
@@ -126,10 +142,11 @@ class Preprocess:
 
         crop = [v2.RandomCrop(self.image_size), v2.RandomHorizontalFlip()] if train else [v2.CenterCrop(self.image_size)]
         return v2.Compose([
-            v2.PILToTensor(),
-            v2.Resize(self.resize, antialias=True),
+            v2.PILToTensor(),  # (C, H, W) uint8, RGB
+            *([_rgb_to_bgr] if self.channel_order == "BGR" else []),
+            v2.Resize(self.resize if self.resize_to == "shorter" else (self.resize, self.resize), antialias=True),
             *crop,
-            v2.ToDtype(torch.float32, scale=True),
+            v2.ToDtype(torch.float32, scale=self.scale == 1),  # [0, 1], or 0..255 as Caffe takes them
             v2.Normalize(list(self.mean), list(self.std)),
         ])  # fmt: skip
 
@@ -143,6 +160,26 @@ class Preprocess:
             x = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).view(1, -1, s, s).float().div(255)
             return self.tensor_batch(x)[0]
         return self.folder_transform(train=False)(img)
+
+
+# Fields added after model files were first written: absent means this value.
+_LATER_FIELDS = {"channel_order": "RGB", "scale": 1, "resize_to": "shorter"}
+
+
+def _check_later_fields(later: Mapping, values: Mapping, source: str) -> None:
+    """``channel_order`` RGB or BGR (of three channels), ``scale`` 1 or 255, ``resize_to`` shorter
+    or square (a folder's)."""
+    if later["channel_order"] not in ("RGB", "BGR") or (later["channel_order"] == "BGR" and values["mode"] != "RGB"):
+        raise ValueError(f"{source}: preprocess 'channel_order' must be RGB, or BGR for mode RGB, got {brief(later['channel_order'])}")
+    if later["scale"] not in (1, 255) or not isinstance(later["scale"], int) or isinstance(later["scale"], bool):
+        raise ValueError(f"{source}: preprocess 'scale' must be 1 (pixels in [0, 1]) or 255 (0..255), got {brief(later['scale'])}")
+    if later["resize_to"] not in ("shorter", "square") or (later["resize_to"] == "square" and values["kind"] != "folder"):
+        raise ValueError(f"{source}: preprocess 'resize_to' must be shorter, or square for kind folder, got {brief(later['resize_to'])}")
+
+
+def _rgb_to_bgr(x: torch.Tensor) -> torch.Tensor:
+    """(3, H, W) RGB -> BGR: Caffe's networks were trained on images as OpenCV decodes them."""
+    return x.flip(0)
 
 
 def _check_sizes(values: Mapping, source: str) -> None:
