@@ -264,7 +264,7 @@ def test_a_mean_file_is_for_caffe_weights_and_is_checked(tmp_path, capsys):
     assert rc == 2 and "only Caffe's weights (.caffemodel) take a Caffe mean file" in _one_line_error(err)
     (tmp_path / "mean.binaryproto").write_bytes(_blob(np.zeros((1, 96), np.float32), legacy=True).SerializeToString())
     rc, _, err = _run(capsys, "convert", tmp_path / "bvlc.caffemodel", "--to", tmp_path / "out.pt", "--mean-file", tmp_path / "mean.binaryproto")
-    assert rc == 1 and "a mean image of shape [96], expected 3 x H x W (BGR)" in _one_line_error(err)
+    assert rc == 1 and "a mean image of shape [1, 1, 96], expected 3 x H x W (BGR)" in _one_line_error(err)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mean.binaryproto"]
 
 

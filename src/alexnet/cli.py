@@ -14,6 +14,7 @@ import os
 import sys
 
 from alexnet.config import TrainConfig, load_config_file, setting_types
+from alexnet.distributed import Forwarded
 from alexnet.errors import CheckpointError, ConfigError, DataError, Interrupted, RunError
 
 
@@ -225,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     except Interrupted as e:
         print(f"alexnet {args.command}: {e}", file=sys.stderr)
         return e.exit_code
+    except Forwarded:  # rank 0's error, which rank 0 prints: the other processes only exit
+        return 1
     except (DataError, CheckpointError, RunError, ValueError, FloatingPointError, OSError) as e:
         print(f"alexnet {args.command}: error: {e}", file=sys.stderr)
         return 1

@@ -16,6 +16,7 @@ images warped to 256 x 256 and centre-cropped to 227.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -87,7 +88,9 @@ def read(path: Path, source: str) -> ModelFile:
     if params["norm2"].lrn_param.k != k or not k > 0:
         raise CheckpointError(f"{source}: norm1 and norm2 have k {k} and {params['norm2'].lrn_param.k}; alexnet2012 has one k above 0")
     dropout = params["drop6"].dropout_param.dropout_ratio
-    num_classes = _blob(params["fc8"].blobs[0], "fc8", source)[1][0] if params["fc8"].blobs else 0
+    fc8 = params["fc8"]
+    # fc8's outputs: its weight is (outputs, inputs), or (inputs, outputs) when transposed
+    num_classes = _blob(fc8.blobs[0], "fc8", source, ndim=2)[1][1 if fc8.inner_product_param.transpose else 0] if fc8.blobs else 0
     weights = _weights(params, num_classes, float(k), source)
     config = {"model": "alexnet2012", "activation": "relu", "lrn": True, "lrn_k": float(k), "pooling": "overlap",
               "dropout": float(dropout), "image_size": PREPROCESS.image_size}  # fmt: skip
@@ -107,7 +110,7 @@ def read_mean(path: Path, source: str) -> tuple[float, float, float]:
         blob = caffe_pb2.BlobProto.FromString(path.read_bytes())
     except DecodeError as e:
         raise CheckpointError(f"{source}: not a Caffe mean file (a BlobProto), or a damaged one ({first_line(e)})") from None
-    values, shape = _blob(blob, "mean", source)
+    values, shape = _blob(blob, "mean", source, ndim=3)
     if len(shape) != 3 or shape[0] != 3 or not values.size:
         raise CheckpointError(f"{source}: a mean image of shape {list(shape)}, expected 3 x H x W (BGR)")
     mean = tuple(float(m) for m in values.reshape(3, -1).mean(1, dtype=np.float64))
@@ -165,14 +168,19 @@ def _settings(kind: str, layer) -> dict:
     return {}
 
 
-def _blob(blob, name: str, source: str) -> tuple[np.ndarray, tuple[int, ...]]:
-    """A BlobProto's values and shape (``shape``, or the legacy num, channels, height, width)."""
-    shape = tuple(blob.shape.dim) if blob.HasField("shape") else (blob.num, blob.channels, blob.height, blob.width)
+def _blob(blob, name: str, source: str, ndim: int) -> tuple[np.ndarray, tuple[int, ...]]:
+    """A BlobProto's values and shape (``shape``, or the legacy num, channels, height, width), the
+    leading 1s legacy blobs pad with dropped down to ``ndim`` dimensions (4 for a convolution's
+    weight, 2 for a fully-connected one's, 1 for a bias)."""
+    shape = tuple(int(d) for d in (blob.shape.dim if blob.HasField("shape") else (blob.num, blob.channels, blob.height, blob.width)))
+    if any(d < 1 for d in shape):
+        raise CheckpointError(f"{source}: layer {name} has a blob of shape {list(shape)}; every dimension must be at least 1")
     values = np.array(blob.data, dtype=np.float32) if len(blob.data) else np.array(blob.double_data, dtype=np.float32)
-    if values.size != int(np.prod(shape)):
+    if values.size != math.prod(shape):  # Python integers: no overflow to fake a match
         raise CheckpointError(f"{source}: layer {name} holds {values.size} values for a blob of shape {list(shape)}")
-    squeezed = shape[next((i for i, d in enumerate(shape) if d != 1), len(shape)):]  # legacy blobs pad with leading 1s
-    return values.reshape(squeezed), squeezed
+    while len(shape) > ndim and shape[0] == 1:
+        shape = shape[1:]
+    return values.reshape(shape), shape
 
 
 def _weights(params: dict, num_classes: int, k: float, source: str) -> dict[str, torch.Tensor]:
@@ -189,7 +197,7 @@ def _weights(params: dict, num_classes: int, k: float, source: str) -> dict[str,
         if len(layer.blobs) != 2:
             raise CheckpointError(f"{source}: layer {name} holds {len(layer.blobs)} blobs, expected a weight and a bias")
         for blob, part in zip(layer.blobs, ("weight", "bias")):
-            values, shape = _blob(blob, name, source)
+            values, shape = _blob(blob, name, source, ndim=len(expected[f"{prefix}.{part}"].shape))
             if part == "weight" and layer.HasField("inner_product_param") and layer.inner_product_param.transpose:
                 values, shape = values.T, shape[::-1]  # stored (inputs, outputs)
             want = tuple(expected[f"{prefix}.{part}"].shape)
