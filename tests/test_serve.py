@@ -175,7 +175,7 @@ def test_predict_over_http_answers_what_the_predictor_answers(client, predictor,
 def test_health_and_the_page(client, checkpoint):
     health = client.get("/health")
     assert health.status_code == 200
-    assert health.json() == {"status": "ok", "checkpoint": str(checkpoint), "classes": 10, "image_size": 67, "mode": "L",
+    assert health.json() == {"status": "ok", "checkpoint": checkpoint.name, "classes": 10, "image_size": 67, "mode": "L",
                              "device": "cpu", "max_batch": 8, "max_bytes": MAX_BYTES}  # fmt: skip
     page = client.get("/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")

@@ -26,6 +26,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
 
 import torch
 from starlette.applications import Starlette
@@ -241,7 +242,7 @@ def build_app(predictor: Predictor, settings: ServeSettings) -> Starlette:
 
     async def health(request: Request) -> Response:
         p = predictor.preprocess
-        return JSONResponse({"status": "ok", "checkpoint": settings.checkpoint, "classes": len(predictor.classes),
+        return JSONResponse({"status": "ok", "checkpoint": Path(settings.checkpoint).name, "classes": len(predictor.classes),
                              "image_size": p.image_size, "mode": p.mode, "device": str(predictor.device),
                              "max_batch": settings.max_batch, "max_bytes": settings.max_bytes})  # fmt: skip
 
