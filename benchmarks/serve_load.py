@@ -4,7 +4,8 @@
 Each server is ``python -m alexnet serve --port 0`` in its own process; the clients are threads of
 this process, each with its own keep-alive ``httpx.Client``, posting the same small PNG as
 multipart/form-data (what the page sends). A configuration gets ``--warmup`` untimed requests, then
-``--repeats`` timed repeats of ``--requests`` requests split over the clients; requests/s is the
+``--repeats`` timed repeats of ``--requests`` requests split over the clients, in rounds that run
+every configuration once (the servers are all up, idle but for their turn); requests/s is the
 median over the repeats (min-max beside it) and the latency percentiles pool every timed request.
 The clients share the machine with the server, as on a developer's laptop; on 2 cores they take a
 visible share of it. ``others`` is the CPU that other processes used meanwhile, in cores.
@@ -148,6 +149,31 @@ def header(args, checkpoint: Path) -> str:
     ])  # fmt: skip
 
 
+def measure(servers: dict[int, Server], image: bytes, args) -> dict[tuple[int, int], dict]:
+    """{(max_batch, clients): totals} over ``args.repeats`` rounds; each round runs every
+    configuration once, so a slow spell of the machine falls on all of them alike."""
+    for server in servers.values():
+        run_load(server.url, image, args.warmup, 1)
+    configs = [(b, c) for c in args.clients for b in servers]
+    results = {k: {"rates": [], "latencies": [], "failures": 0, "others": 0.0, "span": 0.0, "batches": 0.0, "images": 0.0} for k in configs}
+    for round_ in range(args.repeats):
+        for max_batch, clients in configs:
+            server, r = servers[max_batch], results[max_batch, clients]
+            counts = server.metric("alexnet_batches_total"), server.metric("alexnet_batch_images_total")
+            ticks, t0 = [cpu_ticks(pid) for pid in (os.getpid(), server.proc.pid)], time.perf_counter()
+            wall, latencies, failures = run_load(server.url, image, args.requests, clients)
+            now, r["span"] = [cpu_ticks(pid) for pid in (os.getpid(), server.proc.pid)], r["span"] + time.perf_counter() - t0
+            # CPU that other processes of the machine used meanwhile, in core-seconds: the noise
+            r["others"] += (now[0][0] - ticks[0][0] - sum(b[1] - a[1] for a, b in zip(ticks, now))) / os.sysconf("SC_CLK_TCK")
+            r["batches"] += server.metric("alexnet_batches_total") - counts[0]
+            r["images"] += server.metric("alexnet_batch_images_total") - counts[1]
+            r["rates"].append(args.requests / wall)
+            r["latencies"] += latencies
+            r["failures"] += failures
+        print(f"  round {round_ + 1}/{args.repeats} done", flush=True)
+    return results
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", type=Path, default=None, help="default: an untrained alexnet, 1 channel, 10 classes")
@@ -163,34 +189,22 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = args.checkpoint or make_checkpoint(Path(tmp), args.image_size)
         print(header(args, checkpoint), flush=True)
-        image, rows, baseline = sample_png(), [], {}
-        for max_batch in args.max_batch:
-            server = Server(checkpoint, max_batch, args.batch_wait_ms)
-            try:
-                run_load(server.url, image, args.warmup, 1)
-                for clients in args.clients:
-                    batches, images = server.metric("alexnet_batches_total"), server.metric("alexnet_batch_images_total")
-                    rates, latencies, failures, walls = [], [], 0, 0.0
-                    ticks = [cpu_ticks(pid) for pid in (os.getpid(), server.proc.pid)]
-                    for _ in range(args.repeats):
-                        wall, lat, bad = run_load(server.url, image, args.requests, clients)
-                        rates.append(args.requests / wall)
-                        latencies += lat
-                        failures += bad
-                        walls += wall
-                    # CPU that other processes of the machine used meanwhile, in cores: the noise
-                    now = [cpu_ticks(pid) for pid in (os.getpid(), server.proc.pid)]
-                    ours = sum(b[1] - a[1] for a, b in zip(ticks, now))
-                    others = (now[0][0] - ticks[0][0] - ours) / os.sysconf("SC_CLK_TCK") / walls
-                    mean_batch = (server.metric("alexnet_batch_images_total") - images) / (server.metric("alexnet_batches_total") - batches)
-                    rate = statistics.median(rates)
-                    baseline.setdefault(clients, rate)
-                    rows.append([f"{max_batch}", f"{clients}", f"{rate:.1f} ({min(rates):.1f}-{max(rates):.1f})",
-                                 f"{baseline[clients] and rate / baseline[clients]:.2f}x", f"{mean_batch:.2f}",
-                                 *(f"{1000 * percentile(latencies, q):.1f}" for q in (50, 90, 99)), f"{failures}", f"{others:.2f}"])  # fmt: skip
-                    print("  done: max-batch", max_batch, "clients", clients, flush=True)
-            finally:
+        servers = {}
+        try:
+            for max_batch in args.max_batch:  # all up at once, idle but for their turn
+                servers[max_batch] = Server(checkpoint, max_batch, args.batch_wait_ms)
+            results = measure(servers, sample_png(), args)
+        finally:
+            for server in servers.values():
                 server.close()
+    rows, baseline = [], {}
+    for (max_batch, clients), r in results.items():
+        rate = statistics.median(r["rates"])
+        baseline.setdefault(clients, rate)
+        rows.append([f"{max_batch}", f"{clients}", f"{rate:.1f} ({min(r['rates']):.1f}-{max(r['rates']):.1f})",
+                     f"{rate / baseline[clients]:.2f}x", f"{r['images'] / r['batches']:.2f}",
+                     *(f"{1000 * percentile(r['latencies'], q):.1f}" for q in (50, 90, 99)), f"{r['failures']}",
+                     f"{r['others'] / r['span']:.2f}"])  # fmt: skip
     names = ["max-batch", "clients", "req/s median (min-max)", "vs max-batch " + str(args.max_batch[0]), "mean batch",
              "p50 ms", "p90 ms", "p99 ms", "errors", "others (cores)"]  # fmt: skip
     widths = [max(len(n), *(len(r[i]) for r in rows)) for i, n in enumerate(names)]

@@ -274,6 +274,7 @@ def _bad_requests(images: list[Path]) -> list[tuple[str, dict, int, str]]:
         ("too large, chunked", body(_chunks(big)), 413, "over the limit of 200,000 bytes"),
         ("too large, in a form", form("big.png", big), 413, "over the limit of 200,000 bytes"),
         ("top=0", {"params": {"top": "0"}, **form("a.png", png)}, 400, "top must be a positive integer"),
+        ("top=²", {"params": {"top": "²"}, **form("a.png", png)}, 400, "top must be a positive integer"),
     ]  # fmt: skip
 
 

@@ -265,7 +265,6 @@ def build_app(predictor: Predictor, settings: ServeSettings) -> Starlette:
     app = Starlette(routes=routes, lifespan=lifespan,
                     exception_handlers={HTTPException: refused, RequestError: refused, Exception: failed})  # fmt: skip
     app.add_middleware(MetricsMiddleware, metrics=metrics)
-    app.state.metrics = metrics
     return app
 
 
@@ -276,9 +275,13 @@ def _error(status: int, message: str) -> JSONResponse:
 def _top(text: str | None) -> int:
     if text is None:
         return 5
-    if not text.isdigit() or int(text) < 1:
+    if not _digits(text) or int(text) < 1:
         raise RequestError(400, f"top must be a positive integer, got {text[:40]!r}")
     return int(text)
+
+
+def _digits(text: str) -> bool:
+    return text.isascii() and text.isdigit()  # str.isdigit() alone takes "²", which int() refuses
 
 
 async def _upload(request: Request, max_bytes: int) -> tuple[str, bytes]:
@@ -287,7 +290,7 @@ async def _upload(request: Request, max_bytes: int) -> tuple[str, bytes]:
     from its Content-Length before anything is read, or as it arrives), a malformed form (400)."""
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > max_bytes:
+    if _digits(declared) and int(declared) > max_bytes:
         raise _too_large(max_bytes)
     try:
         if media == "multipart/form-data":
@@ -296,7 +299,7 @@ async def _upload(request: Request, max_bytes: int) -> tuple[str, bytes]:
             return "request body", b"".join([chunk async for chunk in _limited(request.stream(), max_bytes)])
     except ClientDisconnect:
         raise RequestError(400, "the client left before sending the whole body") from None
-    raise RequestError(415, f"Content-Type {media or '(none)'} is not accepted: send multipart/form-data with the image in "
+    raise RequestError(415, f"Content-Type {media[:80] or '(none)'} is not accepted: send multipart/form-data with the image in "
                             "a field named 'file', or the image itself with Content-Type image/*")  # fmt: skip
 
 
