@@ -231,6 +231,38 @@ def test_concurrent_requests_each_get_their_own_answer(client, service, predicto
     assert after[("alexnet_batch_images_total", ())] - before[("alexnet_batch_images_total", ())] == 32
 
 
+def test_at_most_two_uploads_are_decoded_at_once(client, service, predictor, images, monkeypatch):
+    """Decoding may take up to 1.92 GB an image: 8 clients at once still get only DECODERS decodes
+    at a time (each held 0.2 s here, so that they would overlap if allowed), and all their answers."""
+    import alexnet.serve
+
+    active, peak, lock, real = [0], [0], threading.Lock(), alexnet.serve.decode_image
+
+    def slow_decode(*args, **kwargs):
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        try:
+            time.sleep(0.2)
+            return real(*args, **kwargs)
+        finally:
+            with lock:
+                active[0] -= 1
+
+    monkeypatch.setattr(alexnet.serve, "decode_image", slow_decode)
+
+    def one(i: int):
+        with service.client() as c:
+            return c.post("/predict", files={"file": (images[i].name, images[i].read_bytes())})
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(one, range(8)))
+    for i, r in enumerate(answers):
+        assert r.status_code == 200, r.text
+        _assert_same(r.json()["predictions"], _reference(predictor, images[i]))
+    assert peak[0] == alexnet.serve.DECODERS == 2
+
+
 # --------------------------------------------------------------------------------------------
 # Refusals
 

@@ -10,6 +10,7 @@ Uploads come from strangers. The body is counted as it arrives and refused past 
 the twin of the decoder every image file goes through, so the same formats, pixel budget and
 checks from the header hold. Every refusal is a 4xx with one line of JSON, ``{"error": ...}``.
 
+At most :data:`DECODERS` uploads are decoded at once, which bounds the memory that decoding takes.
 Requests that arrive together share a forward pass (:class:`Batcher`): the network's fully
 connected layers are read once per batch instead of once per image.
 """
@@ -28,9 +29,10 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+import anyio
+import anyio.to_thread
 import torch
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
@@ -44,6 +46,10 @@ from alexnet.predict import Predictor
 
 DEFAULT_MAX_BYTES = 20_000_000  # a 20 MB body: the largest phone photos are 10-15 MB as JPEG
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)  # seconds
+# Images decoded at once. The decoder lets one image take up to 1.92 GB while it is decoded and
+# converted (alexnet.data.images.MAX_DECODE_BYTES), so many large uploads at once could take all the
+# memory; two keep both cores busy and bound the peak at 3.84 GB. Requests past them wait their turn.
+DECODERS = 2
 ROUTES = ("/", "/health", "/metrics", "/predict")  # metric labels; any other path counts as "other"
 # The page loads nothing from elsewhere, and a class name is only ever shown as text.
 PAGE_POLICY = "default-src 'none'; img-src blob:; style-src 'unsafe-inline'; script-src 'unsafe-inline'; connect-src 'self'"
@@ -224,11 +230,14 @@ def build_app(predictor: Predictor, settings: ServeSettings) -> Starlette:
     """The ASGI application serving ``predictor`` (its batcher starts and stops with it)."""
     metrics = Metrics()
     page = resources.files("alexnet").joinpath("serve_page.html").read_text(encoding="utf-8")
-    batcher: list[Batcher] = []  # made in the server's event loop, at start-up
+    batcher: list[Batcher] = []  # made in the server's event loop, at start-up, as is the limiter
+
+    decoders: list[anyio.CapacityLimiter] = []
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
         batcher.append(Batcher(predictor, metrics, max_batch=settings.max_batch, wait_s=settings.batch_wait_ms / 1000))
+        decoders.append(anyio.CapacityLimiter(DECODERS))
         batcher[0].start()
         yield
         await batcher[0].stop()
@@ -236,7 +245,7 @@ def build_app(predictor: Predictor, settings: ServeSettings) -> Starlette:
     async def predict(request: Request) -> Response:
         top = _top(request.query_params.get("top"))
         name, data = await _upload(request, settings.max_bytes)
-        x = await run_in_threadpool(_model_input, predictor, data, name)
+        x = await anyio.to_thread.run_sync(_model_input, predictor, data, name, limiter=decoders[0])
         probs = await batcher[0].probabilities(x)
         return JSONResponse({"image": name, "predictions": predictor.ranked(probs, top)})
 
