@@ -8,7 +8,9 @@ multipart/form-data (what the page sends). A configuration gets ``--warmup`` unt
 every configuration once (the servers are all up, idle but for their turn); requests/s is the
 median over the repeats (min-max beside it) and the latency percentiles pool every timed request.
 The clients share the machine with the server, as on a developer's laptop; on 2 cores they take a
-visible share of it. ``others`` is the CPU that other processes used meanwhile, in cores.
+visible share of it. ``server CPU ms/req`` is the server process's CPU time (all its threads) per
+request, which other processes disturb less than wall time; ``others`` is the CPU that other
+processes used meanwhile, in cores.
 
     .venv/bin/python benchmarks/serve_load.py                         # untrained alexnet, 1x99x99, 10 classes
     .venv/bin/python benchmarks/serve_load.py --checkpoint runs/RUN/checkpoints/best.pt --requests 400
@@ -155,7 +157,7 @@ def measure(servers: dict[int, Server], image: bytes, args) -> dict[tuple[int, i
     for server in servers.values():
         run_load(server.url, image, args.warmup, 1)
     configs = [(b, c) for c in args.clients for b in servers]
-    results = {k: {"rates": [], "latencies": [], "failures": 0, "others": 0.0, "span": 0.0, "batches": 0.0, "images": 0.0} for k in configs}
+    results = {k: {"rates": [], "latencies": [], "failures": 0, "others": 0.0, "span": 0.0, "server_cpu": 0.0, "batches": 0.0, "images": 0.0} for k in configs}
     for round_ in range(args.repeats):
         for max_batch, clients in configs:
             server, r = servers[max_batch], results[max_batch, clients]
@@ -165,6 +167,7 @@ def measure(servers: dict[int, Server], image: bytes, args) -> dict[tuple[int, i
             now, r["span"] = [cpu_ticks(pid) for pid in (os.getpid(), server.proc.pid)], r["span"] + time.perf_counter() - t0
             # CPU that other processes of the machine used meanwhile, in core-seconds: the noise
             r["others"] += (now[0][0] - ticks[0][0] - sum(b[1] - a[1] for a, b in zip(ticks, now))) / os.sysconf("SC_CLK_TCK")
+            r["server_cpu"] += (now[1][1] - ticks[1][1]) / os.sysconf("SC_CLK_TCK")
             r["batches"] += server.metric("alexnet_batches_total") - counts[0]
             r["images"] += server.metric("alexnet_batch_images_total") - counts[1]
             r["rates"].append(args.requests / wall)
@@ -203,10 +206,11 @@ def main(argv=None) -> None:
         baseline.setdefault(clients, rate)
         rows.append([f"{max_batch}", f"{clients}", f"{rate:.1f} ({min(r['rates']):.1f}-{max(r['rates']):.1f})",
                      f"{rate / baseline[clients]:.2f}x", f"{r['images'] / r['batches']:.2f}",
-                     *(f"{1000 * percentile(r['latencies'], q):.1f}" for q in (50, 90, 99)), f"{r['failures']}",
+                     *(f"{1000 * percentile(r['latencies'], q):.1f}" for q in (50, 90, 99)),
+                     f"{1000 * r['server_cpu'] / len(r['latencies']):.1f}", f"{r['failures']}",
                      f"{r['others'] / r['span']:.2f}"])  # fmt: skip
     names = ["max-batch", "clients", "req/s median (min-max)", "vs max-batch " + str(args.max_batch[0]), "mean batch",
-             "p50 ms", "p90 ms", "p99 ms", "errors", "others (cores)"]  # fmt: skip
+             "p50 ms", "p90 ms", "p99 ms", "server CPU ms/req", "errors", "others (cores)"]  # fmt: skip
     widths = [max(len(n), *(len(r[i]) for r in rows)) for i, n in enumerate(names)]
     print("| " + " | ".join(n.ljust(w) for n, w in zip(names, widths)) + " |")
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
