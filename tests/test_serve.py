@@ -11,8 +11,6 @@ learned. Its FC8 weights are scaled up so that the top-5 differ visibly rather t
 from __future__ import annotations
 
 import base64
-import io
-import json
 import os
 import shutil
 import signal
