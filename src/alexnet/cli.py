@@ -1,4 +1,4 @@
-"""The ``alexnet`` command: models, summary, train, evaluate, predict, export, convert, prepare.
+"""The ``alexnet`` command: models, summary, train, evaluate, predict, export, convert, prepare, serve.
 
 Every sub-command parses its flags and calls the library (``train``, ``evaluate_checkpoint``,
 ``Predictor``, ``formats.export``, ...); errors in what the user gave come out as one line on
@@ -121,6 +121,13 @@ def _cmd_convert(args) -> int:
     return 0
 
 
+def _cmd_serve(args) -> int:
+    from alexnet.serve import ServeSettings, serve
+
+    return serve(ServeSettings(checkpoint=args.checkpoint, host=args.host, port=args.port, max_bytes=args.max_bytes,
+                               max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms, device=args.device))  # fmt: skip
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -207,6 +214,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mean-file", default=None, metavar="BINARYPROTO", help="Caffe only: a mean image (imagenet_mean.binaryproto) whose per-channel mean to subtract instead of ilsvrc_2012_mean's (104.0, 116.7, 122.7 BGR)")
     p.add_argument("--force", action="store_true", help="replace existing files")
     p.set_defaults(func=_cmd_convert)
+
+    p = sub.add_parser("serve", help="an HTTP prediction service: POST /predict, GET /health, /metrics, and a page at /")
+    p.add_argument("--checkpoint", required=True, help="a checkpoint written by alexnet train, or a .safetensors from alexnet export")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0: any free port)")
+    p.add_argument("--max-bytes", type=_positive_int, default=20_000_000, help="largest request body accepted, in bytes (default: 20000000)")
+    p.add_argument("--max-batch", type=_positive_int, default=8, help="images per forward pass when requests arrive together (default: 8; 1: no batching)")
+    p.add_argument("--batch-wait-ms", type=float, default=0.0, help="how long a forward pass waits for more requests to join it (default: 0)")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_cmd_serve)
     return parser
 
 
