@@ -16,7 +16,7 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 0
 fi
 echo "ensure-browser: installing Debian's chromium and chromium-driver" >&2
-if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }; then
+if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq chromium chromium-driver >/dev/null; }; then
   echo "ensure-browser: apt-get could not install chromium and chromium-driver;" \
        "the browser test of alexnet serve's page will be skipped" >&2
 fi
