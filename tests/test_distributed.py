@@ -215,7 +215,7 @@ def test_two_processes_take_the_steps_of_one_and_evaluate_to_its_counts(idx_fold
 
 @pytest.mark.slow
 def test_a_run_moves_between_world_sizes_at_epoch_ends_and_mid_epoch(idx_folder, one_process, tmp_path):
-    """2 processes (stopped by SIGTERM mid-epoch), then 1, then 2 again: the steps of one process."""
+    """2 processes (stopped by SIGTERM mid-epoch), then 1, then 4: the steps of one process."""
     proc = _torchrun(_train(idx_folder, tmp_path, "moved", "--epochs", "2", "--checkpoint-every", "2"))
     last = tmp_path / "moved" / "checkpoints" / "last.pt"
     end = time.monotonic() + 180
@@ -227,7 +227,7 @@ def test_a_run_moves_between_world_sizes_at_epoch_ends_and_mid_epoch(idx_folder,
         assert "saved a checkpoint at epoch" in out or "saved a checkpoint after epoch" in out, out[-3000:]
         assert main(["train", "--resume", str(tmp_path / "moved")]) == 0  # one process finishes epoch 2
     assert [row["epoch"] for row in _metrics(tmp_path / "moved")] == [0, 1]
-    _finish(_torchrun(["train", "--resume", str(tmp_path / "moved"), "--epochs", "3"]))
+    _finish(_torchrun(["train", "--resume", str(tmp_path / "moved"), "--epochs", "3"], procs=4))
     assert [row["epoch"] for row in _metrics(tmp_path / "moved")] == [0, 1, 2]
     _assert_same_steps(_weights(tmp_path / "moved"), _weights(one_process))
 

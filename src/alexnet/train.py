@@ -354,7 +354,9 @@ def _one_epoch(run: Run, signals: StopSignals, say, quiet: bool) -> None:
                 raise FloatingPointError(f"the training loss became {totals['loss_sum']} by step {info['step']} of the epoch")
             run.save(epoch, totals)
             last_save = time.monotonic()
-        return stop
+        # alone, a signal that came during the save stops here too (the checkpoint is this step's);
+        # several processes stop where they voted to
+        return stop if world.distributed else signals.received is not None
 
     tr = engine.train_one_epoch(
         run.net, run.data.train, run.optimizer, device=run.device, precision=run.precision,
