@@ -127,7 +127,8 @@ def start(cfg: TrainConfig, ckpt: Resume | None, folder: RunFolder | None, argv:
     precision = runtime.resolve_precision(cfg.precision, device)
     if cfg.batch_size < world.size:
         raise ConfigError(f"--batch-size {cfg.batch_size} is the global batch and must be at least the {world.size} processes (one image each per step)")
-    data = build_data(cfg, device, stats=ckpt.model.preprocess.stats if ckpt else None, world=world)
+    data = build_data(cfg, device, stats=ckpt.model.preprocess.stats if ckpt else None, world=world,
+                      decode=ckpt.model.preprocess.decode if ckpt else None)  # fmt: skip
     if ckpt is not None:
         _check_same_data(ckpt, data)
     folder = _writer_folder(world, folder, cfg, argv)

@@ -80,9 +80,10 @@ _TRANSPOSE = {
 _OTHER_SIGNATURES = ((b"%PDF-", "PDF"), (b"<svg", "SVG"), (b"<?xml", "XML (SVG?)"))
 
 
-def open_image(path: str | Path, mode: str, *, min_side: int = 1) -> Image.Image:
+def open_image(path: str | Path, mode: str, *, min_side: int = 1, decode_side: int | None = None) -> Image.Image:
     """Decode an image file of one of :data:`FORMATS`, upright as its EXIF orientation says,
-    and convert it to ``mode`` ('RGB' or 'L') with :func:`convert`.
+    and convert it to ``mode`` ('RGB' or 'L') with :func:`convert`. With ``decode_side`` a JPEG
+    is decoded at reduced size (:func:`reduce_decode`) keeping its shorter side >= ``decode_side``.
 
     A file that cannot be used raises :class:`ImageError` (a :class:`DataError`) and nothing else:
     missing, unreadable, not a regular file (a directory, FIFO or device), empty, another format
@@ -96,6 +97,7 @@ def open_image(path: str | Path, mode: str, *, min_side: int = 1) -> Image.Image
         try:
             with Image.open(f, formats=FORMATS) as img:
                 check_size(img, min_side=min_side, name=path)
+                reduce_decode(img, decode_side)
                 img.load()
                 return convert(img, mode, name=path)
         except ImageError:
@@ -170,6 +172,18 @@ def resized_size(width: int, height: int, shorter: int = RESIZE_SIDE) -> tuple[i
     if width <= height:
         return shorter, int(shorter * height / width)
     return int(shorter * width / height), shorter
+
+
+def reduce_decode(img: Image.Image, shorter: int | None) -> None:
+    """Before ``img`` is loaded: have a JPEG decoded at 1/2, 1/4 or 1/8 of its size (libjpeg's DCT
+    scaling, through ``Image.draft``), the smallest of them whose shorter side is still >= ``shorter``.
+    The decoder then skips most of the inverse DCT and colour conversion of the pixels a resize
+    to ``shorter`` would throw away. Other formats, and ``shorter`` None, decode at full size."""
+    if shorter is None or img.format != "JPEG" or min(img.size) < 2 * shorter:
+        return
+    # draft picks the largest of 8, 4, 2, 1 with (w // s, h // s) >= the size asked for, so asking
+    # for (shorter, shorter) keeps min(w, h) / s >= shorter
+    img.draft(None, (shorter, shorter))
 
 
 def check_size(img: Image.Image, *, min_side: int = 1, name: str | Path = "in-memory image") -> None:

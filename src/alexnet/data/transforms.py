@@ -7,7 +7,10 @@ Two kinds of pipeline, one record:
   device with one ``grid_sample`` (:func:`resample`), then normalized. A single image for
   prediction is first brought back to the data set's own resolution (``source_size``).
 * ``folder`` (photos): the paper's pipeline - shorter side to ``resize`` (256 for 224-227 crops),
-  a random crop and flip for training, the centre crop for evaluation - on PIL images.
+  a random crop and flip for training, the centre crop for evaluation. Loader workers decode
+  (at reduced size where ``decode`` says so), resize, crop and flip, and hand over uint8 images
+  (:meth:`Preprocess.folder_transform`); the batch becomes normalized floats on the device
+  (:meth:`Preprocess.to_input`): a quarter of the bytes between processes, no float work per image.
 """
 
 from __future__ import annotations
@@ -58,14 +61,21 @@ class Preprocess:
     std: tuple[float, ...]
     source_size: int | None = None  # tensor: the data set's own height and width (28 for Fashion-MNIST)
     resize: int | None = None  # folder: the shorter side before the crop
+    # folder: how JPEGs are decoded. "reduced": at 1/2, 1/4 or 1/8 size where the shorter side stays
+    # >= resize (images.reduce_decode; it changes pixels slightly); "full": the whole image, what
+    # model files from before the field was added were trained with (read back as "full").
+    decode: Literal["full", "reduced"] | None = None
 
     @classmethod
     def for_tensors(cls, *, mode: str, source_size: int, image_size: int, stats: Mapping) -> "Preprocess":
         return cls("tensor", mode, image_size, tuple(stats["mean"]), tuple(stats["std"]), source_size=source_size)
 
     @classmethod
-    def for_folder(cls, *, image_size: int, stats: Mapping, mode: str = "RGB", resize: int | None = None) -> "Preprocess":
-        return cls("folder", mode, image_size, tuple(stats["mean"]), tuple(stats["std"]), resize=resize or resize_size(image_size))
+    def for_folder(cls, *, image_size: int, stats: Mapping, mode: str = "RGB", resize: int | None = None,
+                   decode: str | None = None) -> "Preprocess":  # fmt: skip
+        """A photo pipeline; new ones decode at reduced size, ``decode`` keeps a stored model's rule."""
+        return cls("folder", mode, image_size, tuple(stats["mean"]), tuple(stats["std"]), resize=resize or resize_size(image_size),
+                   decode=decode or "reduced")  # fmt: skip
 
     @property
     def channels(self) -> int:
@@ -92,7 +102,7 @@ class Preprocess:
         missing = sorted(needed - set(values))
         if missing:
             raise ValueError(f"{source}: preprocess lacks {', '.join(missing)}")
-        extra = sorted(set(values) - {"kind", "mode", "image_size", "mean", "std", "source_size", "resize"})
+        extra = sorted(set(values) - {"kind", "mode", "image_size", "mean", "std", "source_size", "resize", "decode"})
         if extra:
             raise ValueError(f"{source}: unknown preprocess field(s) {', '.join(extra)}")
         if values["mode"] not in ("L", "RGB"):
@@ -105,8 +115,12 @@ class Preprocess:
         problem = stats_problem(mean, std)
         if problem:
             raise ValueError(f"{source}: preprocess {problem}")
+        decode = values.get("decode", "full" if kind == "folder" else None)  # files from before the field: full size
+        if decode not in (("full", "reduced") if kind == "folder" else (None,)):
+            raise ValueError(f"{source}: preprocess 'decode' must be full or reduced for a folder pipeline, got {brief(decode)}")
         return cls(kind, values["mode"], values["image_size"], tuple(float(m) for m in mean), tuple(float(s) for s in std),
-                   source_size=values.get("source_size"), resize=values.get("resize") or (resize_size(values["image_size"]) if kind == "folder" else None))  # fmt: skip
+                   source_size=values.get("source_size"), resize=values.get("resize") or (resize_size(values["image_size"]) if kind == "folder" else None),
+                   decode=decode)  # fmt: skip
 
     # -- the tensor pipeline --
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
@@ -119,19 +133,26 @@ class Preprocess:
         return self.normalize(resample(x, self.image_size, flip, shift))
 
     # -- the folder pipeline --
+    @property
+    def decode_side(self) -> int | None:
+        """The shorter side a reduced-size decode keeps (``open_image(decode_side=...)``), or None."""
+        return self.resize if self.decode == "reduced" else None
+
     def folder_transform(self, train: bool):
-        """The paper's photo pipeline: shorter side to ``resize``, random crop and flip (train) or
-        centre crop (eval), to float, normalized."""
+        """The per-image half of the photo pipeline, run in loader workers on a PIL image decoded
+        with :attr:`decode_side`: shorter side to ``resize``, random crop and flip (train) or centre
+        crop (eval), as a uint8 (C, S, S) tensor. :meth:`to_input` finishes the batch."""
         from torchvision.transforms import v2
 
         crop = [v2.RandomCrop(self.image_size), v2.RandomHorizontalFlip()] if train else [v2.CenterCrop(self.image_size)]
-        return v2.Compose([
-            v2.PILToTensor(),
-            v2.Resize(self.resize, antialias=True),
-            *crop,
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(list(self.mean), list(self.std)),
-        ])  # fmt: skip
+        return v2.Compose([v2.PILToTensor(), v2.Resize(self.resize, antialias=True), *crop])
+
+    def to_input(self, x: torch.Tensor) -> torch.Tensor:
+        """A uint8 (N, C, H, W) batch from :meth:`folder_transform`, on any device, -> floats in
+        [0, 1] (torchvision's ToDtype(scale=True)), normalized: on the device, once per batch."""
+        from torchvision.transforms.v2 import functional as TF
+
+        return self.normalize(TF.to_dtype(x, torch.float32, scale=True))
 
     # -- one image, for prediction --
     def __call__(self, img: Image.Image) -> torch.Tensor:
@@ -142,7 +163,7 @@ class Preprocess:
             img = img.resize((s, s), Image.BILINEAR)
             x = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).view(1, -1, s, s).float().div(255)
             return self.tensor_batch(x)[0]
-        return self.folder_transform(train=False)(img)
+        return self.to_input(self.folder_transform(train=False)(img)[None])[0]
 
 
 def _check_sizes(values: Mapping, source: str) -> None:
