@@ -129,3 +129,29 @@ def test_a_bad_decode_is_refused(bad):
         Preprocess.from_dict(stored)
     with pytest.raises(ValueError, match="decode"):
         Preprocess.from_dict({"kind": "tensor", "mode": "L", "image_size": 67, "source_size": 28, "mean": [0.3], "std": [0.3], "decode": "full"})
+
+
+def test_seeded_draws_what_fork_rng_and_manual_seed_draw_and_restores_the_rng():
+    from alexnet.data.transforms import seeded
+
+    torch.manual_seed(123)
+    before = torch.rand(3)
+    torch.manual_seed(123)
+    with seeded(7):
+        ours = torch.randint(0, 1000, (5,)), torch.rand(2)
+    after = torch.rand(3)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(7)
+        reference = torch.randint(0, 1000, (5,)), torch.rand(2)
+    assert torch.equal(ours[0], reference[0]) and torch.equal(ours[1], reference[1])
+    assert torch.equal(before, after)  # the block left the global stream where it was
+
+
+def test_a_resumed_run_keeps_its_checkpoint_decode(image_folder):
+    from alexnet.data import build_data
+    from helpers import CPU, FIXED_STATS, _folder_cfg
+
+    cfg = _folder_cfg(image_folder, val_fraction=0.25)
+    assert build_data(cfg, CPU, stats=FIXED_STATS).preprocess.decode == "reduced"
+    old = build_data(cfg, CPU, stats=FIXED_STATS, decode="full")
+    assert old.preprocess.decode == "full" and old.train.loader.dataset.decode_side is None

@@ -24,7 +24,7 @@ from alexnet.data.base import Data, EvalData
 from alexnet.data.images import IMAGE_EXTENSIONS, MIN_IMAGE_SIDE, open_image
 from alexnet.data.sampling import EpochOrder
 from alexnet.data.scancache import ScanCache
-from alexnet.data.transforms import Preprocess, stats_problem
+from alexnet.data.transforms import Preprocess, seeded, stats_problem
 from alexnet.distributed import SINGLE, World
 from alexnet.errors import DataError, ImageError
 from alexnet.signals import held, ignore_in_worker
@@ -130,8 +130,7 @@ class ImageList(Dataset):
             return img, label
         if seed is None:
             return self.transform(img), label
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with seeded(seed):
             return self.transform(img), label
 
 
@@ -223,8 +222,10 @@ class EpochLoader:
             yield self.preprocess.to_input(x.to(self.device, non_blocking=True)), y
 
 
-def _loader(samples, preprocess: Preprocess, *, train: bool, batch_size: int, workers: int, seed: int, device,
+def folder_loader(samples, preprocess: Preprocess, *, train: bool, batch_size: int, workers: int, seed: int, device,
             world: World = SINGLE) -> EpochLoader:  # fmt: skip
+    """Batches of ``samples`` as ``preprocess`` makes them, normalized on ``device``: what training,
+    evaluation and the benchmarks read an image folder with."""
     ds = ImageList(samples, preprocess.mode, preprocess.folder_transform(train), preprocess.decode_side)
     batches = EpochBatches(len(ds), batch_size=batch_size, shuffle=train, seed=seed, world=world)
     # its own generator: each iter() draws the workers' base seed from it, not from the global
@@ -319,8 +320,8 @@ def folder_data(cfg, root: Path, device, stats: Mapping | None, world: World = S
     preprocess = Preprocess.for_folder(image_size=cfg.image_size, stats=stats, mode=mode, decode=decode)
     common = dict(batch_size=cfg.batch_size, workers=cfg.workers, seed=cfg.seed, device=device, world=world)
     return Data(
-        train=_loader(s.train, preprocess, train=True, **common),
-        val=_loader(s.val, preprocess, train=False, **common),
+        train=folder_loader(s.train, preprocess, train=True, **common),
+        val=folder_loader(s.val, preprocess, train=False, **common),
         classes=s.classes,
         preprocess=preprocess,
         num_train=len(s.train),
@@ -364,7 +365,7 @@ def folder_eval_data(root: Path, preprocess: Preprocess, classes: list[str], *, 
     val_samples = _without(val_samples, bad)
     if not val_samples:
         raise DataError(f"--data {root}: no readable validation images")
-    loader = _loader(val_samples, preprocess, train=False, batch_size=batch_size, workers=workers, seed=seed, device=device)
+    loader = folder_loader(val_samples, preprocess, train=False, batch_size=batch_size, workers=workers, seed=seed, device=device)
     loader.changed = "it was readable when the evaluation started, so it changed since"
     return EvalData(loader, list(classes), len(val_samples), str(root))
 

@@ -218,7 +218,8 @@ def convert(img: Image.Image, mode: str, *, name: str | Path = "in-memory image"
         img = Image.alpha_composite(Image.new("RGBA", img.size, (255, 255, 255, 255)), img.convert("RGBA"))
     if img.mode in _HIGH_BIT:
         img = _to_8_bits(img)
-    img = img.convert(mode)
+    if img.mode != mode:  # the same mode would be a copy of every pixel (a JPEG decodes to RGB already)
+        img = img.convert(mode)
     return img.transpose(_TRANSPOSE[orientation]) if orientation in _TRANSPOSE else img
 
 

@@ -112,8 +112,7 @@ class ShardSamples(Dataset):
             return e, label
         except OSError as e:
             return ImageError(name, f"cannot read it ({e})"), label
-        with torch.random.fork_rng(devices=[]):  # the crop and flip: a function of the seed alone
-            torch.manual_seed(seed)
+        with seeded(seed):  # the crop and flip: a function of the seed alone
             return self.transform(img), label
 
 

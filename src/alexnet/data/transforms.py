@@ -15,6 +15,7 @@ Two kinds of pipeline, one record:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 from dataclasses import asdict, dataclass
@@ -152,7 +153,9 @@ class Preprocess:
         [0, 1] (torchvision's ToDtype(scale=True)), normalized: on the device, once per batch."""
         from torchvision.transforms.v2 import functional as TF
 
-        return self.normalize(TF.to_dtype(x, torch.float32, scale=True))
+        mean, std = _on_device(self.mean, self.std, x.device)
+        # in place on the new float tensor: one pass fewer over the batch, the same arithmetic as normalize()
+        return TF.to_dtype(x, torch.float32, scale=True).sub_(mean).div_(std)
 
     # -- one image, for prediction --
     def __call__(self, img: Image.Image) -> torch.Tensor:
@@ -164,6 +167,20 @@ class Preprocess:
             x = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).view(1, -1, s, s).float().div(255)
             return self.tensor_batch(x)[0]
         return self.to_input(self.folder_transform(train=False)(img)[None])[0]
+
+
+@contextlib.contextmanager
+def seeded(seed: int):
+    """The CPU's global RNG seeded with ``seed`` inside the block and restored after it: the random
+    crop and flip of one image, a function of its seed alone. Only the CPU generator is seeded -
+    ``torch.manual_seed`` would also queue a seed for every CUDA device, recording a Python stack
+    trace each time, which cost ~0.9 ms an image, a third of the whole transform."""
+    state = torch.get_rng_state()
+    torch.default_generator.manual_seed(seed)
+    try:
+        yield
+    finally:
+        torch.set_rng_state(state)
 
 
 def _check_sizes(values: Mapping, source: str) -> None:
