@@ -9,6 +9,7 @@ import ctypes
 import functools
 import platform
 import subprocess
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -49,6 +50,61 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if device.type == "cpu":
         return "bf16" if cpu_has_amx() else "fp32"
     return "fp32"  # MPS: bf16 autocast there is not known to be faster; stay exact
+
+
+@dataclass(frozen=True)
+class FastPath:
+    """The speed choices a run makes on its device, each one torch supports there."""
+
+    precision: str  # fp32 or bf16 (autocast)
+    channels_last: bool  # NHWC model and batches
+    fused_sgd: bool  # one fused kernel for the SGD update, else torch's foreach loop
+    notes: tuple[str, ...] = ()  # each fall-back taken, in words (printed when a run starts)
+
+
+def fast_path(device: torch.device, precision: str = "auto", channels_last: bool = True) -> FastPath:
+    """The one place the fast-path choices are made for ``device``, from what was asked
+    (``--precision``, ``--channels-last``) and what torch supports there:
+
+    * precision: ``auto`` as :func:`resolve_precision`; bf16 autocast on Apple's MPS needs macOS 14
+      (torch refuses bf16 tensors there before it): fp32 otherwise.
+    * channels-last: off on MPS. Its 2-D convolution backward ran channels-last through MPSGraph's
+      strided path, ~30x slower than NCHW (pytorch/pytorch#193349, fixed only in 2026-08 by #193623),
+      and conv2d on channel slices of a channels-last tensor - what the two towers of alexnet2012
+      take - gave wrong results (#180984); NCHW is what MPS's convolution graphs are built in.
+    * fused SGD: where torch has the fused kernel for the device type (CPU, CUDA, MPS in torch
+      >= 2.4); elsewhere the foreach update, which computes the same.
+    """
+    notes = []
+    chosen = resolve_precision(precision, device)
+    if device.type == "mps" and chosen == "bf16" and not _mps_has_bf16():
+        chosen = "fp32"
+        notes.append("bf16 autocast on MPS needs macOS 14 or newer: running fp32")
+    if device.type == "mps" and channels_last:
+        channels_last = False
+        notes.append("channels-last is off on MPS (slow convolution backward, wrong sliced convolutions in some torch versions)")
+    fused = device.type in _fused_sgd_devices()
+    if not fused:
+        notes.append(f"torch has no fused SGD kernel for {device.type}: using the foreach update")
+    return FastPath(chosen, channels_last, fused, tuple(notes))
+
+
+def _mps_has_bf16() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    try:
+        return bool(mps is not None and mps.is_macos_or_newer(14, 0))
+    except (AttributeError, RuntimeError):  # an older torch, or not macOS
+        return False
+
+
+def _fused_sgd_devices() -> list[str]:
+    """The device types torch's optimizers have fused kernels for (torch's own list)."""
+    try:
+        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+
+        return list(_get_fused_kernels_supported_devices())
+    except ImportError:  # the helper moved: the devices fused SGD has had since torch 2.4
+        return ["cpu", "cuda", "mps"]
 
 
 def cpu_has_amx() -> bool:
