@@ -49,7 +49,7 @@ def test_bench_quick_writes_the_documented_json(tmp_path, capsys):
     assert set(record) == {"machine", "settings", "ceiling_flops", "rows", "checks", "skipped"}
     assert {"cpu", "cores", "threads", "torch", "torchvision", "device", "precision"} <= set(record["machine"])
     assert record["ceiling_flops"]["fp32"] > 0 and record["ceiling_flops"]["bf16"] > 0
-    assert {r["group"] for r in record["rows"]} == {"step", "pipeline", "e2e"}
+    assert {r["group"] for r in record["rows"]} == {"step", "choice", "pipeline", "e2e"}
     for r in record["rows"]:
         assert {"name", "unit", "baseline", "ours", "baseline_median", "ours_median", "ratio_median", "ratio_spread"} <= set(r)
         assert r["baseline_median"] > 0 and r["ours_median"] > 0

@@ -123,7 +123,7 @@ def keep_freed_memory() -> bool:
     Each CPU training step allocates and frees the same few hundred MB of activations and
     gradients; by default glibc serves blocks that large with mmap and unmaps them on free, so
     every step page-faults them in again (a third of the step in system time on 2 cores). With
-    mmap off and trimming off the blocks are reused. Measured in benchmarks/train_throughput.py.
+    mmap off and trimming off the blocks are reused. Measured: docs/performance.md.
     Returns False where this is not glibc or glibc refused.
     """
     try:

@@ -1,7 +1,8 @@
 """``alexnet bench``: the speed benchmarks, each against a baseline run in the same process.
 
 * ``step`` (:mod:`~alexnet.bench.step`): training and inference steps of each variant against
-  the network run plainly, and as a fraction of the matmul ceiling measured in the same run;
+  the network run plainly, and as a fraction of the matmul ceiling measured in the same run; and
+  the ``choice`` rows: the step with one of our choices undone (channels-last, fused SGD, bf16);
 * ``pipeline`` (:mod:`~alexnet.bench.pipeline`): the image-folder input pipeline against
   pytorch/examples' ImageNet loader;
 * ``e2e``: a training epoch over a JPEG folder against the same model on synthetic data.
@@ -29,7 +30,7 @@ def run_bench(*, device: str = "auto", only: str | None = None, quick: bool = Fa
               workers: int = 1, warmup: int | None = None, repeats: int | None = None, say=print) -> dict:  # fmt: skip
     """Run the benchmarks (``only`` one group of :data:`GROUPS`), print each table, return the record."""
     from alexnet.bench.pipeline import e2e_rows, pipeline_rows
-    from alexnet.bench.step import bf16_logits_check, step_rows
+    from alexnet.bench.step import ablation_rows, bf16_logits_check, step_rows
 
     dev = runtime.resolve_device(device)
     runtime.prepare(dev)  # what training sets up (allocator, cuDNN autotuning): both sides run under it
@@ -48,7 +49,7 @@ def run_bench(*, device: str = "auto", only: str | None = None, quick: bool = Fa
                                   "GradScaler, bf16 ceiling) run with --device cuda, e.g. benchmarks/gpu.sh"})  # fmt: skip
     if only in (None, "step"):
         step, record["ceiling_flops"] = step_rows(dev, **common)
-        rows += step
+        rows += step + ablation_rows(dev, **common)
         record["checks"].append(bf16_logits_check(dev))
     if only in (None, "pipeline"):
         rows += pipeline_rows(dev, workers=workers, **common)

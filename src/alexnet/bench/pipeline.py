@@ -82,11 +82,16 @@ def pipeline_rows(device: torch.device, *, quick: bool, warmup: int, repeats: in
             ours = folder_loader(samples, prep, train=True, batch_size=batch, workers=workers, seed=0, device=device)
             base = examples_loader(root, batch_size=batch, workers=workers)
             per = max(workers, 1)
+            threads = torch.get_num_threads()
+            # the consumer on one thread (both sides): per core, the workers are the pipeline; an
+            # OpenMP team on cores the workers hold makes our per-batch normalization wait for them
+            torch.set_num_threads(1)
             row = compare("pipeline", f"{size[0]}x{size[1]} JPEG q90 -> 224, {workers} worker(s)", "images/s",
                           ("pytorch/examples: ImageFolder, RandomResizedCrop, flip, ToTensor, Normalize", _epoch(base, device, False)),
                           (f"alexnet folder loader: {prep.decode} decode, uint8 from workers, normalized on {device.type}", _epoch(ours, device, True)),
                           device=device, warmup=warmup, repeats=repeats)  # fmt: skip
-            row.extra = {"images": count, "batch_size": batch, "workers": workers,
+            torch.set_num_threads(threads)
+            row.extra = {"images": count, "batch_size": batch, "workers": workers, "consumer_threads": 1,
                          "baseline_per_worker": [r / per for r in row.baseline_rates], "ours_per_worker": [r / per for r in row.ours_rates]}  # fmt: skip
             del ours, base  # their worker processes end here, before the folder goes
         say(f"  {row.name}: {sorted(row.ratios)[len(row.ratios) // 2]:.2f}x")
