@@ -1,5 +1,6 @@
 """Where a run computes and what it records about the machine: the device (``auto`` = CUDA, else
-Apple's MPS, else the CPU), the precision, the allocator setting for CPU training, and the
+Apple's MPS, else the CPU), the precision and the other per-device speed choices (:func:`fast_path`),
+the allocator setting for CPU training, and the
 environment record written to ``env.json``. Shared by training, evaluation, prediction and the
 benchmarks, so each choice is made the same way everywhere."""
 
@@ -72,8 +73,8 @@ def fast_path(device: torch.device, precision: str = "auto", channels_last: bool
       strided path, ~30x slower than NCHW (pytorch/pytorch#193349, fixed only in 2026-08 by #193623),
       and conv2d on channel slices of a channels-last tensor - what the two towers of alexnet2012
       take - gave wrong results (#180984); NCHW is what MPS's convolution graphs are built in.
-    * fused SGD: where torch has the fused kernel for the device type (CPU, CUDA, MPS in torch
-      >= 2.4); elsewhere the foreach update, which computes the same.
+    * fused SGD: where torch's own list has a fused kernel for the device type (torch 2.14's:
+      CPU, CUDA, MPS and others); elsewhere the foreach update, which computes the same.
     """
     notes = []
     chosen = resolve_precision(precision, device)
@@ -103,8 +104,8 @@ def _fused_sgd_devices() -> list[str]:
         from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
 
         return list(_get_fused_kernels_supported_devices())
-    except ImportError:  # the helper moved: the devices fused SGD has had since torch 2.4
-        return ["cpu", "cuda", "mps"]
+    except ImportError:  # the private helper moved: the CPU and CUDA, which have had fused SGD longest
+        return ["cpu", "cuda"]
 
 
 def cpu_has_amx() -> bool:
