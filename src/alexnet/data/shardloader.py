@@ -34,7 +34,7 @@ from alexnet.data.base import Data, EvalData
 from alexnet.data.folder import EpochLoader, collate_images
 from alexnet.data.sampling import epoch_generator
 from alexnet.data.shards import Shard, ShardIndex, ShardReader, decode_jpeg, file_size, join
-from alexnet.data.transforms import Preprocess
+from alexnet.data.transforms import Preprocess, seeded
 from alexnet.distributed import SINGLE, World
 from alexnet.errors import DataError, ImageError
 from alexnet.signals import ignore_in_worker
