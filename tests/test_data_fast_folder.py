@@ -110,7 +110,7 @@ def test_a_model_file_without_decode_keeps_the_full_decode_and_its_predictions(j
     stored = {"kind": "folder", "mode": "RGB", "image_size": 224, "resize": 256, **STATS}
     prep = Preprocess.from_dict(stored)
     assert prep.decode == "full" and prep.decode_side is None
-    assert Preprocess.from_dict(prep.to_dict()) == prep
+    assert Preprocess.from_dict(prep.to_dict()) == prep and prep.to_dict() == stored  # written as it always was
     old = v2.Compose([v2.PILToTensor(), v2.Resize(256, antialias=True), v2.CenterCrop(224),
                       v2.ToDtype(torch.float32, scale=True), v2.Normalize(STATS["mean"], STATS["std"])])  # fmt: skip
     path = jpegs[1100, 830]
@@ -155,3 +155,15 @@ def test_a_resumed_run_keeps_its_checkpoint_decode(image_folder):
     assert build_data(cfg, CPU, stats=FIXED_STATS).preprocess.decode == "reduced"
     old = build_data(cfg, CPU, stats=FIXED_STATS, decode="full")
     assert old.preprocess.decode == "full" and old.train.loader.dataset.decode_side is None
+
+
+def test_caffe_records_bgr_0_to_255_and_square_warp_come_out_as_their_float_pipeline(jpegs):
+    from alexnet.formats.caffe import PREPROCESS as caffe
+
+    assert caffe.decode == "full" and "decode" not in caffe.to_dict()  # converted networks keep the full decode
+    img = open_image(jpegs[500, 375], "RGB", decode_side=caffe.decode_side)
+    reference = v2.Compose([v2.PILToTensor(), v2.Lambda(lambda t: t.flip(0)), v2.Resize((256, 256), antialias=True), v2.CenterCrop(227),
+                            v2.ToDtype(torch.float32, scale=False), v2.Normalize(list(caffe.mean), list(caffe.std))])  # fmt: skip
+    x = caffe.to_input(caffe.folder_transform(train=False)(img)[None])[0]
+    torch.testing.assert_close(x, reference(img), rtol=0, atol=1e-4)
+    assert torch.equal(caffe(img), x)

@@ -108,7 +108,7 @@ class ImageList(Dataset):
     A file that has gone bad since :func:`scan_images` comes back as ``(ImageError, label)``
     instead of raising: an exception raised in a loader worker reaches the main process wrapped in
     the worker's traceback. Load it with :func:`collate_images`, which hands the error on, and
-    :class:`_EpochLoader` raises it there as one line.
+    :class:`EpochLoader` raises it there as one line.
     """
 
     def __init__(self, samples, mode: str, transform=None, decode_side: int | None = None):
@@ -118,7 +118,7 @@ class ImageList(Dataset):
         return len(self.samples)
 
     def __getitem__(self, item: int | tuple[int, int]):
-        # (index, seed) from EpochSampler: the random crop and flip are a function of the seed
+        # (index, seed) from EpochBatches: the random crop and flip are a function of the seed
         # alone, not of which worker process loads the image or what it loaded before
         i, seed = item if isinstance(item, tuple) else (item, None)
         path, label = self.samples[i]

@@ -76,7 +76,7 @@ class RankBatches(Sampler):
     def __iter__(self):
         g = epoch_generator(self.seed, self.epoch)
         order = epoch_order(self.counts, g, self.shuffle).tolist()
-        seeds = torch.randint(0, 2**62, (self.n,), generator=g).tolist()  # after the order, as EpochSampler draws them
+        seeds = torch.randint(0, 2**62, (self.n,), generator=g).tolist()  # after the order, as EpochBatches draws them
         for b in range(self.start, len(self)):
             first = b * self.batch_size
             part = self.world.part(min(self.batch_size, self.n - first))
@@ -179,8 +179,10 @@ def shards_data(cfg, location: str, device, stats=None, world: World = SINGLE, d
 def shards_eval_data(location: str, preprocess: Preprocess, classes: list[str], *, batch_size: int, workers: int, device) -> EvalData:
     """The val split of the prepared folder at ``location`` as evaluation batches."""
     index = ShardIndex.read(location)
-    if preprocess.kind != "folder" or preprocess.mode != index.mode:
+    if preprocess.kind != "folder":
         raise DataError(f"--data {location}: the model was trained on IDX files, these are prepared image shards; evaluate it on data of its kind")
+    if preprocess.mode != index.mode:
+        raise DataError(f"--data {location}: the model takes {preprocess.mode} images, these shards hold {index.mode} ones; evaluate it on data of its kind")
     if index.classes != list(classes):
         raise DataError(f"--data {location}: its classes {index.classes[:5]}... differ from the model's {list(classes)[:5]}...")
     _check_files(location, index, ("val",))

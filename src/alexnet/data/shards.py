@@ -183,6 +183,8 @@ class ShardIndex:
             raise DataError(f"--data {location}: no {INDEX} there; make one with: alexnet prepare SRC {location}") from None
         except (OSError, ValueError) as e:  # fsspec raises ValueError for a protocol it does not know
             raise DataError(f"--data {location}: cannot read its {INDEX} ({e})") from None
+        except ImportError as e:  # s3://, gs://, http:// need a package fsspec does not bring
+            raise DataError(f"--data {location}: reading it needs a package that is not installed ({e}); pip install it (s3fs, gcsfs, aiohttp, ...)") from None
         try:
             values = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as e:

@@ -11,13 +11,17 @@ Two kinds of pipeline, one record:
   (at reduced size where ``decode`` says so), resize, crop and flip, and hand over uint8 images
   (:meth:`Preprocess.folder_transform`); the batch becomes normalized floats on the device
   (:meth:`Preprocess.to_input`): a quarter of the bytes between processes, no float work per image.
+
+Networks trained elsewhere saw their images another way, and the record says how: Caffe's
+bvlc_alexnet takes BGR channels (``channel_order``) of pixels in 0..255 (``scale``) less a mean in
+those units, from images warped to 256 x 256 (``resize_to="square"``). Records written before these
+fields existed mean the defaults (RGB, 0..1, shorter side), which are left out when written.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import math
 from dataclasses import asdict, dataclass
 from typing import Literal, Mapping
 
@@ -36,13 +40,14 @@ MAX_SHIFT = 2.0  # Fashion-MNIST random crops: shifts of up to 2 of the 28 sourc
 MIN_STD = 1e-3
 
 
-def stats_problem(mean, std) -> str | None:
-    """What is wrong with per-channel statistics of pixels in [0, 1] (a mean in [0, 1], a std in
-    [MIN_STD, 1]), or None: one rule for statistics computed from training images and stored ones."""
-    if not all(0 <= m <= 1 for m in mean):
-        return f"pixel mean {list(mean)} is outside [0, 1]"
-    if not all(MIN_STD <= s <= 1 for s in std):
-        return f"pixel std {list(std)} is outside [{MIN_STD}, 1] (below it the images are all one flat shade)"
+def stats_problem(mean, std, scale: int = 1) -> str | None:
+    """What is wrong with per-channel statistics of pixels in [0, scale] (a mean in [0, scale], a
+    std in [MIN_STD, 1] times scale), or None: one rule for statistics computed from training
+    images and stored ones."""
+    if not all(0 <= m <= scale for m in mean):
+        return f"pixel mean {list(mean)} is outside [0, {scale}]"
+    if not all(MIN_STD * scale <= s <= scale for s in std):
+        return f"pixel std {list(std)} is outside [{MIN_STD * scale:g}, {scale}] (below it the images are all one flat shade)"
     return None
 
 
@@ -58,14 +63,22 @@ class Preprocess:
     kind: Literal["tensor", "folder"]
     mode: Literal["L", "RGB"]  # PIL mode the image is converted to: 1 or 3 channels
     image_size: int  # model input height and width
-    mean: tuple[float, ...]  # per channel, of pixel values in [0, 1]
+    mean: tuple[float, ...]  # per channel (in channel_order), of pixel values in [0, scale]
     std: tuple[float, ...]
     source_size: int | None = None  # tensor: the data set's own height and width (28 for Fashion-MNIST)
     resize: int | None = None  # folder: the shorter side before the crop
+    channel_order: Literal["RGB", "BGR"] = "RGB"  # BGR: Caffe's, as OpenCV decodes images
+    scale: Literal[1, 255] = 1  # pixels run 0..scale before mean and std apply (Caffe: 0..255)
+    resize_to: Literal["shorter", "square"] = "shorter"  # folder: shorter side to `resize`, or both sides (Caffe's warp)
     # folder: how JPEGs are decoded. "reduced": at 1/2, 1/4 or 1/8 size where the shorter side stays
     # >= resize (images.reduce_decode; it changes pixels slightly); "full": the whole image, what
-    # model files from before the field was added were trained with (read back as "full").
+    # model files from before the field was added were trained with (absent means "full", and
+    # "full" is left out when written, so those records read and write as they always did).
     decode: Literal["full", "reduced"] | None = None
+
+    def __post_init__(self):
+        if self.kind == "folder" and self.decode is None:  # a record made without the rule: the full decode
+            object.__setattr__(self, "decode", "full")
 
     @classmethod
     def for_tensors(cls, *, mode: str, source_size: int, image_size: int, stats: Mapping) -> "Preprocess":
@@ -88,8 +101,10 @@ class Preprocess:
         return {"mean": list(self.mean), "std": list(self.std)}
 
     def to_dict(self) -> dict:
-        """The JSON-able form written into checkpoints and sidecars (fields that do not apply left out)."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items() if v is not None}
+        """The JSON-able form written into checkpoints and sidecars (fields that do not apply left
+        out, and the later fields at their defaults, so such records read as they always did)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()
+                if v is not None and not (k in _LATER_FIELDS and v == _LATER_FIELDS[k]) and not (k == "decode" and v == "full")}  # fmt: skip
 
     @classmethod
     def from_dict(cls, values, source: str = "preprocess") -> "Preprocess":
@@ -103,17 +118,19 @@ class Preprocess:
         missing = sorted(needed - set(values))
         if missing:
             raise ValueError(f"{source}: preprocess lacks {', '.join(missing)}")
-        extra = sorted(set(values) - {"kind", "mode", "image_size", "mean", "std", "source_size", "resize", "decode"})
+        extra = sorted(set(values) - {"kind", "mode", "image_size", "mean", "std", "source_size", "resize", "decode", *_LATER_FIELDS})
         if extra:
             raise ValueError(f"{source}: unknown preprocess field(s) {', '.join(extra)}")
         if values["mode"] not in ("L", "RGB"):
             raise ValueError(f"{source}: preprocess 'mode' must be L or RGB, got {brief(values['mode'])}")
         _check_sizes(values, source)
+        later = {**_LATER_FIELDS, **{k: values[k] for k in _LATER_FIELDS if k in values}}
+        _check_later_fields(later, values, source)
         mean, std = values["mean"], values["std"]
         numbers = lambda v: isinstance(v, list) and all(is_number(x) for x in v)  # noqa: E731
         if not (numbers(mean) and numbers(std) and len(mean) == len(std) == (1 if values["mode"] == "L" else 3)):
             raise ValueError(f"{source}: preprocess mean and std must be lists of one finite number per channel of mode {values['mode']}")
-        problem = stats_problem(mean, std)
+        problem = stats_problem(mean, std, later["scale"])
         if problem:
             raise ValueError(f"{source}: preprocess {problem}")
         decode = values.get("decode", "full" if kind == "folder" else None)  # files from before the field: full size
@@ -121,13 +138,16 @@ class Preprocess:
             raise ValueError(f"{source}: preprocess 'decode' must be full or reduced for a folder pipeline, got {brief(decode)}")
         return cls(kind, values["mode"], values["image_size"], tuple(float(m) for m in mean), tuple(float(s) for s in std),
                    source_size=values.get("source_size"), resize=values.get("resize") or (resize_size(values["image_size"]) if kind == "folder" else None),
-                   decode=decode)  # fmt: skip
+                   decode=decode, **later)  # fmt: skip
 
     # -- the tensor pipeline --
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, C, H, W) floats in [0, 1] -> normalized with the per-channel mean and std."""
+        """(N, C, H, W) floats in [0, 1] (RGB) -> in ``channel_order``, scaled to [0, ``scale``],
+        normalized with the per-channel mean and std."""
         mean, std = _on_device(self.mean, self.std, x.device)
-        return (x - mean) / std
+        if self.channel_order == "BGR":
+            x = x.flip(1)
+        return (x - mean) / std if self.scale == 1 else (x * self.scale - mean) / std
 
     def tensor_batch(self, x: torch.Tensor, flip: torch.Tensor | None = None, shift: torch.Tensor | None = None) -> torch.Tensor:
         """(N, C, h, w) floats in [0, 1] -> (N, C, S, S), resized by :func:`resample` and normalized."""
@@ -146,16 +166,22 @@ class Preprocess:
         from torchvision.transforms import v2
 
         crop = [v2.RandomCrop(self.image_size), v2.RandomHorizontalFlip()] if train else [v2.CenterCrop(self.image_size)]
-        return v2.Compose([v2.PILToTensor(), v2.Resize(self.resize, antialias=True), *crop])
+        return v2.Compose([
+            v2.PILToTensor(),  # (C, H, W) uint8, RGB
+            *([_rgb_to_bgr] if self.channel_order == "BGR" else []),
+            v2.Resize(self.resize if self.resize_to == "shorter" else (self.resize, self.resize), antialias=True),
+            *crop,
+        ])  # fmt: skip
 
     def to_input(self, x: torch.Tensor) -> torch.Tensor:
         """A uint8 (N, C, H, W) batch from :meth:`folder_transform`, on any device, -> floats in
-        [0, 1] (torchvision's ToDtype(scale=True)), normalized: on the device, once per batch."""
+        [0, 1], or 0..255 as Caffe takes them (torchvision's ToDtype), normalized: on the device,
+        once per batch."""
         from torchvision.transforms.v2 import functional as TF
 
         mean, std = _on_device(self.mean, self.std, x.device)
-        # in place on the new float tensor: one pass fewer over the batch, the same arithmetic as normalize()
-        return TF.to_dtype(x, torch.float32, scale=True).sub_(mean).div_(std)
+        # in place on the new float tensor: one pass fewer over the batch, the same arithmetic as v2.Normalize
+        return TF.to_dtype(x, torch.float32, scale=self.scale == 1).sub_(mean).div_(std)
 
     # -- one image, for prediction --
     def __call__(self, img: Image.Image) -> torch.Tensor:
@@ -181,6 +207,26 @@ def seeded(seed: int):
         yield
     finally:
         torch.set_rng_state(state)
+
+
+# Fields added after model files were first written: absent means this value.
+_LATER_FIELDS = {"channel_order": "RGB", "scale": 1, "resize_to": "shorter"}
+
+
+def _check_later_fields(later: Mapping, values: Mapping, source: str) -> None:
+    """``channel_order`` RGB or BGR (of three channels), ``scale`` 1 or 255, ``resize_to`` shorter
+    or square (a folder's)."""
+    if later["channel_order"] not in ("RGB", "BGR") or (later["channel_order"] == "BGR" and values["mode"] != "RGB"):
+        raise ValueError(f"{source}: preprocess 'channel_order' must be RGB, or BGR for mode RGB, got {brief(later['channel_order'])}")
+    if later["scale"] not in (1, 255) or not isinstance(later["scale"], int) or isinstance(later["scale"], bool):
+        raise ValueError(f"{source}: preprocess 'scale' must be 1 (pixels in [0, 1]) or 255 (0..255), got {brief(later['scale'])}")
+    if later["resize_to"] not in ("shorter", "square") or (later["resize_to"] == "square" and values["kind"] != "folder"):
+        raise ValueError(f"{source}: preprocess 'resize_to' must be shorter, or square for kind folder, got {brief(later['resize_to'])}")
+
+
+def _rgb_to_bgr(x: torch.Tensor) -> torch.Tensor:
+    """(3, H, W) RGB -> BGR: Caffe's networks were trained on images as OpenCV decodes them."""
+    return x.flip(0)
 
 
 def _check_sizes(values: Mapping, source: str) -> None:
