@@ -684,12 +684,13 @@ def test_training_and_prediction_see_the_same_upright_image(tmp_path):
     path = tmp_path / "a" / "rotated.jpg"
     path.write_bytes(_with_orientation("JPEG", 6))
     preprocess = Preprocess.for_folder(image_size=67, stats=STATS)
-    training = ImageList([(str(path), 0)], "RGB", preprocess.folder_transform(train=False))[0][0]
+    loaded = ImageList([(str(path), 0)], "RGB", preprocess.folder_transform(train=False), preprocess.decode_side)[0][0]
+    training = preprocess.to_input(loaded[None])[0]  # as the loader hands the batch over
     predictor = Predictor(torch.nn.Identity(), ["a"], preprocess)
     with Image.open(path) as as_stored:  # an in-memory image still carrying its EXIF
         from_pil = predictor.inputs([as_stored])[0]
     assert torch.equal(predictor.inputs([path])[0], training) and torch.equal(from_pil, training)
-    upright = preprocess.folder_transform(train=False)(Image.fromarray(np.asarray(open_image(path, "RGB"))))
+    upright = preprocess(Image.fromarray(np.asarray(open_image(path, "RGB", decode_side=preprocess.decode_side))))
     assert torch.equal(training, upright)
 
 

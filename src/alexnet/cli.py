@@ -1,4 +1,4 @@
-"""The ``alexnet`` command: models, summary, train, evaluate, predict, export, convert, prepare, serve.
+"""The ``alexnet`` command: models, summary, train, evaluate, predict, export, convert, prepare, serve, bench.
 
 Every sub-command parses its flags and calls the library (``train``, ``evaluate_checkpoint``,
 ``Predictor``, ``formats.export``, ...); errors in what the user gave come out as one line on
@@ -113,6 +113,14 @@ def _cmd_prepare(args) -> int:
     return 0
 
 
+def _cmd_bench(args) -> int:
+    from alexnet.bench import run_bench
+
+    run_bench(device=args.device, only=args.only, quick=args.quick, json_path=args.json, workers=args.workers,
+              warmup=args.warmup, repeats=args.repeats)  # fmt: skip
+    return 0
+
+
 def _cmd_convert(args) -> int:
     from alexnet.formats import convert
 
@@ -224,6 +232,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-wait-ms", type=float, default=0.0, help="how long a forward pass waits for more requests to join it (default: 0)")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_cmd_serve)
+
+    p = sub.add_parser("bench", help="speed benchmarks, each against a baseline in the same process (docs/performance.md)")
+    p.add_argument("--quick", action="store_true", help="the CPU set in a few minutes: alexnet only, small batches, 3 repeats")
+    p.add_argument("--only", choices=("step", "pipeline", "e2e"), help="one benchmark: model step, input pipeline or end to end")
+    p.add_argument("--json", metavar="PATH", help="also write the record (machine, settings, rows, checks) as JSON")
+    p.add_argument("--device", default="auto", help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps")
+    p.add_argument("--workers", type=int, default=1, help="loader worker processes of both pipelines (default: 1)")
+    p.add_argument("--warmup", type=int, help="untimed runs of each side first (default: 1 with --quick, else 2)")
+    p.add_argument("--repeats", type=_positive_int, help="timed runs of each side, interleaved (default: 3 with --quick, else 5)")
+    p.set_defaults(func=_cmd_bench)
     return parser
 
 

@@ -347,7 +347,7 @@ def _model_input(predictor: Predictor, data: bytes, name: str) -> torch.Tensor:
     A refused image is a 415 (a format that is not decoded), 422 (a size out of bounds, told from
     the header) or 400 (empty, not an image, damaged)."""
     try:
-        image = decode_image(data, predictor.preprocess.mode, name=name)
+        image = decode_image(data, predictor.preprocess.mode, name=name, decode_side=predictor.preprocess.decode_side)
     except ImageError as e:
         status = 415 if isinstance(e, ImageFormatError) else 422 if isinstance(e, ImageSizeError) else 400
         raise RequestError(status, str(e)) from None

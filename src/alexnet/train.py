@@ -63,6 +63,7 @@ class Run:
     schedule: Schedule
     state: RunState
     world: World = distributed.SINGLE
+    channels_last: bool = False  # runtime.fast_path's choice for the device (cfg.channels_last asks for it)
     net: torch.nn.Module | None = None
 
     def __post_init__(self):
@@ -125,7 +126,8 @@ def start(cfg: TrainConfig, ckpt: Resume | None, folder: RunFolder | None, argv:
     if towers and world.distributed:
         raise ConfigError("--model-parallel splits the network inside one process; under torchrun train data-parallel (drop --model-parallel)")
     device = towers[0] if towers else device or runtime.resolve_device(cfg.device)
-    precision = runtime.resolve_precision(cfg.precision, device)
+    fast = runtime.fast_path(device, cfg.precision, cfg.channels_last)  # what torch supports on this device
+    precision = fast.precision
     if cfg.batch_size < world.size:
         raise ConfigError(f"--batch-size {cfg.batch_size} is the global batch and must be at least the {world.size} processes (one image each per step)")
     data = _build_data_writer_first(cfg, device, ckpt, world)
@@ -139,12 +141,12 @@ def start(cfg: TrainConfig, ckpt: Resume | None, folder: RunFolder | None, argv:
         activation=cfg.activation, lrn=cfg.lrn, lrn_k=cfg.lrn_k, pooling=cfg.pooling, dropout=cfg.dropout, init=cfg.init,
     )  # fmt: skip
     if towers:  # the same seeded weights, split over the two devices
-        model = parallel.TwoTowers(model, towers, channels_last=cfg.channels_last)
+        model = parallel.TwoTowers(model, towers, channels_last=fast.channels_last)
     else:
-        model = model.to(device, memory_format=torch.channels_last if cfg.channels_last else torch.preserve_format)
-    optimizer = make_optimizer(model, cfg)
+        model = model.to(device, memory_format=torch.channels_last if fast.channels_last else torch.preserve_format)
+    optimizer = make_optimizer(model, cfg, fused=fast.fused_sgd)
     schedule = make_schedule(optimizer, cfg, len(data.train))
-    run = Run(cfg, folder, device, precision, data, model, optimizer, schedule, RunState(), world)
+    run = Run(cfg, folder, device, precision, data, model, optimizer, schedule, RunState(), world, channels_last=fast.channels_last)
     if ckpt is not None:
         run.restore(ckpt)
     else:
@@ -163,10 +165,11 @@ def _build_data_writer_first(cfg: TrainConfig, device: torch.device, ckpt: Resum
     """The data, built by the writer first: its bad-file scan fills the scan cache the other
     processes on its machine then read instead of decoding every image again, and bad data stops
     every process with rank 0's one line."""
-    stats = ckpt.model.preprocess.stats if ckpt else None
+    # a resumed run keeps its checkpoint's normalization and JPEG decode: the inputs it was trained on
+    stats, decode = (ckpt.model.preprocess.stats, ckpt.model.preprocess.decode) if ckpt else (None, None)
     built: list[Data] = []
-    world.from_writer(lambda: built.append(build_data(cfg, device, stats=stats, world=world)))
-    return built[0] if built else build_data(cfg, device, stats=stats, world=world)
+    world.from_writer(lambda: built.append(build_data(cfg, device, stats=stats, world=world, decode=decode)))
+    return built[0] if built else build_data(cfg, device, stats=stats, world=world, decode=decode)
 
 
 def _writer_folder(world: World, folder: RunFolder | None, cfg: TrainConfig, argv: list[str] | None) -> RunFolder:
@@ -360,7 +363,7 @@ def _one_epoch(run: Run, signals: StopSignals, say, quiet: bool) -> None:
 
     tr = engine.train_one_epoch(
         run.net, run.data.train, run.optimizer, device=run.device, precision=run.precision,
-        step_scheduler=run.schedule.per_step, label_smoothing=cfg.label_smoothing, channels_last=cfg.channels_last,
+        step_scheduler=run.schedule.per_step, label_smoothing=cfg.label_smoothing, channels_last=run.channels_last,
         on_step=on_step, totals=s.totals, world=world,
     )  # fmt: skip
     if bar is not None:
@@ -372,7 +375,7 @@ def _one_epoch(run: Run, signals: StopSignals, say, quiet: bool) -> None:
         )  # fmt: skip
     ev = engine.evaluate(
         run.model, run.data.val, len(run.data.classes), device=run.device, precision=run.precision,
-        channels_last=cfg.channels_last, should_stop=lambda: world.any(signals.stopping, run.device), world=world,
+        channels_last=run.channels_last, should_stop=lambda: world.any(signals.stopping, run.device), world=world,
     )  # fmt: skip
     if ev["stopped"]:  # the epoch's training is saved whole; its evaluation runs again on resume
         run.save(epoch, tr["totals"])

@@ -82,9 +82,10 @@ _TRANSPOSE = {
 _OTHER_SIGNATURES = ((b"%PDF-", "PDF"), (b"<svg", "SVG"), (b"<?xml", "XML (SVG?)"))
 
 
-def open_image(path: str | Path, mode: str, *, min_side: int = 1) -> Image.Image:
+def open_image(path: str | Path, mode: str, *, min_side: int = 1, decode_side: int | None = None) -> Image.Image:
     """Decode an image file of one of :data:`FORMATS`, upright as its EXIF orientation says,
-    and convert it to ``mode`` ('RGB' or 'L') with :func:`convert`.
+    and convert it to ``mode`` ('RGB' or 'L') with :func:`convert`. With ``decode_side`` a JPEG
+    is decoded at reduced size (:func:`reduce_decode`) keeping its shorter side >= ``decode_side``.
 
     A file that cannot be used raises :class:`ImageError` (a :class:`DataError`) and nothing else:
     missing, unreadable, not a regular file (a directory, FIFO or device), empty, another format
@@ -96,23 +97,24 @@ def open_image(path: str | Path, mode: str, *, min_side: int = 1) -> Image.Image
     with _open_regular_file(path) as f:
         if os.fstat(f.fileno()).st_size == 0:
             raise ImageError(path, "empty file (0 bytes)")
-        return _decode(f, mode, min_side, path)
+        return _decode(f, mode, min_side, path, decode_side)
 
 
-def decode_image(data: bytes, mode: str, *, name: str = "image", min_side: int = 1) -> Image.Image:
-    """:func:`open_image` for bytes already in memory (an upload): the same formats, budget and
-    conversion, the same errors, naming ``name``."""
+def decode_image(data: bytes, mode: str, *, name: str = "image", min_side: int = 1, decode_side: int | None = None) -> Image.Image:
+    """:func:`open_image` for bytes already in memory (an upload): the same formats, budget,
+    reduced-size decode and conversion, the same errors, naming ``name``."""
     if not data:
         raise ImageError(name, "empty file (0 bytes)")
-    return _decode(io.BytesIO(data), mode, min_side, name)
+    return _decode(io.BytesIO(data), mode, min_side, name, decode_side)
 
 
-def _decode(f, mode: str, min_side: int, name: str | Path) -> Image.Image:
+def _decode(f, mode: str, min_side: int, name: str | Path, decode_side: int | None = None) -> Image.Image:
     """The one decoder behind :func:`open_image` and :func:`decode_image`: ``f`` is a readable,
     seekable binary file, not empty."""
     try:
         with Image.open(f, formats=FORMATS) as img:
             check_size(img, min_side=min_side, name=name)
+            reduce_decode(img, decode_side)
             img.load()
             return convert(img, mode, name=name)
     except ImageError:
@@ -191,6 +193,18 @@ def resized_size(width: int, height: int, shorter: int = RESIZE_SIDE) -> tuple[i
     return int(shorter * width / height), shorter
 
 
+def reduce_decode(img: Image.Image, shorter: int | None) -> None:
+    """Before ``img`` is loaded: have a JPEG decoded at 1/2, 1/4 or 1/8 of its size (libjpeg's DCT
+    scaling, through ``Image.draft``), the smallest of them whose shorter side is still >= ``shorter``.
+    The decoder then skips most of the inverse DCT and colour conversion of the pixels a resize
+    to ``shorter`` would throw away. Other formats, and ``shorter`` None, decode at full size."""
+    if shorter is None or img.format != "JPEG" or min(img.size) < 2 * shorter:
+        return
+    # draft picks the largest of 8, 4, 2, 1 with (w // s, h // s) >= the size asked for, so asking
+    # for (shorter, shorter) keeps min(w, h) / s >= shorter
+    img.draft(None, (shorter, shorter))
+
+
 def check_size(img: Image.Image, *, min_side: int = 1, name: str | Path = "in-memory image") -> None:
     """Raise :class:`ImageSizeError` if ``img`` (opened, not necessarily decoded) is smaller than
     ``min_side`` or over the budget of pixels, memory or aspect ratio. Only its header is used."""
@@ -223,7 +237,8 @@ def convert(img: Image.Image, mode: str, *, name: str | Path = "in-memory image"
         img = Image.alpha_composite(Image.new("RGBA", img.size, (255, 255, 255, 255)), img.convert("RGBA"))
     if img.mode in _HIGH_BIT:
         img = _to_8_bits(img)
-    img = img.convert(mode)
+    if img.mode != mode:  # the same mode would be a copy of every pixel (a JPEG decodes to RGB already)
+        img = img.convert(mode)
     return img.transpose(_TRANSPOSE[orientation]) if orientation in _TRANSPOSE else img
 
 

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from alexnet.data.images import check_size, convert
+from alexnet.data.images import check_size, convert, reduce_decode
 from alexnet.data.transforms import stats_problem
 from alexnet.errors import DataError, ImageError
 
@@ -306,12 +306,14 @@ class ShardWriter:
 # Reader
 
 
-def decode_jpeg(raw: bytes, mode: str, name: str) -> Image.Image:
+def decode_jpeg(raw: bytes, mode: str, name: str, decode_side: int | None = None) -> Image.Image:
     """A stored image's bytes to a PIL image in ``mode``, with the checks of
-    :func:`alexnet.data.images.open_image` (shards may come from elsewhere); ImageError naming ``name``."""
+    :func:`alexnet.data.images.open_image` (shards may come from elsewhere) and its reduced-size
+    decode (``decode_side``); ImageError naming ``name``."""
     try:
         with Image.open(io.BytesIO(raw), formats=("JPEG",)) as img:
             check_size(img, name=name)
+            reduce_decode(img, decode_side)
             img.load()
             return convert(img, mode, name=name)
     except ImageError:
