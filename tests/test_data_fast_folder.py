@@ -5,7 +5,6 @@ and the float pipeline models trained before the ``decode`` field used."""
 
 from __future__ import annotations
 
-import io
 
 import numpy as np
 import pytest
