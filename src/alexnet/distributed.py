@@ -170,6 +170,14 @@ def start(world: World, device: torch.device) -> World:
 _joined = False  # whether this module joined the process group (a caller's own group is left alone)
 
 
+def finish(world: World) -> None:
+    """The end of a run that went well: wait until every process is there (rank 0 may still be
+    writing its last checkpoint), so none tears its connections down under another's feet (gloo
+    aborted a process that left early: "terminate called without an active exception")."""
+    if world.distributed and dist.is_initialized():
+        dist.barrier()
+
+
 def stop() -> None:
     """Leave the process group this module joined (at the end of a run, or when it fails)."""
     global _joined

@@ -226,10 +226,12 @@ def train(cfg: TrainConfig, *, argv: list[str] | None = None, resume: str | Path
                     _one_epoch(run, signals, say, quiet)
                 except FloatingPointError as e:
                     _after_nan(run, e, say)
+            distributed.finish(world)  # every process leaves together, after rank 0's last write
         except RuntimeError as e:
             raise _process_failed(e, world, run.folder) from None
         finally:
             run.folder.close()
+            run.net = run.model  # DDP's reducer goes before the process group it uses
             distributed.stop()
     return {**run.state.metrics, "run_dir": str(run.folder), "best_top1": run.state.best}
 
