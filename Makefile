@@ -6,12 +6,12 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: run test test-all setup data clean
+.PHONY: run test test-all setup data browser clean
 
 run: setup data
 	$(VENV)/bin/alexnet train $(ARGS)
 
-test: setup data
+test: setup data browser
 	$(VENV)/bin/python -m pytest -q $(ARGS)
 
 setup: $(STAMP)
@@ -25,6 +25,9 @@ $(STAMP): pyproject.toml
 
 data:
 	@scripts/ensure-data.sh
+
+browser:
+	@scripts/ensure-browser.sh
 
 clean:
 	rm -rf $(VENV) runs

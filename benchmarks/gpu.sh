@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One-shot GPU check, for a machine with an NVIDIA GPU and PyTorch installed:
-#   1. the training-step throughput table on CUDA (fp32 baseline against bf16 / channels_last),
+#   1. `alexnet bench` on CUDA (docs/performance.md) and the bf16-vs-fp32 logits check,
 #   2. training runs on Fashion-MNIST (recipe sweep, the long run, the 227 px network, the paper's init),
 #   3. the fast test suite on CUDA.
 # Usage: benchmarks/gpu.sh OUT_DIR FASHION_MNIST_DIR     (writes a few files to OUT_DIR)
@@ -15,9 +15,12 @@ log="$out/log.txt"
 
 { nvidia-smi -L; $py -c 'import torch, torchvision; print("torch", torch.__version__, "torchvision", torchvision.__version__)'; } 2>&1 | tee "$log"
 
-timeout 120 $py benchmarks/train_throughput.py --device cuda --in-channels 3 --image-sizes 67 227 \
-  --batch-sizes 128 256 --dtypes fp32 bf16 --memory-formats contiguous channels_last \
-  --malloc default --optimizers fused --repeats 5 --steps 10 --no-sanity 2>&1 | tee "$out/throughput.txt" >>"$log"
+# the benchmark suite on CUDA: steps against torchvision's recipe (fp16 autocast + GradScaler), the
+# bf16 matmul ceiling, the pipeline with normalization on the GPU, and bf16 vs fp32 logits (a check
+# that fails the script's bench.json "passed" when out of tolerance)
+timeout 300 $py -m alexnet bench --device cuda --workers 4 --json "$out/bench.json" 2>&1 | tee "$out/bench.txt" >>"$log"
+$py -c 'import json, sys; c = json.load(open(sys.argv[1]))["checks"]; print(*c, sep="\n"); sys.exit(not all(x["passed"] for x in c))' \
+  "$out/bench.json" >>"$log" 2>&1 || echo "GPU CHECK FAILED: bf16 logits out of tolerance (see $out/bench.json)" | tee -a "$log"
 
 train() {  # NAME TIMEOUT FLAGS...
   local name=$1 limit=$2

@@ -61,7 +61,7 @@ def test_file_errors_name_the_file_and_key(tmp_path):
 
 # A value different from the default for every field: each must have a flag that reaches TrainConfig.
 FLAG_VALUES = {
-    "model": ("alexnet_owt", "alexnet_owt"), "activation": ("tanh", "tanh"), "lrn": (None, True),
+    "model": ("alexnet_owt", "alexnet_owt"), "activation": ("tanh", "tanh"), "lrn": (None, True), "lrn_k": ("1", 1.0),
     "pooling": ("plain", "plain"), "dropout": ("0.25", 0.25), "init": ("paper", "paper"),
     "data": ("/some/where", "/some/where"), "image_size": ("131", 131), "val_fraction": ("0.2", 0.2),
     "workers": ("0", 0), "epochs": ("9", 9), "batch_size": ("32", 32), "lr": ("0.5", 0.5),

@@ -239,6 +239,6 @@ def test_preprocess_image_equals_the_evaluation_batch_for_folders(image_folder):
     batch, _ = next(iter(data.val))
     for (path, _), row in zip(_samples(data.val), batch):
         x = preprocess_image(path, data.preprocess)
-        transform = Preprocess.for_folder(image_size=67, stats=FIXED_STATS).folder_transform(train=False)
-        assert torch.equal(x, transform(open_image(path, "RGB")))
+        prep = Preprocess.for_folder(image_size=67, stats=FIXED_STATS)
+        assert torch.equal(x, prep.to_input(prep.folder_transform(train=False)(open_image(path, "RGB", decode_side=prep.decode_side))[None])[0])
         assert torch.equal(x, row)

@@ -79,7 +79,7 @@ def test_folder_loaders_give_normalized_batches_in_a_fixed_order(image_folder):
     assert x.shape == (8, 3, 67, 67) and x.dtype == torch.float32 and y.shape == (8,)
     xv, yv = next(iter(data.val))
     assert xv.shape == (6, 3, 67, 67)
-    assert data.preprocess.to_dict() == {"kind": "folder", "mode": "RGB", "image_size": 67, "resize": 77, **FIXED_STATS}
+    assert data.preprocess.to_dict() == {"kind": "folder", "mode": "RGB", "image_size": 67, "resize": 77, "decode": "reduced", **FIXED_STATS}
 
     def order(epoch):
         data.train.set_epoch(epoch)

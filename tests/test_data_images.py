@@ -38,10 +38,10 @@ from PIL import Image, ImageOps, features
 from alexnet.data import DataError, Preprocess
 from alexnet.data.folder import ImageList, scan_folder, scan_images
 from alexnet.data.images import (
-    FORMAT_NAMES, MAX_ASPECT_RATIO, MAX_DECODE_BYTES, MAX_PIXELS, MIN_IMAGE_SIDE, check_size, convert, open_image,
-    resized_size,
+    FORMAT_NAMES, MAX_ASPECT_RATIO, MAX_DECODE_BYTES, MAX_PIXELS, MIN_IMAGE_SIDE, check_size, convert, decode_image,
+    open_image, resized_size,
 )  # fmt: skip
-from alexnet.errors import ImageError
+from alexnet.errors import ImageError, ImageFormatError, ImageSizeError
 from alexnet.predict import Predictor
 from helpers import FUZZ, _image_bytes
 
@@ -90,6 +90,28 @@ def test_open_image_transparency_and_16_bit_values(tmp_path):
 def test_image_error_survives_pickling():
     e = pickle.loads(pickle.dumps(ImageError("/x/y.jpg", "empty file (0 bytes)")))
     assert isinstance(e, DataError) and (e.path, e.reason, str(e)) == ("/x/y.jpg", "empty file (0 bytes)", "/x/y.jpg: empty file (0 bytes)")
+
+
+def test_decode_image_takes_bytes_by_the_same_rules_as_open_image(image_set, bad_folder):
+    """The bytes twin (uploads to alexnet serve) gives the same pixels for every kind of file, and
+    the same refusal for every bad one, naming what it was told to; the kind of refusal is typed."""
+    for f in image_set.files:
+        for mode in ("RGB", "L"):
+            assert np.array_equal(np.asarray(decode_image(f.path.read_bytes(), mode)), np.asarray(open_image(f.path, mode)))
+    _, bad = bad_folder
+    for path in bad:
+        with pytest.raises(ImageError) as by_path:
+            open_image(path, "RGB", min_side=MIN_IMAGE_SIDE)
+        with pytest.raises(ImageError) as by_bytes:
+            decode_image(Path(path).read_bytes(), "RGB", name="upload.jpg", min_side=MIN_IMAGE_SIDE)
+        assert str(by_bytes.value) == f"upload.jpg: {by_path.value.reason}" and type(by_bytes.value) is type(by_path.value)
+    for raw, kind in ((_other("EPS"), ImageFormatError), (_png(50_000, 50_000, complete=False), ImageSizeError),
+                      (_png(2_000, 10), ImageSizeError), (b"notes", ImageError)):  # fmt: skip
+        with pytest.raises(ImageError) as e:
+            decode_image(raw, "RGB")
+        assert type(e.value) is kind, str(e.value)
+    with pytest.raises(ImageSizeError, match="too small"):
+        decode_image(_image_bytes("PNG", (4, 4)), "RGB", min_side=MIN_IMAGE_SIDE)
 
 
 def test_open_image_names_missing_and_unreadable_files(tmp_path):
@@ -348,7 +370,7 @@ import torch
 from PIL import Image
 from alexnet.data import Preprocess
 from alexnet.data.folder import scan_images
-from alexnet.data.images import open_image
+from alexnet.data.images import decode_image, open_image
 from alexnet.errors import ImageError
 from alexnet.predict import Predictor
 
@@ -379,13 +401,14 @@ for p in paths:
         "open_image": reason(lambda: open_image(p, "RGB")),
         "scan": reason(lambda: scan(p)),
         "predict": reason(lambda: predictor.inputs([p])),
+        "decode_image": reason(lambda: decode_image(open(p, "rb").read(), "RGB", name=p)),  # an upload to alexnet serve
     }
 print(json.dumps(results))
 """
 
 
 def _in_limited_child(paths, pillow_limit: str = "default", extra: int = LIMIT) -> dict:
-    """{path: {"open_image" | "scan" | "predict": one-line refusal or "accepted"}} from a child
+    """{path: {"open_image" | "scan" | "predict" | "decode_image": one-line refusal or "accepted"}} from a child
     process whose address space may grow by ``extra`` bytes past its imports."""
     cmd = [sys.executable, "-c", LIMITED_CHILD, pillow_limit, str(extra), *map(str, paths)]
     done = subprocess.run(cmd, env=_child_env(), capture_output=True, text=True, timeout=300)
@@ -661,12 +684,13 @@ def test_training_and_prediction_see_the_same_upright_image(tmp_path):
     path = tmp_path / "a" / "rotated.jpg"
     path.write_bytes(_with_orientation("JPEG", 6))
     preprocess = Preprocess.for_folder(image_size=67, stats=STATS)
-    training = ImageList([(str(path), 0)], "RGB", preprocess.folder_transform(train=False))[0][0]
+    loaded = ImageList([(str(path), 0)], "RGB", preprocess.folder_transform(train=False), preprocess.decode_side)[0][0]
+    training = preprocess.to_input(loaded[None])[0]  # as the loader hands the batch over
     predictor = Predictor(torch.nn.Identity(), ["a"], preprocess)
     with Image.open(path) as as_stored:  # an in-memory image still carrying its EXIF
         from_pil = predictor.inputs([as_stored])[0]
     assert torch.equal(predictor.inputs([path])[0], training) and torch.equal(from_pil, training)
-    upright = preprocess.folder_transform(train=False)(Image.fromarray(np.asarray(open_image(path, "RGB"))))
+    upright = preprocess(Image.fromarray(np.asarray(open_image(path, "RGB", decode_side=preprocess.decode_side))))
     assert torch.equal(training, upright)
 
 

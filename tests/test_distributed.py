@@ -94,10 +94,10 @@ def test_the_world_comes_from_torchruns_variables(monkeypatch):
     monkeypatch.setenv("RANK", "3")
     monkeypatch.setenv("WORLD_SIZE", "4")
     monkeypatch.setenv("LOCAL_RANK", "1")
-    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "2")
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "2")  # one machine's count: the attempt is agreed on joining
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "job7")
     world = distributed.from_environment()
-    assert world == World(rank=3, size=4, local_rank=1, restart=2, run_id="job7")
+    assert world == World(rank=3, size=4, local_rank=1, restart=0, run_id="job7")
     assert not world.writer and world.distributed
     assert distributed.device_for("cuda", world) == "cuda:1"
     assert distributed.device_for("cpu", world) == "cpu"
@@ -113,7 +113,7 @@ def test_the_world_comes_from_torchruns_variables(monkeypatch):
 
 def test_a_global_batch_smaller_than_the_world_is_refused(idx_folder, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(distributed, "from_environment", lambda: World(rank=0, size=4))
-    monkeypatch.setattr(distributed, "start", lambda world, device: None)
+    monkeypatch.setattr(distributed, "start", lambda world, device: world)
     rc = main(["train", "--data", str(idx_folder.path), "--batch-size", "3", "--out", str(tmp_path), "--device", "cpu"])
     err = capsys.readouterr().err
     assert rc == 2 and "--batch-size 3 is the global batch and must be at least the 4 processes" in err
@@ -215,7 +215,7 @@ def test_two_processes_take_the_steps_of_one_and_evaluate_to_its_counts(idx_fold
 
 @pytest.mark.slow
 def test_a_run_moves_between_world_sizes_at_epoch_ends_and_mid_epoch(idx_folder, one_process, tmp_path):
-    """2 processes (stopped by SIGTERM mid-epoch), then 1, then 2 again: the steps of one process."""
+    """2 processes (stopped by SIGTERM mid-epoch), then 1, then 4: the steps of one process."""
     proc = _torchrun(_train(idx_folder, tmp_path, "moved", "--epochs", "2", "--checkpoint-every", "2"))
     last = tmp_path / "moved" / "checkpoints" / "last.pt"
     end = time.monotonic() + 180
@@ -227,7 +227,7 @@ def test_a_run_moves_between_world_sizes_at_epoch_ends_and_mid_epoch(idx_folder,
         assert "saved a checkpoint at epoch" in out or "saved a checkpoint after epoch" in out, out[-3000:]
         assert main(["train", "--resume", str(tmp_path / "moved")]) == 0  # one process finishes epoch 2
     assert [row["epoch"] for row in _metrics(tmp_path / "moved")] == [0, 1]
-    _finish(_torchrun(["train", "--resume", str(tmp_path / "moved"), "--epochs", "3"]))
+    _finish(_torchrun(["train", "--resume", str(tmp_path / "moved"), "--epochs", "3"], procs=4))
     assert [row["epoch"] for row in _metrics(tmp_path / "moved")] == [0, 1, 2]
     _assert_same_steps(_weights(tmp_path / "moved"), _weights(one_process))
 
@@ -320,3 +320,27 @@ def test_one_step_of_unequal_shares_is_the_one_process_step(tmp_path, n):
         after = torch.load(tmp_path / "after.pt", weights_only=True)
         for key, value in model.state_dict().items():
             torch.testing.assert_close(after[key], value, rtol=1e-5, atol=1e-6, msg=key)
+
+
+def test_a_restart_continues_only_its_own_launchs_folder(tmp_path):
+    """The folder of this launch (its rendezvous id and command), never another run's of the same
+    --name or command; with torchrun's default id "none" nothing tells launches apart: none."""
+    from alexnet.config import TrainConfig
+    from alexnet.rundir import RunFolder
+
+    def make(name: str, run_id: str | None, argv: list[str]) -> None:
+        folder = RunFolder.create(TrainConfig(out=str(tmp_path), name=name), argv)
+        folder.write_json("env.json", {"torchrun_id": run_id, "processes": 2})
+        folder.close()
+
+    argv = ["alexnet", "train", "--name", "exp"]
+    make("exp", "old-launch", argv)
+    cfg = TrainConfig(out=str(tmp_path), name="exp")
+    assert RunFolder.find_launch(cfg, argv, "new-launch") is None  # an older run of the same --name
+    assert RunFolder.find_launch(cfg, argv, "old-launch") == str(tmp_path / "exp")
+    make("a", "job1", ["alexnet", "train"])
+    make("b", "job1", ["alexnet", "train", "--epochs", "9"])
+    unnamed = TrainConfig(out=str(tmp_path))
+    assert RunFolder.find_launch(unnamed, ["alexnet", "train"], "job1") == str(tmp_path / "a")
+    assert RunFolder.find_launch(unnamed, ["alexnet", "train"], "none") is None
+    assert RunFolder.find_launch(unnamed, ["alexnet", "train"], None) is None

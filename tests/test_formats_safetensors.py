@@ -104,7 +104,7 @@ def test_export_refuses_to_overwrite(exported, tmp_path, capsys):
 def test_export_flags(exported, tmp_path, capsys):
     pt, _, _ = exported
     with pytest.raises(SystemExit) as e:  # argparse: only the formats export.EXPORTERS knows
-        main(["export", "--checkpoint", str(pt), "--format", "onnx"])
+        main(["export", "--checkpoint", str(pt), "--format", "tflite"])
     assert e.value.code == 2
     capsys.readouterr()
     rc, _, err = _run(capsys, "export", "--checkpoint", pt, "--out", tmp_path / "model.bin")

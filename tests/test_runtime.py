@@ -66,3 +66,63 @@ def test_environment_is_a_json_record_of_versions_and_hardware():
     assert json.loads(json.dumps(env)) == env
     assert env["torch"] == torch.__version__ and env["device"] == "cpu" and env["precision"] == "fp32"
     assert env["gpu"] is None and env["threads"] == torch.get_num_threads() and env["cpu"]
+
+
+# -- fast_path: each speed choice only where torch supports it (MPS mocked) --
+
+
+@pytest.fixture
+def macos(monkeypatch):
+    """Pretend MPS runs on macOS of the given major version: macos(14)."""
+
+    def pretend(major: int):
+        monkeypatch.setattr(torch.backends.mps, "is_macos_or_newer", lambda maj, minor: major >= maj, raising=False)
+
+    return pretend
+
+
+@pytest.mark.parametrize(("asked", "major", "expected"), [("auto", 15, "fp32"), ("bf16", 14, "bf16"), ("bf16", 13, "fp32"), ("fp32", 15, "fp32")])
+def test_mps_runs_bf16_only_on_macos_14_and_never_channels_last(macos, asked, major, expected):
+    macos(major)
+    fast = runtime.fast_path(torch.device("mps"), asked, channels_last=True)
+    assert fast.precision == expected and fast.channels_last is False
+    assert any("channels-last" in n for n in fast.notes)
+    assert any("macOS 14" in n for n in fast.notes) == (asked == "bf16" and major < 14)
+
+
+def test_cpu_and_cuda_keep_what_was_asked(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert runtime.fast_path(torch.device("cuda"), "auto", True) == runtime.FastPath("bf16", True, True, ())
+    assert runtime.fast_path(torch.device("cpu"), "fp32", False) == runtime.FastPath("fp32", False, True, ())
+
+
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+def test_fused_sgd_is_chosen_exactly_where_torch_accepts_it(device):
+    from torch.optim.optimizer import _device_dtype_check_for_fused
+
+    fast = runtime.fast_path(torch.device(device), "fp32")
+    try:
+        _device_dtype_check_for_fused(torch.empty(1, device=device))
+        accepted = True
+    except RuntimeError:
+        accepted = False
+    assert fast.fused_sgd == accepted
+    assert accepted or any("foreach" in n for n in fast.notes)
+
+
+def test_the_foreach_fallback_updates_as_fused_sgd_does():
+    from alexnet.config import TrainConfig
+    from alexnet.optim import make_optimizer
+
+    torch.manual_seed(0)
+    models = [torch.nn.Linear(5, 3) for _ in range(2)]
+    models[1].load_state_dict(models[0].state_dict())
+    x = torch.randn(4, 5)
+    for model, fused in zip(models, (True, False)):
+        opt = make_optimizer(model, TrainConfig(), fused=fused)
+        for _ in range(3):
+            opt.zero_grad()
+            model(x).square().sum().backward()
+            opt.step()
+    for a, b in zip(models[0].parameters(), models[1].parameters()):
+        torch.testing.assert_close(a, b)

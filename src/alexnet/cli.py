@@ -1,4 +1,4 @@
-"""The ``alexnet`` command: models, recipes, summary, train, evaluate, predict, export, prepare.
+"""The ``alexnet`` command: models, recipes, summary, train, evaluate, predict, export, convert, prepare, serve, bench.
 
 Every sub-command parses its flags and calls the library (``train``, ``evaluate_checkpoint``,
 ``Predictor``, ``formats.export``, ...); errors in what the user gave come out as one line on
@@ -14,6 +14,7 @@ import os
 import sys
 
 from alexnet.config import TrainConfig, load_config_file, setting_types
+from alexnet.distributed import Forwarded
 from alexnet.errors import CheckpointError, ConfigError, DataError, Interrupted, RunError
 
 
@@ -125,6 +126,29 @@ def _cmd_prepare(args) -> int:
     return 0
 
 
+def _cmd_bench(args) -> int:
+    from alexnet.bench import run_bench
+
+    run_bench(device=args.device, only=args.only, quick=args.quick, json_path=args.json, workers=args.workers,
+              warmup=args.warmup, repeats=args.repeats)  # fmt: skip
+    return 0
+
+
+def _cmd_convert(args) -> int:
+    from alexnet.formats import convert
+
+    paths = convert(args.file, args.to, force=args.force, mean_file=args.mean_file)
+    print("wrote " + " and ".join(str(p) for p in paths))
+    return 0
+
+
+def _cmd_serve(args) -> int:
+    from alexnet.serve import ServeSettings, serve
+
+    return serve(ServeSettings(checkpoint=args.checkpoint, host=args.host, port=args.port, max_bytes=args.max_bytes,
+                               max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms, device=args.device))  # fmt: skip
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -182,16 +206,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="top-k classes of image files")
     p.add_argument("images", nargs="+", metavar="IMAGE")
-    p.add_argument("--checkpoint", default=None, help="a checkpoint written by alexnet train, or a .safetensors from alexnet export")
+    p.add_argument("--checkpoint", default=None, help="a checkpoint written by alexnet train or convert, a .safetensors from alexnet export, or a .caffemodel")
     p.add_argument("--weights", default=None, help="a torchvision AlexNet weights file (alexnet-owt-*.pth)")
     p.add_argument("--top", type=_positive_int, default=5)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_predict)
 
-    p = sub.add_parser("export", help="write a checkpoint's weights as safetensors plus a JSON sidecar (no pickle)")
-    p.add_argument("--checkpoint", required=True, help="a checkpoint written by alexnet train")
+    p = sub.add_parser("export", help="write a checkpoint as safetensors (+ JSON sidecar), ONNX or torch.export's .pt2")
+    p.add_argument("--checkpoint", required=True, help="a checkpoint written by alexnet train (or any model file predict reads)")
     p.add_argument("--format", default="safetensors", choices=list(EXPORTERS), help="file format (default: safetensors): " + "; ".join(f"{n}: {f.description}" for n, f in EXPORTERS.items()))
-    p.add_argument("--out", default=None, help="the .safetensors path or a folder (default: next to the checkpoint); the sidecar is <same stem>.json")
+    p.add_argument("--out", default=None, help="the output file or a folder (default: next to the checkpoint, same stem); a safetensors export's sidecar is <same stem>.json")
     p.add_argument("--force", action="store_true", help="replace existing files")
     p.set_defaults(func=_cmd_export)
 
@@ -206,6 +230,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-fraction", type=float, default=TrainConfig.val_fraction, help="hold-out share of a plain folder (default: %(default)s)")
     p.add_argument("--force", action="store_true", help="replace an earlier prepare's files in DST")
     p.set_defaults(func=_cmd_prepare)
+
+    p = sub.add_parser("convert", help="convert torchvision's alexnet-owt-*.pth or Caffe's bvlc_alexnet.caffemodel to our formats")
+    p.add_argument("file", metavar="FILE", help="alexnet-owt-*.pth (into alexnet_owt) or a .caffemodel (into alexnet2012)")
+    p.add_argument("--to", required=True, metavar="OUT", help="the file to write; its suffix picks the format: .pt (checkpoint), .safetensors (+ .json sidecar), .onnx, .pt2")
+    p.add_argument("--mean-file", default=None, metavar="BINARYPROTO", help="Caffe only: a mean image (imagenet_mean.binaryproto) whose per-channel mean to subtract instead of ilsvrc_2012_mean's (104.0, 116.7, 122.7 BGR)")
+    p.add_argument("--force", action="store_true", help="replace existing files")
+    p.set_defaults(func=_cmd_convert)
+
+    p = sub.add_parser("serve", help="an HTTP prediction service: POST /predict, GET /health, /metrics, and a page at /")
+    p.add_argument("--checkpoint", required=True, help="a checkpoint written by alexnet train, or a .safetensors from alexnet export")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0: any free port)")
+    p.add_argument("--max-bytes", type=_positive_int, default=20_000_000, help="largest request body accepted, in bytes (default: 20000000)")
+    p.add_argument("--max-batch", type=_positive_int, default=8, help="images per forward pass when requests arrive together (default: 8; 1: no batching)")
+    p.add_argument("--batch-wait-ms", type=float, default=0.0, help="how long a forward pass waits for more requests to join it (default: 0)")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_cmd_serve)
+
+    p = sub.add_parser("bench", help="speed benchmarks, each against a baseline in the same process (docs/performance.md)")
+    p.add_argument("--quick", action="store_true", help="the CPU set in a few minutes: alexnet only, small batches, 3 repeats")
+    p.add_argument("--only", choices=("step", "pipeline", "e2e"), help="one benchmark: model step, input pipeline or end to end")
+    p.add_argument("--json", metavar="PATH", help="also write the record (machine, settings, rows, checks) as JSON")
+    p.add_argument("--device", default="auto", help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps")
+    p.add_argument("--workers", type=int, default=1, help="loader worker processes of both pipelines (default: 1)")
+    p.add_argument("--warmup", type=int, help="untimed runs of each side first (default: 1 with --quick, else 2)")
+    p.add_argument("--repeats", type=_positive_int, help="timed runs of each side, interleaved (default: 3 with --quick, else 5)")
+    p.set_defaults(func=_cmd_bench)
     return parser
 
 
@@ -225,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
     except Interrupted as e:
         print(f"alexnet {args.command}: {e}", file=sys.stderr)
         return e.exit_code
+    except Forwarded:  # rank 0's error, which rank 0 prints: the other processes only exit
+        return 1
     except (DataError, CheckpointError, RunError, ValueError, FloatingPointError, OSError) as e:
         print(f"alexnet {args.command}: error: {e}", file=sys.stderr)
         return 1

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from alexnet.errors import ConfigError, brief
-from alexnet.models import Activation, Init, ModelName, Pooling, check_image_size
+from alexnet.models import LRN_K, Activation, Init, ModelName, Pooling, check_image_size
 from alexnet.parallel import parse_devices
 
 Schedule = Literal["onecycle", "plateau", "cosine", "constant"]
@@ -59,6 +59,7 @@ class TrainConfig:
     model: ModelName = _f("alexnet", "variant: alexnet (the source document's), alexnet2012 (the paper's), alexnet_owt (torchvision's)")
     activation: Activation = _f("relu", "relu, or tanh for the paper's figure-1 ablation")
     lrn: bool | None = _f(None, "local response normalization after conv1/conv2; None = the variant's own (on for alexnet2012)")
+    lrn_k: float = _f(LRN_K, "LRN's additive constant k (the paper: 2; Caffe's bvlc_alexnet was trained with 1)")
     pooling: Pooling = _f("overlap", "overlap (3x3 stride 2, the paper's) or plain (2x2 stride 2)")
     dropout: float = _f(0.5, "dropout probability in FC6 and FC7 (the paper: 0.5)")
     init: Init | None = _f(None, "paper, caffe (the paper's with Caffe's bias 0.1), kaiming or torch; None = the variant's default (kaiming for alexnet, see models.py)")
@@ -110,6 +111,8 @@ class TrainConfig:
                 raise ConfigError(f"--{_flag(key)} must not be negative, got {getattr(self, key)}")
         if self.lr == 0:
             raise ConfigError("--lr must be positive, got 0")
+        if not is_number(self.lrn_k) or self.lrn_k <= 0:
+            raise ConfigError(f"--lrn-k must be a positive number, got {self.lrn_k}")
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"--dropout must be in [0, 1), got {self.dropout}")
         if self.checkpoint_every is not None and not re.fullmatch(r"[1-9][0-9]*m?|[0-9]*\.[0-9]+m", self.checkpoint_every):

@@ -1,8 +1,9 @@
 """Training in several processes with PyTorch's own engine: torchrun, DistributedDataParallel.
 
 This module is the one place that knows the world: which process this is (``RANK``), how many
-there are (``WORLD_SIZE``), which device is its own (``LOCAL_RANK``), whether torchrun restarted
-the group (``TORCHELASTIC_RESTART_COUNT``), and how numbers and decisions cross processes. The rest
+there are (``WORLD_SIZE``), which device is its own (``LOCAL_RANK``), which attempt of the group
+this is when torchrun restarts it (counted when the processes join, :func:`start`), and how
+numbers and decisions cross processes. The rest
 of the package asks a :class:`World` and reads the same with one process or many: a plain
 ``alexnet train`` is a world of one, whose collectives do nothing.
 
@@ -14,6 +15,7 @@ the loss is scaled so the average is exactly the one-process batch's).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import os
 from dataclasses import dataclass
@@ -38,7 +40,7 @@ class World:
     rank: int = 0
     size: int = 1
     local_rank: int = 0
-    restart: int = 0  # how many times torchrun has restarted the group (--max-restarts)
+    restart: int = 0  # which attempt of the group this is (torchrun --max-restarts), agreed at start()
     run_id: str | None = None  # torchrun's rendezvous id: the same across its restarts
 
     @property
@@ -88,7 +90,7 @@ class World:
             raise error
         kind, value = box[0]
         if kind == "error":
-            raise RunError(f"rank 0 stopped: {value}")
+            raise Forwarded(f"rank 0 stopped: {value}")
         return value
 
     def part(self, n: int) -> slice:
@@ -99,6 +101,10 @@ class World:
         q, r = divmod(n, self.size)
         start = self.rank * q + min(self.rank, r)
         return slice(start, start + q + (self.rank < r))
+
+
+class Forwarded(RunError):
+    """Rank 0's error, raised on the other processes too: rank 0 alone says it."""
 
 
 SINGLE = World()
@@ -113,8 +119,7 @@ def from_environment() -> World:
     try:
         world = World(
             rank=int(env.get("RANK", "0")), size=int(env.get("WORLD_SIZE", "1")),
-            local_rank=int(env.get("LOCAL_RANK", "0")), restart=int(env.get("TORCHELASTIC_RESTART_COUNT", "0")),
-            run_id=env.get("TORCHELASTIC_RUN_ID"),
+            local_rank=int(env.get("LOCAL_RANK", "0")), run_id=env.get("TORCHELASTIC_RUN_ID"),
         )  # fmt: skip
     except ValueError:
         raise ConfigError(f"RANK={env.get('RANK')!r}, WORLD_SIZE={env.get('WORLD_SIZE')!r}, LOCAL_RANK={env.get('LOCAL_RANK')!r}: "
@@ -138,27 +143,47 @@ def device_for(name: str, world: World) -> str:
     raise ConfigError(f"--device {name}: with {world.size} processes each takes its own device; use --device auto, cuda or cpu")
 
 
-def start(world: World, device: torch.device) -> None:
+def start(world: World, device: torch.device) -> World:
     """Join the process group: NCCL between GPUs, gloo between CPU processes. torchrun has set
-    MASTER_ADDR/MASTER_PORT (its rendezvous); nothing to do for a world of one."""
+    MASTER_ADDR/MASTER_PORT (its rendezvous); nothing to do for a world of one. Returns the world
+    with ``restart`` the attempt this is, as every process of it agrees (0: the first)."""
+    global _joined
     if not world.distributed or dist.is_initialized():
-        return
+        return world
     if device.type == "cuda":
         torch.cuda.set_device(device)
     backend = "nccl" if device.type == "cuda" else "gloo"
-    # torchrun's store outlives a restart of the group (--max-restarts), and with it the addresses
-    # the killed attempt's processes published: each attempt keys its own, or a restarted process
-    # connects to a dead one's port
     store, _, _ = next(dist.rendezvous("env://", world.rank, world.size, timeout=TIMEOUT))
-    store = dist.PrefixStore(f"alexnet/attempt_{world.restart}", store)
+    # torchrun's store outlives a restart of the group (--max-restarts) and keeps the addresses the
+    # dead attempt's processes published: each attempt joins under keys of its own, or a restarted
+    # process connects to a dead one's port. The attempt is counted in the store itself (every
+    # process of an attempt arrives once), not read from TORCHELASTIC_RESTART_COUNT, which each
+    # machine's agent counts on its own (it does not count a restart another machine caused).
+    attempt = (store.add("alexnet/arrivals", 1) - 1) // world.size
+    store = dist.PrefixStore(f"alexnet/attempt_{attempt}", store)
     dist.init_process_group(backend, store=store, rank=world.rank, world_size=world.size, timeout=TIMEOUT,
                             **({"device_id": device} if device.type == "cuda" else {}))  # fmt: skip
+    _joined = True
+    return dataclasses.replace(world, restart=attempt)
+
+
+_joined = False  # whether this module joined the process group (a caller's own group is left alone)
+
+
+def finish(world: World) -> None:
+    """The end of a run that went well: wait until every process is there (rank 0 may still be
+    writing its last checkpoint), so none tears its connections down under another's feet (gloo
+    aborted a process that left early: "terminate called without an active exception")."""
+    if world.distributed and dist.is_initialized():
+        dist.barrier()
 
 
 def stop() -> None:
-    """Leave the process group (at the end of a run, or when it fails)."""
-    if dist.is_initialized():
+    """Leave the process group this module joined (at the end of a run, or when it fails)."""
+    global _joined
+    if _joined and dist.is_initialized():
         dist.destroy_process_group()
+    _joined = False
 
 
 def wrap(model: torch.nn.Module, world: World, device: torch.device) -> torch.nn.Module:

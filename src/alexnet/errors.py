@@ -26,6 +26,15 @@ class ImageError(DataError):
         return type(self), (self.path, self.reason)
 
 
+class ImageFormatError(ImageError):
+    """An image file of a format that is not decoded (EPS, PDF, SVG, ...)."""
+
+
+class ImageSizeError(ImageError):
+    """An image whose size is out of bounds (too large to decode, too small, too elongated),
+    told from its header before it is decoded."""
+
+
 class CheckpointError(Exception):
     """A checkpoint or weights file that cannot be used; the message names it and why."""
 

@@ -57,13 +57,15 @@ def evaluate_models(checkpoints: Sequence[str | Path], *, data: str | None = Non
     # an export keeps only the settings that rebuild the network and its validation set
     cfg = replace(cfgs[0], device=device, workers=min(cfgs[0].workers, 2), **({"data": data} if data is not None else {}))
     dev = runtime.resolve_device(cfg.device)
-    precision = runtime.resolve_precision(cfg.precision, dev)
+    precision = runtime.fast_path(dev, cfg.precision).precision  # bf16 only where torch runs it on the device
     folders = [RunFolder(p.parent.parent if p.parent.name == "checkpoints" else p.parent) for p in paths]
     # the files the training runs skipped as bad are not in their hold-out split either
     exclude = set().union(*(f.read_bad_files() for f in folders)) if data is None else set()
     classes = files[0].classes
     pre = files[0].preprocess
-    raw = replace(pre, mean=(0.0,) * pre.channels, std=(1.0,) * pre.channels, eigval=None, eigvec=None)  # each model normalizes
+    # the batches are RGB pixels in [0, 1], cut as the first model's record says; each model then
+    # normalizes them its own way (Preprocess.normalize: channel order, 0..255, mean and std)
+    raw = replace(pre, mean=(0.0,) * pre.channels, std=(1.0,) * pre.channels, scale=1, channel_order="RGB", eigval=None, eigvec=None)
     images = build_eval_data(
         cfg.data, raw, classes, seed=cfg.seed, val_fraction=cfg.val_fraction, exclude=exclude,
         skip_bad_images=cfg.skip_bad_images, batch_size=cfg.batch_size, workers=cfg.workers, device=dev, ten_crop=ten_crop,
@@ -134,7 +136,7 @@ def _check_ensemble(paths: list[Path], files: list[ModelFile], cfgs: list[TrainC
     data kind and input (mode, image size, resize or source size), and for the hold-out of a plain
     image folder the same split (seed and fraction). Refused in one line naming the first odd one."""
     first, where = files[0], f"--checkpoint {paths[0]}"
-    look = lambda f: {k: v for k, v in f.preprocess.to_dict().items() if k in ("kind", "mode", "image_size", "source_size", "resize")}  # noqa: E731
+    look = lambda f: {k: v for k, v in f.preprocess.to_dict().items() if k in ("kind", "mode", "image_size", "source_size", "resize", "resize_to", "decode")}  # noqa: E731
     for path, f, c in zip(paths[1:], files[1:], cfgs[1:]):
         if f.classes != first.classes:
             raise ConfigError(f"--checkpoint {path}: its classes differ from {where}'s; an ensemble's models must share their classes")

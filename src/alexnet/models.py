@@ -42,7 +42,8 @@ Init = Literal["paper", "caffe", "kaiming", "torch"]
 # adjacent maps, k = 2, alpha = 1e-4, beta = 0.75. We follow Krizhevsky's cuda-convnet layer
 # configuration and Caffe, which divide alpha by n; that is what nn.LocalResponseNorm computes
 # (it averages the squares), so alpha=1e-4 here. The formula as printed in the paper (no division)
-# would be nn.LocalResponseNorm(5, alpha=5e-4, beta=0.75, k=2).
+# would be nn.LocalResponseNorm(5, alpha=5e-4, beta=0.75, k=2). k is a setting (`lrn_k`): BVLC
+# trained Caffe's bvlc_alexnet with Caffe's default k = 1, and its weights only match its outputs so.
 LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K = 5, 1e-4, 0.75, 2.0
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
@@ -92,8 +93,8 @@ def _act(activation: str) -> nn.Module:
     return ACTIVATIONS[activation]()
 
 
-def _lrn(lrn: bool) -> list[nn.Module]:
-    return [nn.LocalResponseNorm(LRN_SIZE, alpha=LRN_ALPHA, beta=LRN_BETA, k=LRN_K)] if lrn else []
+def _lrn(lrn: bool, k: float) -> list[nn.Module]:
+    return [nn.LocalResponseNorm(LRN_SIZE, alpha=LRN_ALPHA, beta=LRN_BETA, k=k)] if lrn else []
 
 
 def _pool(pooling: str) -> nn.Module:
@@ -114,16 +115,16 @@ def _seed_classifier(num_classes: int, act: str, dropout: float) -> nn.Sequentia
     )
 
 
-def _alexnet(num_classes, in_channels, activation, lrn, pooling, dropout):
+def _alexnet(num_classes, in_channels, activation, lrn, lrn_k, pooling, dropout):
     # Shapes in the comments are for the native 3 x 227 x 227 input.
     features = nn.Sequential(
         nn.Conv2d(in_channels, 96, kernel_size=11, stride=4, padding=0),  # conv1: 96 x 55 x 55
         _act(activation),
-        *_lrn(lrn),
+        *_lrn(lrn, lrn_k),
         _pool(pooling),  # pool1: 96 x 27 x 27
         nn.Conv2d(96, 256, kernel_size=5, padding=2),  # conv2: 256 x 27 x 27
         _act(activation),
-        *_lrn(lrn),
+        *_lrn(lrn, lrn_k),
         _pool(pooling),  # pool2: 256 x 13 x 13
         nn.Conv2d(256, 384, kernel_size=3, padding=1),  # conv3: 384 x 13 x 13
         _act(activation),
@@ -136,17 +137,17 @@ def _alexnet(num_classes, in_channels, activation, lrn, pooling, dropout):
     return features, _seed_classifier(num_classes, activation, dropout)
 
 
-def _alexnet2012(num_classes, in_channels, activation, lrn, pooling, dropout):
+def _alexnet2012(num_classes, in_channels, activation, lrn, lrn_k, pooling, dropout):
     # Figure 2: two towers of 48/128/192/192/128 maps. conv3 and the FC layers see both towers;
     # conv2, conv4 and conv5 see only their own (groups=2). Shapes for 3 x 227 x 227.
     features = nn.Sequential(
         nn.Conv2d(in_channels, 96, kernel_size=11, stride=4),  # conv1: 2 x 48 x 55 x 55
         _act(activation),
-        *_lrn(lrn),  # section 3.3: LRN after the ReLU, before pooling
+        *_lrn(lrn, lrn_k),  # section 3.3: LRN after the ReLU, before pooling
         _pool(pooling),  # pool1: 96 x 27 x 27
         nn.Conv2d(96, 256, kernel_size=5, padding=2, groups=2),  # conv2: 2 x 128 x 27 x 27
         _act(activation),
-        *_lrn(lrn),
+        *_lrn(lrn, lrn_k),
         _pool(pooling),  # pool2: 256 x 13 x 13
         nn.Conv2d(256, 384, kernel_size=3, padding=1),  # conv3: 2 x 192 x 13 x 13
         _act(activation),
@@ -169,16 +170,16 @@ def _alexnet2012(num_classes, in_channels, activation, lrn, pooling, dropout):
     return features, classifier
 
 
-def _alexnet_owt(num_classes, in_channels, activation, lrn, pooling, dropout):
+def _alexnet_owt(num_classes, in_channels, activation, lrn, lrn_k, pooling, dropout):
     # torchvision/models/alexnet.py, layer for layer. Shapes for 3 x 224 x 224.
     features = nn.Sequential(
         nn.Conv2d(in_channels, 64, kernel_size=11, stride=4, padding=2),  # conv1: 64 x 55 x 55
         _act(activation),
-        *_lrn(lrn),
+        *_lrn(lrn, lrn_k),
         _pool(pooling),  # pool1: 64 x 27 x 27
         nn.Conv2d(64, 192, kernel_size=5, padding=2),  # conv2: 192 x 27 x 27
         _act(activation),
-        *_lrn(lrn),
+        *_lrn(lrn, lrn_k),
         _pool(pooling),  # pool2: 192 x 13 x 13
         nn.Conv2d(192, 384, kernel_size=3, padding=1),  # conv3: 384 x 13 x 13
         _act(activation),
@@ -196,7 +197,7 @@ class Variant:
     """One of the networks called AlexNet, as ``alexnet models`` lists it."""
 
     name: str
-    build: Callable  # (num_classes, in_channels, activation, lrn, pooling, dropout) -> (features, classifier)
+    build: Callable  # (num_classes, in_channels, activation, lrn, lrn_k, pooling, dropout) -> (features, classifier)
     image_size: int  # the input height/width the variant was designed for
     init: Init  # its default initialization (see init_weights)
     lrn: bool  # whether it has local response normalization unless told otherwise
@@ -239,7 +240,7 @@ def min_input_size(name: str, pooling: str = "overlap") -> int:
     """Smallest square input ``name`` accepts with ``pooling``: 67 for every variant with the
     paper's overlapping pooling. Worked out from the layers themselves (built on the meta device)."""
     with torch.device("meta"):
-        features, _ = variant(name).build(1, 1, "relu", False, pooling, 0.0)
+        features, _ = variant(name).build(1, 1, "relu", False, LRN_K, pooling, 0.0)
     return min_image_size(features)
 
 
@@ -325,6 +326,7 @@ def build_model(
     in_channels: int = 3,
     activation: str = "relu",
     lrn: bool | None = None,
+    lrn_k: float = LRN_K,
     pooling: str = "overlap",
     dropout: float = 0.5,
     init: str | None = None,
@@ -338,6 +340,7 @@ def build_model(
         activation: ``relu`` or ``tanh`` (the paper's figure-1 ablation).
         lrn: local response normalization after conv1 and conv2; default on for ``alexnet2012``
             only (the paper's section 3.3 ablation).
+        lrn_k: the LRN's additive constant k (the paper's 2; Caffe's bvlc_alexnet 1).
         pooling: ``overlap`` (3x3 stride 2, the paper's) or ``plain`` (2x2 stride 2, section 3.4).
         dropout: dropout probability in the classifier (0.5 in the paper).
         init: ``paper``, ``caffe``, ``kaiming`` or ``torch``; default per variant (see :func:`init_weights`).
@@ -349,9 +352,11 @@ def build_model(
         raise ConfigError(f"unknown pooling {pooling!r}; choose one of: {', '.join(POOLING)}")
     if not 0.0 <= dropout < 1.0:
         raise ConfigError(f"dropout {dropout} must be in [0, 1)")
+    if not 0.0 < lrn_k < float("inf"):
+        raise ConfigError(f"lrn_k {lrn_k} must be a positive number")
     if num_classes < 1 or in_channels < 1:
         raise ConfigError("num_classes and in_channels must be at least 1")
-    features, classifier = spec.build(num_classes, in_channels, activation, resolve_lrn(name, lrn), pooling, dropout)
+    features, classifier = spec.build(num_classes, in_channels, activation, resolve_lrn(name, lrn), lrn_k, pooling, dropout)
     model = AlexNet(features, classifier, min_input_size(name, pooling))
     init_weights(model, init or spec.init)
     return model

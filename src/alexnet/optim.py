@@ -61,17 +61,19 @@ class PaperSGD(torch.optim.Optimizer):
         return loss
 
 
-def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, fused: bool = True) -> torch.optim.Optimizer:
     """``cfg.optimizer``: ``sgd`` (PyTorch's SGD) or ``paper`` (:class:`PaperSGD`), with momentum and
     weight decay on every parameter.
 
     PyTorch's update v <- m*v + (g + wd*w); w <- w - lr*v equals the paper's
     v <- 0.9v - 0.0005*lr*w - lr*g; w <- w + v while the learning rate is constant.
+    ``fused`` (runtime.fast_path decides it per device): one kernel for the whole update; else
+    torch's foreach update, a loop over tensors computing the same.
     """
     if cfg.optimizer == "paper":
         return PaperSGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    # fused: one kernel for the whole update instead of a loop over tensors (CPU and CUDA alike)
-    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, fused=True)
+    kind = {"fused": True} if fused else {"foreach": True}
+    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, **kind)
 
 
 @dataclass

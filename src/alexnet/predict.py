@@ -63,12 +63,16 @@ class Predictor:
         a bad file is named on its own."""
         if top < 1:
             raise ValueError(f"--top must be at least 1, got {top}")
-        top = min(top, len(self.classes))
         results = []
         for item in images:
-            p, idx = self.probabilities([item])[0].topk(top)
             results.append({
                 "image": str(item) if isinstance(item, (str, Path)) else type(item).__name__,
-                "predictions": [{"class": self.classes[i], "index": int(i), "probability": float(q)} for q, i in zip(p, idx)],
+                "predictions": self.ranked(self.probabilities([item])[0], top),
             })  # fmt: skip
         return results
+
+    def ranked(self, probabilities: torch.Tensor, top: int = 5) -> list[dict]:
+        """One image's ``top`` classes, most likely first, from its probabilities (classes,): what
+        :meth:`predict` answers per image, and the prediction service per request."""
+        p, idx = probabilities.topk(min(top, len(self.classes)))
+        return [{"class": self.classes[i], "index": int(i), "probability": float(q)} for q, i in zip(p, idx)]

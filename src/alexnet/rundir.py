@@ -101,23 +101,22 @@ class RunFolder:
     @classmethod
     def find_launch(cls, cfg: TrainConfig, argv: list[str] | None, run_id: str | None) -> str | None:
         """The run folder an earlier attempt of this torchrun launch made, for a restarted group
-        (``torchrun --max-restarts``): ``--name``'s folder, or the newest folder under ``--out``
+        (``torchrun --max-restarts``): the newest folder under ``--out`` (``--name``'s, when given)
         whose ``env.json`` has this launch's rendezvous id and whose command is this one. None when
-        the attempt failed before making one."""
+        the attempt failed before making one, or when the id does not tell launches apart
+        (torchrun's default ``none``): then the restart starts a new run."""
+        if run_id in (None, "", "none"):
+            return None
         out = Path(cfg.out)
-        if cfg.name is not None:
-            folder = cls(out / cfg.name)
-            return str(folder) if folder.config_file.is_file() else None
         command = shlex.join(argv if argv is not None else sys.argv) + "\n"
         found = []
-        for env in out.glob("*/env.json"):
+        for env in out.glob(f"{cfg.name or '*'}/env.json"):
             folder = cls(env.parent)
             try:
-                same = json.loads(env.read_text()).get("torchrun_id") == run_id and (folder.path / "command.txt").read_text() == command
+                if json.loads(env.read_text()).get("torchrun_id") == run_id and (folder.path / "command.txt").read_text() == command:
+                    found.append(folder)
             except (OSError, ValueError, AttributeError):
                 continue
-            if run_id is not None and same:
-                found.append(folder)
         return str(max(found, key=lambda f: f.last_activity())) if found else None
 
     def acquire(self) -> None:

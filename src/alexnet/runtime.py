@@ -1,5 +1,6 @@
 """Where a run computes and what it records about the machine: the device (``auto`` = CUDA, else
-Apple's MPS, else the CPU), the precision, the allocator setting for CPU training, and the
+Apple's MPS, else the CPU), the precision and the other per-device speed choices (:func:`fast_path`),
+the allocator setting for CPU training, and the
 environment record written to ``env.json``. Shared by training, evaluation, prediction and the
 benchmarks, so each choice is made the same way everywhere."""
 
@@ -9,6 +10,7 @@ import ctypes
 import functools
 import platform
 import subprocess
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -51,6 +53,61 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return "fp32"  # MPS: bf16 autocast there is not known to be faster; stay exact
 
 
+@dataclass(frozen=True)
+class FastPath:
+    """The speed choices a run makes on its device, each one torch supports there."""
+
+    precision: str  # fp32 or bf16 (autocast)
+    channels_last: bool  # NHWC model and batches
+    fused_sgd: bool  # one fused kernel for the SGD update, else torch's foreach loop
+    notes: tuple[str, ...] = ()  # each fall-back taken, in words (printed when a run starts)
+
+
+def fast_path(device: torch.device, precision: str = "auto", channels_last: bool = True) -> FastPath:
+    """The one place the fast-path choices are made for ``device``, from what was asked
+    (``--precision``, ``--channels-last``) and what torch supports there:
+
+    * precision: ``auto`` as :func:`resolve_precision`; bf16 autocast on Apple's MPS needs macOS 14
+      (torch refuses bf16 tensors there before it): fp32 otherwise.
+    * channels-last: off on MPS. Its 2-D convolution backward ran channels-last through MPSGraph's
+      strided path, ~30x slower than NCHW (pytorch/pytorch#193349, fixed only in 2026-08 by #193623),
+      and conv2d on channel slices of a channels-last tensor - what the two towers of alexnet2012
+      take - gave wrong results (#180984); NCHW is what MPS's convolution graphs are built in.
+    * fused SGD: where torch's own list has a fused kernel for the device type (torch 2.14's:
+      CPU, CUDA, MPS and others); elsewhere the foreach update, which computes the same.
+    """
+    notes = []
+    chosen = resolve_precision(precision, device)
+    if device.type == "mps" and chosen == "bf16" and not _mps_has_bf16():
+        chosen = "fp32"
+        notes.append("bf16 autocast on MPS needs macOS 14 or newer: running fp32")
+    if device.type == "mps" and channels_last:
+        channels_last = False
+        notes.append("channels-last is off on MPS (slow convolution backward, wrong sliced convolutions in some torch versions)")
+    fused = device.type in _fused_sgd_devices()
+    if not fused:
+        notes.append(f"torch has no fused SGD kernel for {device.type}: using the foreach update")
+    return FastPath(chosen, channels_last, fused, tuple(notes))
+
+
+def _mps_has_bf16() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    try:
+        return bool(mps is not None and mps.is_macos_or_newer(14, 0))
+    except (AttributeError, RuntimeError):  # an older torch, or not macOS
+        return False
+
+
+def _fused_sgd_devices() -> list[str]:
+    """The device types torch's optimizers have fused kernels for (torch's own list)."""
+    try:
+        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+
+        return list(_get_fused_kernels_supported_devices())
+    except ImportError:  # the private helper moved: the CPU and CUDA, which have had fused SGD longest
+        return ["cpu", "cuda"]
+
+
 def cpu_has_amx() -> bool:
     """Whether this CPU has AMX bf16 tiles and torch's oneDNN can use them."""
     # With AMX tiles oneDNN's bf16 convolutions and matmuls made a training step 1.6-1.9x faster
@@ -67,7 +124,7 @@ def keep_freed_memory() -> bool:
     Each CPU training step allocates and frees the same few hundred MB of activations and
     gradients; by default glibc serves blocks that large with mmap and unmaps them on free, so
     every step page-faults them in again (a third of the step in system time on 2 cores). With
-    mmap off and trimming off the blocks are reused. Measured in benchmarks/train_throughput.py.
+    mmap off and trimming off the blocks are reused. Measured: docs/performance.md.
     Returns False where this is not glibc or glibc refused.
     """
     try:

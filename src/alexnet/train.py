@@ -8,6 +8,7 @@ every checkpoint beside the weights, is :class:`RunState`. Files are written by
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import sys
@@ -62,6 +63,7 @@ class Run:
     schedule: Schedule
     state: RunState
     world: World = distributed.SINGLE
+    channels_last: bool = False  # runtime.fast_path's choice for the device (cfg.channels_last asks for it)
     net: torch.nn.Module | None = None
 
     def __post_init__(self):
@@ -125,10 +127,11 @@ def start(cfg: TrainConfig, ckpt: Resume | None, folder: RunFolder | None, argv:
     if towers and world.distributed:
         raise ConfigError("--model-parallel splits the network inside one process; under torchrun train data-parallel (drop --model-parallel)")
     device = towers[0] if towers else device or runtime.resolve_device(cfg.device)
-    precision = runtime.resolve_precision(cfg.precision, device)
+    fast = runtime.fast_path(device, cfg.precision, cfg.channels_last)  # what torch supports on this device
+    precision = fast.precision
     if cfg.batch_size < world.size:
         raise ConfigError(f"--batch-size {cfg.batch_size} is the global batch and must be at least the {world.size} processes (one image each per step)")
-    data = build_data(cfg, device, stats=ckpt.model.preprocess.stats if ckpt else None, world=world)
+    data = _build_data_writer_first(cfg, device, ckpt, world)
     if ckpt is not None:
         _check_same_data(ckpt, data)
     folder = _writer_folder(world, folder, cfg, argv)
@@ -136,15 +139,15 @@ def start(cfg: TrainConfig, ckpt: Resume | None, folder: RunFolder | None, argv:
     runtime.prepare(device)
     model = build_model(
         cfg.model, num_classes=len(data.classes), in_channels=data.preprocess.channels,
-        activation=cfg.activation, lrn=cfg.lrn, pooling=cfg.pooling, dropout=cfg.dropout, init=cfg.init,
+        activation=cfg.activation, lrn=cfg.lrn, lrn_k=cfg.lrn_k, pooling=cfg.pooling, dropout=cfg.dropout, init=cfg.init,
     )  # fmt: skip
     if towers:  # the same seeded weights, split over the two devices
-        model = parallel.TwoTowers(model, towers, channels_last=cfg.channels_last)
+        model = parallel.TwoTowers(model, towers, channels_last=fast.channels_last)
     else:
-        model = model.to(device, memory_format=torch.channels_last if cfg.channels_last else torch.preserve_format)
-    optimizer = make_optimizer(model, cfg)
+        model = model.to(device, memory_format=torch.channels_last if fast.channels_last else torch.preserve_format)
+    optimizer = make_optimizer(model, cfg, fused=fast.fused_sgd)
     schedule = make_schedule(optimizer, cfg, len(data.train))
-    run = Run(cfg, folder, device, precision, data, model, optimizer, schedule, RunState(), world)
+    run = Run(cfg, folder, device, precision, data, model, optimizer, schedule, RunState(), world, channels_last=fast.channels_last)
     if ckpt is not None:
         run.restore(ckpt)
     else:
@@ -159,6 +162,17 @@ def start(cfg: TrainConfig, ckpt: Resume | None, folder: RunFolder | None, argv:
                 folder.write_json("bad_images.json", data.bad_files)
     run.net = distributed.wrap(model, world, device)
     return run
+
+
+def _build_data_writer_first(cfg: TrainConfig, device: torch.device, ckpt: Resume | None, world: World) -> Data:
+    """The data, built by the writer first: its bad-file scan fills the scan cache the other
+    processes on its machine then read instead of decoding every image again, and bad data stops
+    every process with rank 0's one line."""
+    # a resumed run keeps its checkpoint's normalization and JPEG decode: the inputs it was trained on
+    stats, decode = (ckpt.model.preprocess.stats, ckpt.model.preprocess.decode) if ckpt else (None, None)
+    built: list[Data] = []
+    world.from_writer(lambda: built.append(build_data(cfg, device, stats=stats, world=world, decode=decode)))
+    return built[0] if built else build_data(cfg, device, stats=stats, world=world, decode=decode)
 
 
 def _writer_folder(world: World, folder: RunFolder | None, cfg: TrainConfig, argv: list[str] | None) -> RunFolder:
@@ -189,53 +203,74 @@ def train(cfg: TrainConfig, *, argv: list[str] | None = None, resume: str | Path
     world = distributed.from_environment()
     say = _printer(quiet or not world.writer)
     with StopSignals() as signals:  # while preparing, SIGINT/SIGTERM stop at once: nothing to save yet
-        folder, ckpt = None, None
+        box: list = [None]  # the run folder, once known
         try:
-            if resume is not None:
-                folder, note = RunFolder.find(resume)
-                if world.writer:
-                    folder.acquire()  # one writer per run folder
-                if note:
-                    say(note)
-                cfg, ckpt = _resumed_settings(folder, epochs)
-            device = runtime.resolve_device(distributed.device_for(cfg.device, world))
-            distributed.start(world, device)
-            if resume is None and world.restart:
-                folder, cfg, ckpt = _after_restart(world, cfg, argv, say)
-                resume = folder and str(folder)
-            run = start(cfg, ckpt, folder, argv, world, device)
-        except Stop as e:
-            again = f"continue with: alexnet train --resume {folder}" if folder else "run the same command again"
+            run, resumed, restarted = _prepare(cfg, resume, epochs, argv, world, say, box)
+        except BaseException as e:
+            if box[0] is not None:
+                box[0].close()
             distributed.stop()
-            raise Interrupted(f"{e}: stopped while preparing the run, before any training step; {again}", e.signum) from None
-        except BaseException:
-            if folder is not None:
-                folder.close()
-            distributed.stop()
+            if isinstance(e, Stop):
+                again = f"continue with: alexnet train --resume {box[0]}" if box[0] else "run the same command again"
+                raise Interrupted(f"{e}: stopped while preparing the run, before any training step; {again}", e.signum) from None
+            if isinstance(e, RuntimeError):
+                raise _process_failed(e, world, box[0]) from None
             raise
         signals.defer()  # from here on a signal ends the run at the next step or batch, saved
         try:
-            _announce(run, restarted=resume is not None and ckpt is None, say=say)
-            if resume is not None and world.writer:
-                run.folder.write_config(cfg)
+            _announce(run, restarted=restarted, say=say)
+            if resumed and world.writer:  # the folder's records catch up with its checkpoint
+                run.folder.write_config(run.cfg)
                 repaired = run.folder.repair_metrics(run.state.epoch, run.state.metrics)
                 if repaired:
                     say(repaired)
-            while run.state.epoch < cfg.epochs:
+            while run.state.epoch < run.cfg.epochs:
                 try:
                     _one_epoch(run, signals, say, quiet)
                 except FloatingPointError as e:
                     _after_nan(run, e, say)
+            distributed.finish(world)  # every process leaves together, after rank 0's last write
         except RuntimeError as e:
-            if not world.distributed:
-                raise
-            # a process of the group died (killed, out of memory, its machine lost): say so in one line
-            raise RunError(f"a process of the run failed ({first_line(e)}); torchrun --max-restarts continues it by "
-                           f"itself, or: alexnet train --resume {run.folder}") from None  # fmt: skip
+            raise _process_failed(e, world, run.folder) from None
         finally:
             run.folder.close()
+            run.net = run.model  # DDP's reducer goes before the process group it uses
             distributed.stop()
     return {**run.state.metrics, "run_dir": str(run.folder), "best_top1": run.state.best}
+
+
+def _prepare(cfg: TrainConfig, resume, epochs: int | None, argv, world: World, say, box: list) -> tuple[Run, bool, bool]:
+    """The run ``train`` continues or starts; whether it is resumed (asked, or after a torchrun
+    restart), and whether it was stopped before its first checkpoint (so starts again from step
+    0). ``box[0]`` holds its folder as soon as it is known."""
+    ckpt = None
+    if resume is not None:
+        folder, note = RunFolder.find(resume)
+        if world.writer:
+            folder.acquire()  # one writer per run folder
+        box[0] = folder
+        if note:
+            say(note)
+        cfg, ckpt = _resumed_settings(folder, epochs)
+    device = runtime.resolve_device(distributed.device_for(cfg.device, world))
+    world = distributed.start(world, device)
+    if resume is not None and world.from_writer(lambda: str(box[0])) != str(box[0]):
+        raise RunError(f"--resume {resume}: the processes found different runs in it; name the run folder itself")
+    if resume is None and world.restart:
+        box[0], cfg, ckpt = _after_restart(world, cfg, argv, say)
+        resume = box[0]
+    run = start(cfg, ckpt, box[0], argv, world, device)
+    box[0] = run.folder
+    return run, resume is not None, resume is not None and ckpt is None
+
+
+def _process_failed(e: RuntimeError, world: World, folder) -> BaseException:
+    """A process of the group died (killed, out of memory, its machine lost) and the collectives of
+    the others failed: one line for them. A single process's RuntimeError is its own."""
+    if not world.distributed:
+        return e
+    again = f"alexnet train --resume {folder}" if folder is not None else "run the same command again"
+    return RunError(f"a process of the run failed ({first_line(e)}); torchrun --max-restarts continues it by itself, or: {again}")
 
 
 def _after_restart(world: World, cfg: TrainConfig, argv: list[str] | None, say) -> tuple[RunFolder | None, TrainConfig, Resume | None]:
@@ -316,21 +351,26 @@ def _one_epoch(run: Run, signals: StopSignals, say, quiet: bool) -> None:
 
     def on_step(info: dict) -> bool:
         nonlocal last_save
-        if bar is not None:
-            bar.update(info)
+        if bar is not None:  # the images of the global batch: this process has only its part
+            bar.update(min(cfg.batch_size, run.data.num_train - (info["step"] - 1) * cfg.batch_size) if world.distributed else info["images"], info)
         by_steps = bool(every_steps) and info["step"] % every_steps == 0
         by_time = bool(every_seconds) and time.monotonic() - last_save >= every_seconds
         stop = signals.received is not None
         if world.distributed:
             stop, by_time = world.any_of([stop, by_time and world.writer], run.device) if info["step"] % agree_every == 0 else (False, False)
         if stop or by_steps or by_time:
-            run.save(epoch, info["totals"]())  # the totals are summed over the processes
+            totals = info["totals"]()  # summed over the processes
+            if not math.isfinite(totals["loss_sum"]):  # never save weights a NaN has reached (a GPU checks every 50 steps)
+                raise FloatingPointError(f"the training loss became {totals['loss_sum']} by step {info['step']} of the epoch")
+            run.save(epoch, totals)
             last_save = time.monotonic()
-        return stop
+        # alone, a signal that came during the save stops here too (the checkpoint is this step's);
+        # several processes stop where they voted to
+        return stop if world.distributed else signals.received is not None
 
     tr = engine.train_one_epoch(
         run.net, run.data.train, run.optimizer, device=run.device, precision=run.precision,
-        step_scheduler=run.schedule.per_step, label_smoothing=cfg.label_smoothing, channels_last=cfg.channels_last,
+        step_scheduler=run.schedule.per_step, label_smoothing=cfg.label_smoothing, channels_last=run.channels_last,
         on_step=on_step, totals=s.totals, world=world,
     )  # fmt: skip
     if bar is not None:
@@ -342,7 +382,7 @@ def _one_epoch(run: Run, signals: StopSignals, say, quiet: bool) -> None:
         )  # fmt: skip
     ev = engine.evaluate(
         run.model, run.data.val, len(run.data.classes), device=run.device, precision=run.precision,
-        channels_last=cfg.channels_last, should_stop=lambda: world.any(signals.stopping, run.device), world=world,
+        channels_last=run.channels_last, should_stop=lambda: world.any(signals.stopping, run.device), world=world,
     )  # fmt: skip
     if ev["stopped"]:  # the epoch's training is saved whole; its evaluation runs again on resume
         run.save(epoch, tr["totals"])
@@ -395,9 +435,9 @@ class _Bar:
     def __init__(self, bar):
         self.bar, self.steps = bar, 0
 
-    def update(self, info: dict) -> None:
+    def update(self, images: int, info: dict) -> None:
         self.steps += 1
-        self.bar.update(info["images"])
+        self.bar.update(images)
         if self.steps % 20 == 1:
             self.bar.set_postfix(loss=f"{info['loss'].item():.3f}", lr=f"{info['lr']:.4g}", refresh=False)
 

@@ -37,20 +37,21 @@ def _folder(data: str) -> Path:
     return root
 
 
-def build_data(cfg, device: torch.device, stats: Mapping | None = None, world: World = SINGLE) -> Data:
+def build_data(cfg, device: torch.device, stats: Mapping | None = None, world: World = SINGLE, decode: str | None = None) -> Data:
     """Build the train and validation batches for ``cfg`` (a TrainConfig): with several processes
     (``world``), this process's share of every batch (``--batch-size`` is the global batch).
 
     A folder (or fsspec URL) holding ``alexnet prepare``'s index is read as shards.
     ``stats`` (``{"mean": [...], "std": [...]}``, e.g. a checkpoint's ``Preprocess.stats``) reuses
-    stored normalization instead of recomputing it, so a resumed model sees exactly the inputs it
-    was trained on.
+    stored normalization instead of recomputing it, and ``decode`` (a checkpoint's
+    ``Preprocess.decode``) its JPEG decode, so a resumed model sees exactly the inputs it was
+    trained on.
     """
     if is_shards(cfg.data):
-        return shards_data(cfg, cfg.data, device, stats, world)
+        return shards_data(cfg, cfg.data, device, stats, world, decode)
     if cfg.data is None or is_idx_folder(cfg.data):
         return idx_data(cfg, device, stats, world)
-    return folder_data(cfg, _folder(cfg.data), device, stats, world)
+    return folder_data(cfg, _folder(cfg.data), device, stats, world, decode)
 
 
 def build_eval_data(
@@ -82,7 +83,7 @@ def build_eval_data(
 
 def preprocess_image(path: str | Path, preprocess: Preprocess) -> torch.Tensor:
     """One image file -> (C, S, S) model input, exactly as evaluation batches are made."""
-    return preprocess(open_image(path, preprocess.mode))
+    return preprocess(open_image(path, preprocess.mode, decode_side=preprocess.decode_side))
 
 
 __all__ = [

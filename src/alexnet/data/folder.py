@@ -26,7 +26,7 @@ from alexnet.data.sampling import EpochOrder
 from alexnet.data.scancache import ScanCache
 from alexnet.data.transforms import (
     IMAGENET_EIGVAL, IMAGENET_EIGVEC, STATS_IMAGES, STATS_SIDE, PixelMoments, Preprocess, is_imagenet_like,
-    lighting_from_covariance, stats_problem,
+    lighting_from_covariance, seeded, stats_problem,
 )
 from alexnet.distributed import SINGLE, World
 from alexnet.errors import DataError, ImageError
@@ -111,30 +111,29 @@ class ImageList(Dataset):
     A file that has gone bad since :func:`scan_images` comes back as ``(ImageError, label)``
     instead of raising: an exception raised in a loader worker reaches the main process wrapped in
     the worker's traceback. Load it with :func:`collate_images`, which hands the error on, and
-    :class:`_EpochLoader` raises it there as one line.
+    :class:`EpochLoader` raises it there as one line.
     """
 
-    def __init__(self, samples, mode: str, transform=None):
-        self.samples, self.mode, self.transform = samples, mode, transform
+    def __init__(self, samples, mode: str, transform=None, decode_side: int | None = None):
+        self.samples, self.mode, self.transform, self.decode_side = samples, mode, transform, decode_side
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, item: int | tuple[int, int]):
-        # (index, seed) from EpochSampler: the random crop and flip are a function of the seed
+        # (index, seed) from EpochBatches: the random crop and flip are a function of the seed
         # alone, not of which worker process loads the image or what it loaded before
         i, seed = item if isinstance(item, tuple) else (item, None)
         path, label = self.samples[i]
         try:
-            img = open_image(path, self.mode, min_side=MIN_IMAGE_SIDE)
+            img = open_image(path, self.mode, min_side=MIN_IMAGE_SIDE, decode_side=self.decode_side)
         except ImageError as e:
             return e, label
         if self.transform is None:
             return img, label
         if seed is None:
             return self.transform(img), label
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with seeded(seed):
             return self.transform(img), label
 
 
@@ -171,10 +170,10 @@ class EpochBatches(Sampler):
 def collate_images(batch, empty: tuple[int, int] = (3, 0)):
     """``default_collate`` of (image, label) pairs, or the first :class:`ImageError` among them.
     No pairs (a process's empty share of a last batch) give an empty batch of ``empty`` =
-    (channels, size) images."""
+    (channels, size) uint8 images, as the transforms make them."""
     if not batch:
         channels, size = empty
-        return torch.empty(0, channels, size, size), torch.empty(0, dtype=torch.long)
+        return torch.empty(0, channels, size, size, dtype=torch.uint8), torch.empty(0, dtype=torch.long)
     for x, _ in batch:
         if isinstance(x, ImageError):
             return x
@@ -214,10 +213,12 @@ def lighting_stats(classes: list[str], moments: PixelMoments | None) -> dict:
 
 
 class EpochLoader:
-    """A DataLoader over :class:`EpochBatches`: the same interface as TensorBatches."""
+    """A DataLoader over :class:`EpochBatches`: the same interface as TensorBatches. Its uint8
+    batches come out on ``device`` as model input (:meth:`Preprocess.to_input`)."""
 
-    def __init__(self, loader: DataLoader, changed: str = "it was readable when the run started, so it changed since"):
-        self.loader, self.changed = loader, changed
+    def __init__(self, loader: DataLoader, preprocess: Preprocess, device,
+                 changed: str = "it was readable when the run started, so it changed since"):  # fmt: skip
+        self.loader, self.preprocess, self.device, self.changed = loader, preprocess, torch.device(device), changed
 
     def __len__(self) -> int:  # batches in a whole epoch, also while resuming part-way
         return len(self.loader.batch_sampler.order)
@@ -231,12 +232,16 @@ class EpochLoader:
         for batch in batches:
             if isinstance(batch, ImageError):
                 raise ImageError(batch.path, f"{batch.reason}; {self.changed}")
-            yield batch
+            x, y = batch
+            yield self.preprocess.to_input(x.to(self.device, non_blocking=True)), y
 
 
-def _loader(samples, preprocess: Preprocess, *, train: bool, batch_size: int, workers: int, seed: int, device,
-            world: World = SINGLE, ten_crop: bool = False) -> EpochLoader:  # fmt: skip
-    ds = ImageList(samples, preprocess.mode, preprocess.folder_transform(train, ten_crop))
+def folder_loader(samples, preprocess: Preprocess, *, train: bool, batch_size: int, workers: int, seed: int, device,
+                  world: World = SINGLE, ten_crop: bool = False) -> EpochLoader:  # fmt: skip
+    """Batches of ``samples`` as ``preprocess`` makes them (the ten crops of each with
+    ``ten_crop``), normalized on ``device``: what training, evaluation and the benchmarks read an
+    image folder with."""
+    ds = ImageList(samples, preprocess.mode, preprocess.folder_transform(train, ten_crop), preprocess.decode_side)
     batches = EpochBatches(len(ds), batch_size=batch_size, shuffle=train, seed=seed, world=world)
     # its own generator: each iter() draws the workers' base seed from it, not from the global
     # RNG that dropout uses (that draw would shift dropout's stream on a resume)
@@ -246,7 +251,7 @@ def _loader(samples, preprocess: Preprocess, *, train: bool, batch_size: int, wo
         pin_memory=device.type == "cuda", persistent_workers=workers > 0,
         collate_fn=functools.partial(collate_images, empty=(preprocess.channels, preprocess.image_size)),
         worker_init_fn=ignore_in_worker,
-    ))  # fmt: skip
+    ), preprocess, device)  # fmt: skip
 
 
 def holdout(samples: list, seed: int, val_fraction: float) -> tuple[list, list]:
@@ -318,7 +323,7 @@ def split_folder(cfg, root: Path, mode: str = "RGB", name: str = "--data") -> Fo
     return FolderSplit(train_samples, val_samples, classes, split, bad)
 
 
-def folder_data(cfg, root: Path, device, stats: Mapping | None, world: World = SINGLE) -> Data:
+def folder_data(cfg, root: Path, device, stats: Mapping | None, world: World = SINGLE, decode: str | None = None) -> Data:
     """Train and validation loaders of an ImageFolder-layout folder (see :func:`alexnet.data.build_data`)."""
     mode = "RGB"
     s = split_folder(cfg, root, mode)
@@ -330,11 +335,11 @@ def folder_data(cfg, root: Path, device, stats: Mapping | None, world: World = S
             raise DataError(f"--data {root}: the training images' {problem}")
         if cfg.lighting:
             stats.update(lighting_stats(s.classes, moments))
-    preprocess = Preprocess.for_folder(image_size=cfg.image_size, stats=stats, mode=mode)
+    preprocess = Preprocess.for_folder(image_size=cfg.image_size, stats=stats, mode=mode, decode=decode)
     common = dict(batch_size=cfg.batch_size, workers=cfg.workers, seed=cfg.seed, device=device, world=world)
     return Data(
-        train=_loader(s.train, preprocess, train=True, **common),
-        val=_loader(s.val, preprocess, train=False, **common),
+        train=folder_loader(s.train, preprocess, train=True, **common),
+        val=folder_loader(s.val, preprocess, train=False, **common),
         classes=s.classes,
         preprocess=preprocess,
         num_train=len(s.train),
@@ -380,7 +385,7 @@ def folder_eval_data(root: Path, preprocess: Preprocess, classes: list[str], *, 
     val_samples = _without(val_samples, bad)
     if not val_samples:
         raise DataError(f"--data {root}: no readable validation images")
-    loader = _loader(val_samples, preprocess, train=False, batch_size=batch_size, workers=workers, seed=seed, device=device, ten_crop=ten_crop)
+    loader = folder_loader(val_samples, preprocess, train=False, batch_size=batch_size, workers=workers, seed=seed, device=device, ten_crop=ten_crop)
     loader.changed = "it was readable when the evaluation started, so it changed since"
     return EvalData(loader, list(classes), len(val_samples), str(root))
 

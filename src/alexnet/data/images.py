@@ -1,7 +1,8 @@
 """Image files from anywhere: decoded into a PIL image of a known mode, or refused in one line.
 
-Training, the bad-file scan, evaluation and prediction all open images through :func:`open_image`,
-so an image is accepted or refused the same way everywhere, with the same conversion of modes.
+Training, the bad-file scan, evaluation and prediction all open images through :func:`open_image`
+(the prediction service through :func:`decode_image`, its twin for bytes in memory), so an image
+is accepted or refused the same way everywhere, with the same conversion of modes.
 The files may come from strangers, so before anything is decoded :func:`open_image` checks that
 the path is a regular file (a FIFO or a device would be waited on or read forever), that the
 content is one of a few raster formats (:data:`FORMATS`, so no PostScript interpreter or other
@@ -11,6 +12,7 @@ external program is ever run), and that the image fits the memory budget (:data:
 
 from __future__ import annotations
 
+import io
 import os
 import stat
 from pathlib import Path
@@ -18,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from alexnet.errors import ImageError
+from alexnet.errors import ImageError, ImageFormatError, ImageSizeError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
@@ -80,35 +82,53 @@ _TRANSPOSE = {
 _OTHER_SIGNATURES = ((b"%PDF-", "PDF"), (b"<svg", "SVG"), (b"<?xml", "XML (SVG?)"))
 
 
-def open_image(path: str | Path, mode: str, *, min_side: int = 1) -> Image.Image:
+def open_image(path: str | Path, mode: str, *, min_side: int = 1, decode_side: int | None = None) -> Image.Image:
     """Decode an image file of one of :data:`FORMATS`, upright as its EXIF orientation says,
-    and convert it to ``mode`` ('RGB' or 'L') with :func:`convert`.
+    and convert it to ``mode`` ('RGB' or 'L') with :func:`convert`. With ``decode_side`` a JPEG
+    is decoded at reduced size (:func:`reduce_decode`) keeping its shorter side >= ``decode_side``.
 
     A file that cannot be used raises :class:`ImageError` (a :class:`DataError`) and nothing else:
     missing, unreadable, not a regular file (a directory, FIFO or device), empty, another format
-    than :data:`FORMATS`, truncated or corrupt, a side below ``min_side``, or over the budget of
-    :data:`MAX_PIXELS`, :data:`MAX_DECODE_BYTES` or :data:`MAX_ASPECT_RATIO` - checked from the
-    header, before anything is decoded.
+    than :data:`FORMATS` (:class:`ImageFormatError`), truncated or corrupt, a side below
+    ``min_side``, or over the budget of :data:`MAX_PIXELS`, :data:`MAX_DECODE_BYTES` or
+    :data:`MAX_ASPECT_RATIO` (:class:`ImageSizeError`) - checked from the header, before anything
+    is decoded.
     """
     with _open_regular_file(path) as f:
         if os.fstat(f.fileno()).st_size == 0:
             raise ImageError(path, "empty file (0 bytes)")
-        try:
-            with Image.open(f, formats=FORMATS) as img:
-                check_size(img, min_side=min_side, name=path)
-                img.load()
-                return convert(img, mode, name=path)
-        except ImageError:
-            raise
-        except Image.UnidentifiedImageError:
-            raise ImageError(path, _unidentified(f)) from None
-        except Exception as e:
-            # Pillow's decoders raise OSError, SyntaxError, ValueError, EOFError, struct.error,
-            # IndexError, ... on damaged files (Pillow's own fuzz harness accepts any Exception),
-            # so every one of them means "this file is bad".
-            detail = " ".join(f"{type(e).__name__}: {e}".split())[:200]  # one line, however PIL words it
-            big = isinstance(e, (Image.DecompressionBombError, MemoryError))
-            raise ImageError(path, f"{'too large to decode' if big else 'truncated or corrupt image'} ({detail})") from None
+        return _decode(f, mode, min_side, path, decode_side)
+
+
+def decode_image(data: bytes, mode: str, *, name: str = "image", min_side: int = 1, decode_side: int | None = None) -> Image.Image:
+    """:func:`open_image` for bytes already in memory (an upload): the same formats, budget,
+    reduced-size decode and conversion, the same errors, naming ``name``."""
+    if not data:
+        raise ImageError(name, "empty file (0 bytes)")
+    return _decode(io.BytesIO(data), mode, min_side, name, decode_side)
+
+
+def _decode(f, mode: str, min_side: int, name: str | Path, decode_side: int | None = None) -> Image.Image:
+    """The one decoder behind :func:`open_image` and :func:`decode_image`: ``f`` is a readable,
+    seekable binary file, not empty."""
+    try:
+        with Image.open(f, formats=FORMATS) as img:
+            check_size(img, min_side=min_side, name=name)
+            reduce_decode(img, decode_side)
+            img.load()
+            return convert(img, mode, name=name)
+    except ImageError:
+        raise
+    except Image.UnidentifiedImageError:
+        raise _unidentified(f, name) from None
+    except Exception as e:
+        # Pillow's decoders raise OSError, SyntaxError, ValueError, EOFError, struct.error,
+        # IndexError, ... on damaged files (Pillow's own fuzz harness accepts any Exception),
+        # so every one of them means "this file is bad".
+        detail = " ".join(f"{type(e).__name__}: {e}".split())[:200]  # one line, however PIL words it
+        if isinstance(e, (Image.DecompressionBombError, MemoryError)):
+            raise ImageSizeError(name, f"too large to decode ({detail})") from None
+        raise ImageError(name, f"truncated or corrupt image ({detail})") from None
 
 
 def _open_regular_file(path: str | Path):
@@ -139,9 +159,10 @@ def _file_kind(st_mode: int) -> str:
     return next((name for test, name in kinds if test(st_mode)), "a special file")
 
 
-def _unidentified(f) -> str:
+def _unidentified(f, name: str | Path) -> ImageError:
     """Why a file none of :data:`FORMATS` opens is refused, naming the format it looks like
-    where Pillow's format checks (which only compare the first 16 bytes) or a signature tell."""
+    where Pillow's format checks (which only compare the first 16 bytes) or a signature tell:
+    an :class:`ImageFormatError` for a file of another format, else an :class:`ImageError`."""
     f.seek(0)
     prefix = f.read(16)
     Image.init()
@@ -152,16 +173,16 @@ def _unidentified(f) -> str:
         except Exception:  # a check that cannot handle a short prefix says nothing
             looks = False
         if looks and fmt in FORMATS:
-            return f"not a readable image (starts like {fmt} but its header is damaged)"
+            return ImageError(name, f"not a readable image (starts like {fmt} but its header is damaged)")
         if looks:
             about = getattr(factory, "format_description", None) or fmt
             # "EPS (Encapsulated Postscript)", but "JPEG 2000 (ISO 15444)", not "JPEG2000 (JPEG 2000 (...))"
-            name = about if about.replace(" ", "").lower().startswith(fmt.lower()) else f"{fmt} ({about})"
-            return f"not an accepted image format: looks like {name}; only {FORMAT_NAMES} files are decoded"
-    for magic, name in _OTHER_SIGNATURES:
+            kind = about if about.replace(" ", "").lower().startswith(fmt.lower()) else f"{fmt} ({about})"
+            return ImageFormatError(name, f"not an accepted image format: looks like {kind}; only {FORMAT_NAMES} files are decoded")
+    for magic, kind in _OTHER_SIGNATURES:
         if prefix.lstrip().startswith(magic):
-            return f"not an accepted image format: looks like {name}; only {FORMAT_NAMES} files are decoded"
-    return f"not a readable image (no image format recognized; {FORMAT_NAMES} files are decoded)"
+            return ImageFormatError(name, f"not an accepted image format: looks like {kind}; only {FORMAT_NAMES} files are decoded")
+    return ImageError(name, f"not a readable image (no image format recognized; {FORMAT_NAMES} files are decoded)")
 
 
 def resized_size(width: int, height: int, shorter: int = RESIZE_SIDE) -> tuple[int, int]:
@@ -172,23 +193,35 @@ def resized_size(width: int, height: int, shorter: int = RESIZE_SIDE) -> tuple[i
     return int(shorter * width / height), shorter
 
 
+def reduce_decode(img: Image.Image, shorter: int | None) -> None:
+    """Before ``img`` is loaded: have a JPEG decoded at 1/2, 1/4 or 1/8 of its size (libjpeg's DCT
+    scaling, through ``Image.draft``), the smallest of them whose shorter side is still >= ``shorter``.
+    The decoder then skips most of the inverse DCT and colour conversion of the pixels a resize
+    to ``shorter`` would throw away. Other formats, and ``shorter`` None, decode at full size."""
+    if shorter is None or img.format != "JPEG" or min(img.size) < 2 * shorter:
+        return
+    # draft picks the largest of 8, 4, 2, 1 with (w // s, h // s) >= the size asked for, so asking
+    # for (shorter, shorter) keeps min(w, h) / s >= shorter
+    img.draft(None, (shorter, shorter))
+
+
 def check_size(img: Image.Image, *, min_side: int = 1, name: str | Path = "in-memory image") -> None:
-    """Raise :class:`ImageError` if ``img`` (opened, not necessarily decoded) is smaller than
+    """Raise :class:`ImageSizeError` if ``img`` (opened, not necessarily decoded) is smaller than
     ``min_side`` or over the budget of pixels, memory or aspect ratio. Only its header is used."""
     (w, h), mode = img.size, img.mode
     if min(w, h) < min_side:
-        raise ImageError(name, f"image of {w}x{h} pixels is too small (minimum {min_side}x{min_side})")
+        raise ImageSizeError(name, f"image of {w}x{h} pixels is too small (minimum {min_side}x{min_side})")
     if w * h > MAX_PIXELS:
-        raise ImageError(name, f"image of {w}x{h} pixels is too large: {w * h / 1e6:,.0f} megapixels, the limit is {MAX_PIXELS // 10**6}")
+        raise ImageSizeError(name, f"image of {w}x{h} pixels is too large: {w * h / 1e6:,.0f} megapixels, the limit is {MAX_PIXELS // 10**6}")
     if max(w, h) > MAX_ASPECT_RATIO * min(w, h):
         rw, rh = resized_size(w, h)
-        raise ImageError(name, f"image of {w}x{h} pixels is too elongated: resized to a {RESIZE_SIDE}-pixel shorter side it would be "
-                               f"{rw}x{rh} (the longer side may be at most {MAX_ASPECT_RATIO} times the shorter)")  # fmt: skip
+        raise ImageSizeError(name, f"image of {w}x{h} pixels is too elongated: resized to a {RESIZE_SIDE}-pixel shorter side it would be "
+                                   f"{rw}x{rh} (the longer side may be at most {MAX_ASPECT_RATIO} times the shorter)")  # fmt: skip
     working = 16 if mode in _HIGH_BIT or mode in _ALPHA or (mode == "P" and "transparency" in img.info) else 8
     need = w * h * (_PIXEL_BYTES.get(mode, 4) + working)
     if need > MAX_DECODE_BYTES:
-        raise ImageError(name, f"image of {w}x{h} pixels in mode {mode} is too large: decoding and converting it would take "
-                               f"{need / 1e9:.1f} GB, the limit is {MAX_DECODE_BYTES / 1e9:.2f} GB")  # fmt: skip
+        raise ImageSizeError(name, f"image of {w}x{h} pixels in mode {mode} is too large: decoding and converting it would take "
+                                   f"{need / 1e9:.1f} GB, the limit is {MAX_DECODE_BYTES / 1e9:.2f} GB")  # fmt: skip
 
 
 def convert(img: Image.Image, mode: str, *, name: str | Path = "in-memory image") -> Image.Image:
@@ -204,7 +237,8 @@ def convert(img: Image.Image, mode: str, *, name: str | Path = "in-memory image"
         img = Image.alpha_composite(Image.new("RGBA", img.size, (255, 255, 255, 255)), img.convert("RGBA"))
     if img.mode in _HIGH_BIT:
         img = _to_8_bits(img)
-    img = img.convert(mode)
+    if img.mode != mode:  # the same mode would be a copy of every pixel (a JPEG decodes to RGB already)
+        img = img.convert(mode)
     return img.transpose(_TRANSPOSE[orientation]) if orientation in _TRANSPOSE else img
 
 

@@ -35,11 +35,6 @@ class EpochOrder:
         """Batches in a whole epoch, also while resuming part-way."""
         return math.ceil(self.n / self.batch_size)
 
-    @property
-    def first(self) -> int:
-        """Position in the epoch's order of the first item still to come."""
-        return self.start * self.batch_size
-
     def draw(self) -> tuple[torch.Generator, torch.Tensor]:
         """The epoch's generator, already past the permutation, and the permutation itself."""
         g = epoch_generator(self.seed, self.epoch)

@@ -34,7 +34,7 @@ from alexnet.data.base import Data, EvalData
 from alexnet.data.folder import EpochLoader, collate_images, lighting_stats
 from alexnet.data.sampling import epoch_generator
 from alexnet.data.shards import Shard, ShardIndex, ShardReader, decode_jpeg, file_size, join
-from alexnet.data.transforms import STATS_IMAGES, STATS_SIDE, PixelMoments, Preprocess, is_imagenet_like
+from alexnet.data.transforms import STATS_IMAGES, STATS_SIDE, PixelMoments, Preprocess, is_imagenet_like, seeded
 from alexnet.distributed import SINGLE, World
 from alexnet.errors import DataError, ImageError
 from alexnet.signals import ignore_in_worker
@@ -76,7 +76,7 @@ class RankBatches(Sampler):
     def __iter__(self):
         g = epoch_generator(self.seed, self.epoch)
         order = epoch_order(self.counts, g, self.shuffle).tolist()
-        seeds = torch.randint(0, 2**62, (self.n,), generator=g).tolist()  # after the order, as EpochSampler draws them
+        seeds = torch.randint(0, 2**62, (self.n,), generator=g).tolist()  # after the order, as EpochBatches draws them
         for b in range(self.start, len(self)):
             first = b * self.batch_size
             part = self.world.part(min(self.batch_size, self.n - first))
@@ -89,8 +89,8 @@ class ShardSamples(Dataset):
     decoded with the checks of ``open_image``, then ``transform``; a sample that cannot be read or
     decoded comes back as (ImageError, label), as :class:`alexnet.data.folder.ImageList` does."""
 
-    def __init__(self, location: str, shards: list[Shard], mode: str, transform):
-        self.location, self.mode, self.transform = location, mode, transform
+    def __init__(self, location: str, shards: list[Shard], mode: str, transform, decode_side: int | None = None):
+        self.location, self.mode, self.transform, self.decode_side = location, mode, transform, decode_side
         self.files = [s.file for s in shards]
         # flat arrays, not lists of Python ints: a million-image split stays small in every worker
         self.shard = np.concatenate([np.full(s.count, k, dtype=np.int32) for k, s in enumerate(shards)])
@@ -107,13 +107,12 @@ class ShardSamples(Dataset):
         label, file, offset = int(self.labels[i]), self.files[self.shard[i]], int(self.offset[i])
         name = f"{join(self.location, file)} at byte {offset}"
         try:
-            img = decode_jpeg(self.reader.read(file, offset, int(self.size[i])), self.mode, name)
+            img = decode_jpeg(self.reader.read(file, offset, int(self.size[i])), self.mode, name, self.decode_side)
         except ImageError as e:
             return e, label
         except OSError as e:
             return ImageError(name, f"cannot read it ({e})"), label
-        with torch.random.fork_rng(devices=[]):  # the crop and flip: a function of the seed alone
-            torch.manual_seed(seed)
+        with seeded(seed):  # the crop and flip: a function of the seed alone
             return self.transform(img), label
 
 
@@ -129,13 +128,13 @@ class ShardBatches(EpochLoader):
 
 def _batches(location, shards, preprocess: Preprocess, *, train: bool, batch_size: int, workers: int, seed: int,
              device, world: World, ten_crop: bool = False) -> ShardBatches:  # fmt: skip
-    ds = ShardSamples(location, shards, preprocess.mode, preprocess.folder_transform(train, ten_crop))
+    ds = ShardSamples(location, shards, preprocess.mode, preprocess.folder_transform(train, ten_crop), preprocess.decode_side)
     sampler = RankBatches([s.count for s in shards], batch_size=batch_size, shuffle=train, seed=seed, world=world)
     return ShardBatches(DataLoader(
         ds, batch_sampler=sampler, num_workers=workers, collate_fn=functools.partial(collate_images, empty=(preprocess.channels, preprocess.image_size)),
         generator=torch.Generator().manual_seed(seed),  # not the global RNG that dropout uses (see folder._loader)
         pin_memory=device.type == "cuda", persistent_workers=workers > 0, worker_init_fn=ignore_in_worker,
-    ), changed=CHANGED)  # fmt: skip
+    ), preprocess, device, changed=CHANGED)  # fmt: skip
 
 
 def _check_files(location: str, index: ShardIndex, splits) -> None:
@@ -151,8 +150,8 @@ def _check_files(location: str, index: ShardIndex, splits) -> None:
                 raise DataError(f"--data {location}: shard {s.file} has {size} bytes, its index says {s.bytes}; prepare the shards again")
 
 
-def _preprocess(location: str, index: ShardIndex, image_size: int, stats) -> Preprocess:
-    preprocess = Preprocess.for_folder(image_size=image_size, stats=stats or index.stats, mode=index.mode)
+def _preprocess(location: str, index: ShardIndex, image_size: int, stats, decode: str | None = None) -> Preprocess:
+    preprocess = Preprocess.for_folder(image_size=image_size, stats=stats or index.stats, mode=index.mode, decode=decode)
     if preprocess.resize > index.resize:
         raise DataError(
             f"--data {location}: its images were stored with a shorter side of {index.resize}, --image-size {image_size} "
@@ -180,7 +179,7 @@ def _lighting(location: str, index: ShardIndex, seed: int) -> dict:
     return lighting_stats(index.classes, moments)
 
 
-def shards_data(cfg, location: str, device, stats=None, world: World = SINGLE) -> Data:
+def shards_data(cfg, location: str, device, stats=None, world: World = SINGLE, decode: str | None = None) -> Data:
     """Train and validation batches of the prepared folder at ``location``, this process's share of
     each (see :func:`alexnet.data.build_data`); the statistics stored in its index unless
     ``stats`` are given (PCA lighting's computed here when on, for RGB shards)."""
@@ -188,7 +187,7 @@ def shards_data(cfg, location: str, device, stats=None, world: World = SINGLE) -
     _check_files(location, index, ("train", "val"))
     if cfg.lighting and index.mode == "RGB" and not (stats and stats.get("eigval")):
         stats = {**(stats or index.stats), **_lighting(location, index, cfg.seed)}
-    preprocess = _preprocess(location, index, cfg.image_size, stats)
+    preprocess = _preprocess(location, index, cfg.image_size, stats, decode)
     common = dict(batch_size=cfg.batch_size, workers=cfg.workers, seed=cfg.seed, device=device, world=world)
     return Data(
         train=_batches(location, index.splits["train"], preprocess, train=True, **common),
@@ -203,8 +202,10 @@ def shards_eval_data(location: str, preprocess: Preprocess, classes: list[str], 
     """The val split of the prepared folder at ``location`` as evaluation batches (``ten_crop``:
     (N, 10, C, S, S) views)."""
     index = ShardIndex.read(location)
-    if preprocess.kind != "folder" or preprocess.mode != index.mode:
+    if preprocess.kind != "folder":
         raise DataError(f"--data {location}: the model was trained on IDX files, these are prepared image shards; evaluate it on data of its kind")
+    if preprocess.mode != index.mode:
+        raise DataError(f"--data {location}: the model takes {preprocess.mode} images, these shards hold {index.mode} ones; evaluate it on data of its kind")
     if index.classes != list(classes):
         raise DataError(f"--data {location}: its classes {index.classes[:5]}... differ from the model's {list(classes)[:5]}...")
     _check_files(location, index, ("val",))

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from alexnet.data.images import check_size, convert
+from alexnet.data.images import check_size, convert, reduce_decode
 from alexnet.data.transforms import stats_problem
 from alexnet.errors import DataError, ImageError
 
@@ -183,6 +183,8 @@ class ShardIndex:
             raise DataError(f"--data {location}: no {INDEX} there; make one with: alexnet prepare SRC {location}") from None
         except (OSError, ValueError) as e:  # fsspec raises ValueError for a protocol it does not know
             raise DataError(f"--data {location}: cannot read its {INDEX} ({e})") from None
+        except ImportError as e:  # s3://, gs://, http:// need a package fsspec does not bring
+            raise DataError(f"--data {location}: reading it needs a package that is not installed ({e}); pip install it (s3fs, gcsfs, aiohttp, ...)") from None
         try:
             values = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as e:
@@ -304,12 +306,14 @@ class ShardWriter:
 # Reader
 
 
-def decode_jpeg(raw: bytes, mode: str, name: str) -> Image.Image:
+def decode_jpeg(raw: bytes, mode: str, name: str, decode_side: int | None = None) -> Image.Image:
     """A stored image's bytes to a PIL image in ``mode``, with the checks of
-    :func:`alexnet.data.images.open_image` (shards may come from elsewhere); ImageError naming ``name``."""
+    :func:`alexnet.data.images.open_image` (shards may come from elsewhere) and its reduced-size
+    decode (``decode_side``); ImageError naming ``name``."""
     try:
         with Image.open(io.BytesIO(raw), formats=("JPEG",)) as img:
             check_size(img, name=name)
+            reduce_decode(img, decode_side)
             img.load()
             return convert(img, mode, name=name)
     except ImageError:

@@ -8,18 +8,26 @@ Two kinds of pipeline, one record:
   prediction is first brought back to the data set's own resolution (``source_size``).
 * ``folder`` (photos): the paper's pipeline - shorter side to ``resize`` (256 for 224-227 crops),
   a random crop and flip for training (and PCA lighting when the record holds its
-  eigen-decomposition), the centre crop for evaluation - on PIL images.
+  eigen-decomposition), the centre crop for evaluation. Loader workers decode (at reduced size
+  where ``decode`` says so), resize, crop and flip, and hand over uint8 images
+  (:meth:`Preprocess.folder_transform`); the batch becomes normalized floats on the device
+  (:meth:`Preprocess.to_input`): a quarter of the bytes between processes, no float work per image.
 
 Ten-crop evaluation (section 4.1 of the paper) is defined for both: the four corner crops and the
 centre crop, and their mirror images, where "corner" means the extreme positions of the training
 crops - the corners of the resized photo, or shifts of ``MAX_SHIFT`` source pixels of an IDX image
 (docs/paper.md). The centre crop unmirrored (view :data:`CENTRE_VIEW`) is the single-crop input.
+
+Networks trained elsewhere saw their images another way, and the record says how: Caffe's
+bvlc_alexnet takes BGR channels (``channel_order``) of pixels in 0..255 (``scale``) less a mean in
+those units, from images warped to 256 x 256 (``resize_to="square"``). Records written before these
+fields existed mean the defaults (RGB, 0..1, shorter side), which are left out when written.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
-import math
 import re
 from dataclasses import asdict, dataclass
 from typing import Literal, Mapping, Sequence
@@ -109,13 +117,14 @@ class Lighting:
         return x + rgb.to(x.dtype).view(-1, 1, 1)
 
 
-def stats_problem(mean, std) -> str | None:
-    """What is wrong with per-channel statistics of pixels in [0, 1] (a mean in [0, 1], a std in
-    [MIN_STD, 1]), or None: one rule for statistics computed from training images and stored ones."""
-    if not all(0 <= m <= 1 for m in mean):
-        return f"pixel mean {list(mean)} is outside [0, 1]"
-    if not all(MIN_STD <= s <= 1 for s in std):
-        return f"pixel std {list(std)} is outside [{MIN_STD}, 1] (below it the images are all one flat shade)"
+def stats_problem(mean, std, scale: int = 1) -> str | None:
+    """What is wrong with per-channel statistics of pixels in [0, scale] (a mean in [0, scale], a
+    std in [MIN_STD, 1] times scale), or None: one rule for statistics computed from training
+    images and stored ones."""
+    if not all(0 <= m <= scale for m in mean):
+        return f"pixel mean {list(mean)} is outside [0, {scale}]"
+    if not all(MIN_STD * scale <= s <= scale for s in std):
+        return f"pixel std {list(std)} is outside [{MIN_STD * scale:g}, {scale}] (below it the images are all one flat shade)"
     return None
 
 
@@ -131,23 +140,38 @@ class Preprocess:
     kind: Literal["tensor", "folder"]
     mode: Literal["L", "RGB"]  # PIL mode the image is converted to: 1 or 3 channels
     image_size: int  # model input height and width
-    mean: tuple[float, ...]  # per channel, of pixel values in [0, 1]
+    mean: tuple[float, ...]  # per channel (in channel_order), of pixel values in [0, scale]
     std: tuple[float, ...]
     source_size: int | None = None  # tensor: the data set's own height and width (28 for Fashion-MNIST)
     resize: int | None = None  # folder: the shorter side before the crop
     # PCA lighting (RGB only; None = off): eigenvalues, largest first, and eigenvectors (rows)
     eigval: tuple[float, ...] | None = None
     eigvec: tuple[tuple[float, ...], ...] | None = None
+    channel_order: Literal["RGB", "BGR"] = "RGB"  # BGR: Caffe's, as OpenCV decodes images
+    scale: Literal[1, 255] = 1  # pixels run 0..scale before mean and std apply (Caffe: 0..255)
+    resize_to: Literal["shorter", "square"] = "shorter"  # folder: shorter side to `resize`, or both sides (Caffe's warp)
+    # folder: how JPEGs are decoded. "reduced": at 1/2, 1/4 or 1/8 size where the shorter side stays
+    # >= resize (images.reduce_decode; it changes pixels slightly); "full": the whole image, what
+    # model files from before the field was added were trained with (absent means "full", and
+    # "full" is left out when written, so those records read and write as they always did).
+    decode: Literal["full", "reduced"] | None = None
+
+    def __post_init__(self):
+        if self.kind == "folder" and self.decode is None:  # a record made without the rule: the full decode
+            object.__setattr__(self, "decode", "full")
 
     @classmethod
     def for_tensors(cls, *, mode: str, source_size: int, image_size: int, stats: Mapping) -> "Preprocess":
         return cls("tensor", mode, image_size, tuple(stats["mean"]), tuple(stats["std"]), source_size=source_size)
 
     @classmethod
-    def for_folder(cls, *, image_size: int, stats: Mapping, mode: str = "RGB", resize: int | None = None) -> "Preprocess":
-        """``stats`` may hold ``eigval`` and ``eigvec`` (PCA lighting) beside ``mean`` and ``std``."""
+    def for_folder(cls, *, image_size: int, stats: Mapping, mode: str = "RGB", resize: int | None = None,
+                   decode: str | None = None) -> "Preprocess":  # fmt: skip
+        """A photo pipeline; new ones decode at reduced size, ``decode`` keeps a stored model's rule.
+        ``stats`` may hold ``eigval`` and ``eigvec`` (PCA lighting) beside ``mean`` and ``std``."""
         lighting = {"eigval": tuple(stats["eigval"]), "eigvec": tuple(map(tuple, stats["eigvec"]))} if stats.get("eigval") else {}
-        return cls("folder", mode, image_size, tuple(stats["mean"]), tuple(stats["std"]), resize=resize or resize_size(image_size), **lighting)
+        return cls("folder", mode, image_size, tuple(stats["mean"]), tuple(stats["std"]), resize=resize or resize_size(image_size),
+                   decode=decode or "reduced", **lighting)  # fmt: skip
 
     @property
     def channels(self) -> int:
@@ -161,8 +185,10 @@ class Preprocess:
         return {"mean": list(self.mean), "std": list(self.std), **lighting}
 
     def to_dict(self) -> dict:
-        """The JSON-able form written into checkpoints and sidecars (fields that do not apply left out)."""
-        return {k: _lists(v) for k, v in asdict(self).items() if v is not None}
+        """The JSON-able form written into checkpoints and sidecars (fields that do not apply left
+        out, and the later fields at their defaults, so such records read as they always did)."""
+        return {k: _lists(v) for k, v in asdict(self).items()
+                if v is not None and not (k in _LATER_FIELDS and v == _LATER_FIELDS[k]) and not (k == "decode" and v == "full")}  # fmt: skip
 
     @classmethod
     def from_dict(cls, values, source: str = "preprocess") -> "Preprocess":
@@ -176,23 +202,28 @@ class Preprocess:
         missing = sorted(needed - set(values))
         if missing:
             raise ValueError(f"{source}: preprocess lacks {', '.join(missing)}")
-        extra = sorted(set(values) - {"kind", "mode", "image_size", "mean", "std", "source_size", "resize", "eigval", "eigvec"})
+        extra = sorted(set(values) - {"kind", "mode", "image_size", "mean", "std", "source_size", "resize", "decode", "eigval", "eigvec", *_LATER_FIELDS})
         if extra:
             raise ValueError(f"{source}: unknown preprocess field(s) {', '.join(extra)}")
         if values["mode"] not in ("L", "RGB"):
             raise ValueError(f"{source}: preprocess 'mode' must be L or RGB, got {brief(values['mode'])}")
         _check_sizes(values, source)
+        later = {**_LATER_FIELDS, **{k: values[k] for k in _LATER_FIELDS if k in values}}
+        _check_later_fields(later, values, source)
         mean, std = values["mean"], values["std"]
         numbers = lambda v: isinstance(v, list) and all(is_number(x) for x in v)  # noqa: E731
         if not (numbers(mean) and numbers(std) and len(mean) == len(std) == (1 if values["mode"] == "L" else 3)):
             raise ValueError(f"{source}: preprocess mean and std must be lists of one finite number per channel of mode {values['mode']}")
-        problem = stats_problem(mean, std)
+        problem = stats_problem(mean, std, later["scale"])
         if problem:
             raise ValueError(f"{source}: preprocess {problem}")
         lighting = _read_lighting(values, source)
+        decode = values.get("decode", "full" if kind == "folder" else None)  # files from before the field: full size
+        if decode not in (("full", "reduced") if kind == "folder" else (None,)):
+            raise ValueError(f"{source}: preprocess 'decode' must be full or reduced for a folder pipeline, got {brief(decode)}")
         return cls(kind, values["mode"], values["image_size"], tuple(float(m) for m in mean), tuple(float(s) for s in std),
                    source_size=values.get("source_size"), resize=values.get("resize") or (resize_size(values["image_size"]) if kind == "folder" else None),
-                   **lighting)  # fmt: skip
+                   decode=decode, **later, **lighting)  # fmt: skip
 
     def lighting_record(self) -> dict:
         """PCA lighting's eigen-decomposition and where it came from, for the run folder's lighting.json."""
@@ -203,9 +234,12 @@ class Preprocess:
 
     # -- the tensor pipeline --
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, C, H, W) floats in [0, 1] -> normalized with the per-channel mean and std."""
+        """(N, C, H, W) floats in [0, 1] (RGB) -> in ``channel_order``, scaled to [0, ``scale``],
+        normalized with the per-channel mean and std."""
         mean, std = _on_device(self.mean, self.std, x.device)
-        return (x - mean) / std
+        if self.channel_order == "BGR":
+            x = x.flip(1)
+        return (x - mean) / std if self.scale == 1 else (x * self.scale - mean) / std
 
     def tensor_batch(self, x: torch.Tensor, flip: torch.Tensor | None = None, shift: torch.Tensor | None = None) -> torch.Tensor:
         """(N, C, h, w) floats in [0, 1] -> (N, C, S, S), resized by :func:`resample` and normalized."""
@@ -226,10 +260,18 @@ class Preprocess:
         return views.view(n, TEN_CROPS, *views.shape[1:])
 
     # -- the folder pipeline --
+    @property
+    def decode_side(self) -> int | None:
+        """The shorter side a reduced-size decode keeps (``open_image(decode_side=...)``), or None."""
+        return self.resize if self.decode == "reduced" else None
+
     def folder_transform(self, train: bool, ten_crop: bool = False):
-        """The paper's photo pipeline: shorter side to ``resize``, random crop and flip and PCA
-        lighting when on (train), or the centre crop (eval), or the ten crops of the resized image
-        stacked (10, C, S, S) (``ten_crop``), to float, normalized."""
+        """The per-image half of the photo pipeline, run in loader workers on a PIL image decoded
+        with :attr:`decode_side`: shorter side to ``resize``, random crop and flip (train), the
+        centre crop (eval) or the ten crops stacked (10, C, S, S) (``ten_crop``), as uint8.
+        :meth:`to_input` finishes the batch. With PCA lighting (train, when the record holds its
+        eigen-decomposition) the crop becomes floats in [0, 1] here, since the colour shift is
+        drawn per image from the worker's seeded generator: 4x the bytes, for that recipe only."""
         from torchvision.transforms import v2
 
         if train:
@@ -238,15 +280,32 @@ class Preprocess:
             crop = [v2.TenCrop(self.image_size), torch.stack]
         else:
             crop = [v2.CenterCrop(self.image_size)]
-        lighting = [Lighting(self.eigval, self.eigvec)] if train and self.eigval else []
+        lighting = []
+        if train and self.eigval:  # the eigenvectors are RGB; a BGR record mirrors them to its order
+            eigvec = [v[::-1] for v in self.eigvec] if self.channel_order == "BGR" else self.eigvec
+            lighting = [v2.ToDtype(torch.float32, scale=True), Lighting(self.eigval, eigvec)]
         return v2.Compose([
-            v2.PILToTensor(),
-            v2.Resize(self.resize, antialias=True),
+            v2.PILToTensor(),  # (C, H, W) uint8, RGB
+            *([_rgb_to_bgr] if self.channel_order == "BGR" else []),
+            v2.Resize(self.resize if self.resize_to == "shorter" else (self.resize, self.resize), antialias=True),
             *crop,
-            v2.ToDtype(torch.float32, scale=True),
             *lighting,
-            v2.Normalize(list(self.mean), list(self.std)),
         ])  # fmt: skip
+
+    def to_input(self, x: torch.Tensor) -> torch.Tensor:
+        """A uint8 (N, C, H, W) or ten-crop (N, 10, C, H, W) batch from :meth:`folder_transform`
+        (floats in [0, 1] with PCA lighting), on any device, -> floats in
+        [0, 1], or 0..255 as Caffe takes them (torchvision's ToDtype), normalized: on the device,
+        once per batch."""
+        from torchvision.transforms.v2 import functional as TF
+
+        mean, std = _on_device(self.mean, self.std, x.device)
+        if x.is_floating_point():  # PCA lighting's floats in [0, 1], made in the workers
+            x = x.float() * self.scale
+        else:
+            x = TF.to_dtype(x, torch.float32, scale=self.scale == 1)
+        # in place on the new float tensor: one pass fewer over the batch, the same arithmetic as v2.Normalize
+        return x.sub_(mean).div_(std)
 
     # -- one image, for prediction --
     def __call__(self, img: Image.Image) -> torch.Tensor:
@@ -257,7 +316,41 @@ class Preprocess:
             img = img.resize((s, s), Image.BILINEAR)
             x = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).view(1, -1, s, s).float().div(255)
             return self.tensor_batch(x)[0]
-        return self.folder_transform(train=False)(img)
+        return self.to_input(self.folder_transform(train=False)(img)[None])[0]
+
+
+@contextlib.contextmanager
+def seeded(seed: int):
+    """The CPU's global RNG seeded with ``seed`` inside the block and restored after it: the random
+    crop and flip of one image, a function of its seed alone. Only the CPU generator is seeded -
+    ``torch.manual_seed`` would also queue a seed for every CUDA device, recording a Python stack
+    trace each time, which cost ~0.9 ms an image, a third of the whole transform."""
+    state = torch.get_rng_state()
+    torch.default_generator.manual_seed(seed)
+    try:
+        yield
+    finally:
+        torch.set_rng_state(state)
+
+
+# Fields added after model files were first written: absent means this value.
+_LATER_FIELDS = {"channel_order": "RGB", "scale": 1, "resize_to": "shorter"}
+
+
+def _check_later_fields(later: Mapping, values: Mapping, source: str) -> None:
+    """``channel_order`` RGB or BGR (of three channels), ``scale`` 1 or 255, ``resize_to`` shorter
+    or square (a folder's)."""
+    if later["channel_order"] not in ("RGB", "BGR") or (later["channel_order"] == "BGR" and values["mode"] != "RGB"):
+        raise ValueError(f"{source}: preprocess 'channel_order' must be RGB, or BGR for mode RGB, got {brief(later['channel_order'])}")
+    if later["scale"] not in (1, 255) or not isinstance(later["scale"], int) or isinstance(later["scale"], bool):
+        raise ValueError(f"{source}: preprocess 'scale' must be 1 (pixels in [0, 1]) or 255 (0..255), got {brief(later['scale'])}")
+    if later["resize_to"] not in ("shorter", "square") or (later["resize_to"] == "square" and values["kind"] != "folder"):
+        raise ValueError(f"{source}: preprocess 'resize_to' must be shorter, or square for kind folder, got {brief(later['resize_to'])}")
+
+
+def _rgb_to_bgr(x: torch.Tensor) -> torch.Tensor:
+    """(3, H, W) RGB -> BGR: Caffe's networks were trained on images as OpenCV decodes them."""
+    return x.flip(0)
 
 
 def _lists(v):

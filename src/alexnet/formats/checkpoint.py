@@ -24,7 +24,7 @@ import torch
 
 from alexnet.config import TrainConfig, is_number
 from alexnet.errors import CheckpointError, brief
-from alexnet.formats.files import atomic_write, load_torch_file
+from alexnet.formats.files import atomic_write, load_torch_file, output_path
 from alexnet.formats.network import ModelFile
 
 FORMAT = "alexnet-checkpoint/1"
@@ -56,6 +56,20 @@ def load_checkpoint(path: str | Path) -> dict:
     if missing:
         raise CheckpointError(f"{path}: a damaged checkpoint, it lacks {', '.join(missing)}")
     return state
+
+
+def write(model: ModelFile, out: str | Path | None, *, checkpoint: Path, force: bool = False) -> tuple[Path]:
+    """Write ``model`` as a checkpoint of the network alone (weights, settings, classes,
+    preprocessing; no optimizer or schedule, so ``train --resume`` refuses it): what ``alexnet
+    convert`` makes of weights trained elsewhere. ``out`` is a ``.pt`` name or a folder."""
+    path = output_path(checkpoint, out, ".pt", force=force)
+    state = {
+        "format": FORMAT, "model": {k: v.detach().cpu().contiguous() for k, v in model.weights.items()},
+        "config": dict(model.config), "classes": list(model.classes), "preprocess": model.preprocess.to_dict(),
+        "epoch": model.epoch, "metrics": model.metrics, "source": str(checkpoint),
+    }  # fmt: skip
+    atomic_write(path, lambda tmp: torch.save(state, tmp), overwrite=force)
+    return (path,)
 
 
 def read(path: Path, source: str) -> ModelFile:

@@ -12,7 +12,7 @@ from typing import Callable
 
 import torch
 
-from alexnet.errors import CheckpointError, first_line
+from alexnet.errors import CheckpointError, ConfigError, first_line
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None], *, overwrite: bool = True) -> Path:
@@ -44,6 +44,26 @@ def atomic_write(path: str | Path, write: Callable[[Path], None], *, overwrite: 
         os.fsync(dir_fd)  # make the rename itself durable
     finally:
         os.close(dir_fd)
+    return path
+
+
+def output_path(source: Path, out: str | Path | None, suffix: str, *, force: bool = False) -> Path:
+    """Where a writer puts the file it makes from ``source``: ``out`` (a name ending in ``suffix``,
+    or an existing folder, where it takes ``source``'s stem), by default ``source`` with ``suffix``.
+    Never ``source`` itself; an existing file only with ``force`` (checked again, without a race,
+    by :func:`atomic_write`; checked here too so that no slow conversion runs first)."""
+    if out is None:
+        path = source.with_suffix(suffix)
+    elif Path(out).is_dir() or str(out).endswith(os.sep):
+        path = Path(out) / f"{source.stem}{suffix}"
+    elif Path(out).suffix == suffix:
+        path = Path(out)
+    else:
+        raise ConfigError(f"--out {out}: give a {suffix} file name or an existing folder")
+    if path.resolve() == source.resolve():
+        raise ConfigError(f"--out {path}: would overwrite {source} itself")
+    if path.exists() and not force:
+        raise FileExistsError(f"{path} already exists; pass --force to replace it")
     return path
 
 

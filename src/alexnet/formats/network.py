@@ -13,11 +13,13 @@ import torch
 from alexnet.config import TrainConfig, is_number
 from alexnet.data.transforms import Preprocess
 from alexnet.errors import CheckpointError, ConfigError, brief, first_line
-from alexnet.models import AlexNet, build_model, check_image_size, resolve_lrn
+from alexnet.models import LRN_K, AlexNet, build_model, check_image_size, resolve_lrn
 
 # The settings a model file keeps (the rest of TrainConfig only matters to training): those that
 # rebuild the network, and those that rebuild its validation set for `alexnet evaluate`.
-MODEL_SETTINGS = ("model", "activation", "lrn", "pooling", "dropout")
+MODEL_SETTINGS = ("model", "activation", "lrn", "lrn_k", "pooling", "dropout")
+# Network settings added after model files were first written: absent means this value.
+LATER_SETTINGS = {"lrn_k": LRN_K}
 DATA_SETTINGS = ("data", "image_size", "val_fraction", "seed", "batch_size")
 
 
@@ -42,7 +44,7 @@ class ModelFile:
         classes = state["classes"]
         if not classes or not all(isinstance(c, str) and c for c in classes) or len(set(classes)) != len(classes):
             raise CheckpointError(f"{source}: 'classes' must be a non-empty list of distinct names")
-        missing = [k for k in MODEL_SETTINGS if k not in state["config"]]
+        missing = [k for k in MODEL_SETTINGS if k not in state["config"] and k not in LATER_SETTINGS]
         if missing:
             raise CheckpointError(f"{source}: 'config' lacks {', '.join(missing)}")
         try:
@@ -56,7 +58,7 @@ class ModelFile:
         if state["config"].get("image_size", preprocess.image_size) != preprocess.image_size:
             raise CheckpointError(f"{source}: config image_size {cfg.image_size} differs from preprocess image_size {preprocess.image_size}")
         _check_record(state, source)
-        return cls(dict(state["model"]), dict(state["config"]), list(classes), preprocess,
+        return cls(dict(state["model"]), {**LATER_SETTINGS, **state["config"]}, list(classes), preprocess,
                    state.get("epoch"), state.get("metrics"), source)  # fmt: skip
 
     def network(self) -> AlexNet:
@@ -70,7 +72,7 @@ class ModelFile:
         check_weights(self.weights, cfg["model"], num_classes, in_channels, self.source)
         model = build_model(
             cfg["model"], num_classes=num_classes, in_channels=in_channels, activation=cfg["activation"],
-            lrn=cfg["lrn"], pooling=cfg["pooling"], dropout=cfg["dropout"], init="torch",  # about to be overwritten
+            lrn=cfg["lrn"], lrn_k=cfg.get("lrn_k", LRN_K), pooling=cfg["pooling"], dropout=cfg["dropout"], init="torch",  # about to be overwritten
         )  # fmt: skip
         try:
             model.load_state_dict(self.weights)
@@ -78,6 +80,15 @@ class ModelFile:
             hint = _lrn_hint(self.weights, model.state_dict(), cfg)
             raise CheckpointError(f"{self.source}: weights do not fit model {cfg['model']!r}{hint}: {first_line(e)}") from None
         return model
+
+
+def describe(model: ModelFile, format: str, source: str = "") -> dict:
+    """What an export that holds a graph rather than our weights (ONNX, torch.export) carries beside
+    it, JSON-able: its format, the preprocessing, the class names, the network's settings, its source."""
+    return {
+        "format": format, "preprocess": model.preprocess.to_dict(), "classes": list(model.classes),
+        "config": {k: model.config[k] for k in MODEL_SETTINGS if k in model.config}, "source": source,
+    }  # fmt: skip
 
 
 def _check_record(state: Mapping, source: str) -> None:

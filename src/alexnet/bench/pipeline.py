@@ -1,0 +1,135 @@
+"""Benchmarks 2 and 3: the image-folder input pipeline against pytorch/examples' ImageNet loader,
+and an end-to-end training epoch over a JPEG folder against the same model on synthetic data.
+
+The JPEGs are generated here (photo-like: smooth colour with texture, quality 90, ImageNet-like
+500x375 and, outside ``--quick``, 1024x768 where the reduced-size decode applies). Both pipelines
+end with a normalized float batch on the device and use the same number of loader workers.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+
+from alexnet import runtime
+from alexnet.bench.core import Row, compare
+from alexnet.config import TrainConfig
+from alexnet.data.folder import folder_loader, scan_folder
+from alexnet.data.transforms import Preprocess
+from alexnet.engine import train_one_epoch
+from alexnet.models import build_model
+from alexnet.optim import make_optimizer
+
+IMAGENET_STATS = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}  # pytorch/examples' values
+
+
+def make_jpegs(root: Path, count: int, size: tuple[int, int], classes: int = 2, seed: int = 0) -> Path:
+    """``count`` photo-like JPEGs of ``size`` (quality 90) in ``classes`` class folders below ``root``."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    for i in range(count):
+        folder = root / f"class{i % classes}"
+        folder.mkdir(parents=True, exist_ok=True)
+        coarse = Image.fromarray(rng.integers(0, 256, (h // 24 + 2, w // 24 + 2, 3), dtype=np.uint8)).resize((w, h), Image.BICUBIC)
+        pixels = np.asarray(coarse, dtype=np.float32) + rng.normal(0, 8, (h, w, 3)).astype(np.float32)
+        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(folder / f"{i:05d}.jpg", quality=90)
+    return root
+
+
+def examples_loader(root: Path, *, batch_size: int, workers: int) -> DataLoader:
+    """pytorch/examples' ImageNet training loader (imagenet/main.py): ImageFolder,
+    RandomResizedCrop(224), flip, ToTensor, Normalize, shuffled."""
+    import torchvision.datasets as datasets
+    import torchvision.transforms as transforms
+
+    transform = transforms.Compose([transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip(), transforms.ToTensor(),
+                                    transforms.Normalize(IMAGENET_STATS["mean"], IMAGENET_STATS["std"])])  # fmt: skip
+    return DataLoader(datasets.ImageFolder(str(root), transform), batch_size=batch_size, shuffle=True, num_workers=workers,
+                      persistent_workers=workers > 0)  # fmt: skip
+
+
+def _epoch(loader, device: torch.device, set_epoch: bool):
+    state = {"epoch": 0}
+
+    def run() -> int:
+        if set_epoch:
+            loader.set_epoch(state["epoch"])
+        state["epoch"] += 1
+        n = 0
+        for x, _ in loader:
+            x = x.to(device, non_blocking=True)
+            n += len(x)
+        return n
+
+    return run
+
+
+def pipeline_rows(device: torch.device, *, quick: bool, warmup: int, repeats: int, workers: int, say) -> list[Row]:
+    """Images/s of the two pipelines over generated JPEG folders, one row per image size."""
+    sizes = [(500, 375)] if quick else [(500, 375), (1024, 768)]
+    count, batch = (96, 32) if quick else (600, 64)
+    rows = []
+    for size in sizes:
+        with tempfile.TemporaryDirectory(prefix="alexnet-bench-") as tmp:
+            root = make_jpegs(Path(tmp), count, size)
+            samples, _ = scan_folder(root)
+            prep = Preprocess.for_folder(image_size=224, stats=IMAGENET_STATS)
+            ours = folder_loader(samples, prep, train=True, batch_size=batch, workers=workers, seed=0, device=device)
+            base = examples_loader(root, batch_size=batch, workers=workers)
+            per = max(workers, 1)
+            threads = torch.get_num_threads()
+            # the consumer on one thread (both sides): per core, the workers are the pipeline; an
+            # OpenMP team on cores the workers hold makes our per-batch normalization wait for them
+            torch.set_num_threads(1)
+            row = compare("pipeline", f"{size[0]}x{size[1]} JPEG q90 -> 224, {workers} worker(s)", "images/s",
+                          ("pytorch/examples: ImageFolder, RandomResizedCrop, flip, ToTensor, Normalize", _epoch(base, device, False)),
+                          (f"alexnet folder loader: {prep.decode} decode, uint8 from workers, normalized on {device.type}", _epoch(ours, device, True)),
+                          device=device, warmup=warmup, repeats=repeats)  # fmt: skip
+            torch.set_num_threads(threads)
+            row.extra = {"images": count, "batch_size": batch, "workers": workers, "consumer_threads": 1,
+                         "baseline_per_worker": [r / per for r in row.baseline_rates], "ours_per_worker": [r / per for r in row.ours_rates]}  # fmt: skip
+            del ours, base  # their worker processes end here, before the folder goes
+        say(f"  {row.name}: {sorted(row.ratios)[len(row.ratios) // 2]:.2f}x")
+        rows.append(row)
+    return rows
+
+
+def e2e_rows(device: torch.device, *, quick: bool, warmup: int, repeats: int, workers: int, say) -> list[Row]:
+    """Training images/s of an epoch over a JPEG folder against the same model and steps on
+    synthetic batches already on the device (the data pipeline's cost, or 1.0x when hidden)."""
+    cfg = TrainConfig()
+    count, batch = (96, 32) if quick else (512, 128)
+    precision = runtime.resolve_precision("auto", device)
+    with tempfile.TemporaryDirectory(prefix="alexnet-bench-") as tmp:
+        root = make_jpegs(Path(tmp), count, (500, 375), classes=10)
+        samples, _ = scan_folder(root)
+        prep = Preprocess.for_folder(image_size=cfg.image_size, stats=IMAGENET_STATS)
+        folder = folder_loader(samples, prep, train=True, batch_size=batch, workers=workers, seed=0, device=device)
+        g = torch.Generator().manual_seed(0)
+        synthetic = [(torch.randn(min(batch, count - i), 3, cfg.image_size, cfg.image_size, generator=g).to(device),
+                      torch.randint(0, 10, (min(batch, count - i),), generator=g).to(device)) for i in range(0, count, batch)]  # fmt: skip
+        model = build_model(cfg.model, num_classes=10).to(device, memory_format=torch.channels_last)
+        opt = make_optimizer(model, cfg)
+        epochs = {"n": 0}
+
+        def over(batches, set_epoch: bool):
+            def run() -> int:
+                if set_epoch:
+                    batches.set_epoch(epochs["n"])
+                    epochs["n"] += 1
+                return train_one_epoch(model, batches, opt, device=device, precision=precision, channels_last=True)["images"]
+
+            return run
+
+        row = compare("e2e", f"epoch of {count} 500x375 JPEGs, {cfg.model} {cfg.image_size}px b{batch}, {workers} worker(s)", "images/s",
+                      ("same model and steps on synthetic batches on the device", over(synthetic, False)),
+                      ("JPEG folder through the alexnet folder loader", over(folder, True)),
+                      device=device, warmup=warmup, repeats=repeats)  # fmt: skip
+        del folder
+    say(f"  {row.name}: {sorted(row.ratios)[len(row.ratios) // 2]:.2f}x")
+    return [row]

@@ -1,0 +1,38 @@
+"""torch.export's archive (``NAME.pt2``): the network in eval mode as an ``ExportedProgram`` with a
+dynamic batch dimension, loaded back with ``torch.export.load`` and run as ``.module()(x)`` with no
+Python class of ours. Input (N, C, S, S) float32, already preprocessed; output logits (N, classes).
+The preprocessing, class names and settings are an extra file in the archive, ``alexnet.json``
+(read it with ``torch.export.load(path, extra_files={"alexnet.json": ""})``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from alexnet.formats.files import atomic_write, output_path
+from alexnet.formats.network import ModelFile, describe
+
+SUFFIXES = (".pt2",)
+PT2_FORMAT = "alexnet-pt2/1"
+EXTRA_FILE = "alexnet.json"
+
+
+def write(model: ModelFile, out: str | Path | None, *, checkpoint: Path, force: bool = False) -> tuple[Path]:
+    """Write ``model`` as ``<name>.pt2`` (``out``: a ``.pt2`` name or a folder; default next to
+    ``checkpoint``); an existing file is kept unless ``force``."""
+    path = output_path(checkpoint, out, ".pt2", force=force)
+    program = to_exported(model)
+    meta = json.dumps(describe(model, PT2_FORMAT, str(checkpoint)))
+    atomic_write(path, lambda tmp: torch.export.save(program, tmp, extra_files={EXTRA_FILE: meta}), overwrite=force)
+    return (path,)
+
+
+def to_exported(model: ModelFile) -> torch.export.ExportedProgram:
+    """``model`` in fp32 eval mode through ``torch.export.export``, any batch size from 1."""
+    net = model.network().float().eval()
+    size, channels = model.preprocess.image_size, model.preprocess.channels
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    return torch.export.export(net, (torch.zeros(2, channels, size, size),), dynamic_shapes={"x": {0: batch}})
