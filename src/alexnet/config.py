@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
+from alexnet.budget import budget_seconds
 from alexnet.errors import ConfigError, brief
 from alexnet.models import LRN_K, Activation, Init, ModelName, Pooling, check_image_size
 from alexnet.parallel import parse_devices
@@ -75,6 +76,7 @@ class TrainConfig:
     # -- optimization (optim.py); the paper's values are named where they differ --
     optimizer: Optimizer = _f("sgd", "sgd (PyTorch's, fused) or paper (the paper's update rule exactly, also when the rate changes)")
     epochs: int = _f(4, "passes over the training set")
+    time_budget: str | None = _f(None, "as many epochs as fit this wall-clock budget here (90s, 15m, 1.5h), measured on the run's own data before it starts; sets --epochs (budget.py)")
     batch_size: int = _f(128, "images per SGD step (the paper: 128)")
     lr: float = _f(0.02, 'peak learning rate (the paper: 0.01, constant until validation error stops improving)')
     momentum: float = _f(0.9, "SGD momentum (the paper: 0.9)")
@@ -117,6 +119,8 @@ class TrainConfig:
             raise ConfigError(f"--dropout must be in [0, 1), got {self.dropout}")
         if self.checkpoint_every is not None and not re.fullmatch(r"[1-9][0-9]*m?|[0-9]*\.[0-9]+m", self.checkpoint_every):
             raise ConfigError(f"--checkpoint-every {self.checkpoint_every!r}: give steps (500) or minutes (10m)")
+        if self.time_budget is not None:
+            budget_seconds(self.time_budget)
         if not 0 < self.val_fraction < 1:
             raise ConfigError(f"--val-fraction must be between 0 and 1, got {self.val_fraction}")
         self._check_upper_bounds()

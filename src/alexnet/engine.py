@@ -21,7 +21,7 @@ def autocast(device: torch.device, precision: str):
     return contextlib.nullcontext()
 
 
-def _to(device: torch.device, x: torch.Tensor, y: torch.Tensor, channels_last: bool):
+def to_device(device: torch.device, x: torch.Tensor, y: torch.Tensor, channels_last: bool):
     """A batch on the device; images NHWC when the model is (the convolutions' fast layout)."""
     x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
     return (x.contiguous(memory_format=torch.channels_last) if channels_last else x), y
@@ -102,7 +102,7 @@ def train_one_epoch(
         return {"loss_sum": loss_sum.item(), "correct": correct.item(), "seen": seen, "steps": step}
 
     for x, y in batches:
-        x, y = _to(device, x, y, channels_last)
+        x, y = to_device(device, x, y, channels_last)
         loss, logits = train_step(model, x, y, optimizer, device=device, precision=precision, label_smoothing=label_smoothing, world=world)
         if step_scheduler is not None:
             step_scheduler.step()
@@ -200,7 +200,7 @@ def evaluate(
         if should_stop is not None and should_stop():
             stopped = True
             break
-        x, y = _to(device, x, y, channels_last)
+        x, y = to_device(device, x, y, channels_last)
         with autocast(device, precision):
             logits = model(x).float()
         tally.add(logits, y)

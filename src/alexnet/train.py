@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from alexnet import distributed, engine, parallel, runtime
+from alexnet.budget import Fit, fit_epochs
 from alexnet.config import TrainConfig
 from alexnet.data import Data, build_data
 from alexnet.distributed import World
@@ -65,6 +66,7 @@ class Run:
     world: World = distributed.SINGLE
     channels_last: bool = False  # runtime.fast_path's choice for the device (cfg.channels_last asks for it)
     net: torch.nn.Module | None = None
+    fit: Fit | None = None  # --time-budget's measurement, on a fresh run with a budget
 
     def __post_init__(self):
         self.net = self.net or self.model
@@ -117,6 +119,17 @@ class Run:
             self.folder.save(self.checkpoint(epoch, totals), best=best)
 
 
+def _network(cfg: TrainConfig, data: Data, device: torch.device, fast, towers=None) -> AlexNet | parallel.TwoTowers:
+    """The run's network on its device (or split over the two towers' devices), seeded by the caller."""
+    model = build_model(
+        cfg.model, num_classes=len(data.classes), in_channels=data.preprocess.channels,
+        activation=cfg.activation, lrn=cfg.lrn, lrn_k=cfg.lrn_k, pooling=cfg.pooling, dropout=cfg.dropout, init=cfg.init,
+    )  # fmt: skip
+    if towers:  # the same seeded weights, split over the two devices
+        return parallel.TwoTowers(model, towers, channels_last=fast.channels_last)
+    return model.to(device, memory_format=torch.channels_last if fast.channels_last else torch.preserve_format)
+
+
 def start(cfg: TrainConfig, ckpt: Resume | None, folder: RunFolder | None, argv: list[str] | None,
           world: World = distributed.SINGLE, device: torch.device | None = None) -> Run:  # fmt: skip
     """Build a run: the data first (bad data stops it before any file is written), then the run
@@ -134,20 +147,16 @@ def start(cfg: TrainConfig, ckpt: Resume | None, folder: RunFolder | None, argv:
     data = _build_data_writer_first(cfg, device, ckpt, world)
     if ckpt is not None:
         _check_same_data(ckpt, data)
+    fit = None
+    if cfg.time_budget and folder is None:  # a fresh run: a resumed one keeps the epochs chosen then
+        fit, cfg = _fit_budget(cfg, data, device, fast, world)
     folder = _writer_folder(world, folder, cfg, argv)
     torch.manual_seed(cfg.seed)  # the same initial weights in every process
     runtime.prepare(device)
-    model = build_model(
-        cfg.model, num_classes=len(data.classes), in_channels=data.preprocess.channels,
-        activation=cfg.activation, lrn=cfg.lrn, lrn_k=cfg.lrn_k, pooling=cfg.pooling, dropout=cfg.dropout, init=cfg.init,
-    )  # fmt: skip
-    if towers:  # the same seeded weights, split over the two devices
-        model = parallel.TwoTowers(model, towers, channels_last=fast.channels_last)
-    else:
-        model = model.to(device, memory_format=torch.channels_last if fast.channels_last else torch.preserve_format)
+    model = _network(cfg, data, device, fast, towers)
     optimizer = make_optimizer(model, cfg, fused=fast.fused_sgd)
     schedule = make_schedule(optimizer, cfg, len(data.train))
-    run = Run(cfg, folder, device, precision, data, model, optimizer, schedule, RunState(), world, channels_last=fast.channels_last)
+    run = Run(cfg, folder, device, precision, data, model, optimizer, schedule, RunState(), world, channels_last=fast.channels_last, fit=fit)
     if ckpt is not None:
         run.restore(ckpt)
     else:
@@ -160,8 +169,20 @@ def start(cfg: TrainConfig, ckpt: Resume | None, folder: RunFolder | None, argv:
                 folder.write_json("lighting.json", data.preprocess.lighting_record())
             if data.bad_files:
                 folder.write_json("bad_images.json", data.bad_files)
+            if fit is not None:
+                folder.write_json("budget.json", fit.to_dict())
     run.net = distributed.wrap(model, world, device)
     return run
+
+
+def _fit_budget(cfg: TrainConfig, data: Data, device: torch.device, fast, world: World) -> tuple[Fit, TrainConfig]:
+    """--time-budget: time a throwaway copy of the run's network on its data, set the epochs."""
+    if world.distributed:
+        raise ConfigError("--time-budget sizes a run on one machine's speed; under torchrun give --epochs")
+    model = _network(cfg, data, device, fast)
+    fit = fit_epochs(cfg, data, model, make_optimizer(model, cfg, fused=fast.fused_sgd), device=device,
+                     precision=fast.precision, channels_last=fast.channels_last)  # fmt: skip
+    return fit, replace(cfg, epochs=fit.epochs)
 
 
 def _build_data_writer_first(cfg: TrainConfig, device: torch.device, ckpt: Resume | None, world: World) -> Data:
@@ -315,6 +336,8 @@ def _announce(run: Run, restarted: bool, say) -> None:
         f"{len(d.classes)} classes) at {cfg.image_size}x{cfg.image_size}, "
         f"{f'towers on {cfg.model_parallel}' if cfg.model_parallel else run.device} {run.precision}"
     )
+    if run.fit is not None:
+        say(run.fit.describe(cfg.time_budget))
     if cfg.lighting and not d.preprocess.eigval:
         say(f"PCA lighting skipped: {d.source} is grayscale (one channel has no colour to relight)")
     if restarted:

@@ -1,0 +1,148 @@
+"""``--time-budget``: as many epochs as fit a wall-clock budget on this machine.
+
+A fresh run with a budget first times a few training steps and evaluation batches of its own
+network on its own data and device (a throwaway copy; the global RNG is put back, so the run that
+follows is the run ``--epochs N`` would give), then sets ``epochs`` to what fits, with a margin for
+checkpoints and the machine's drift. The chosen number is recorded in ``config.json`` like any
+other setting, and the measurement in ``budget.json``, so the run folder reproduces and resumes
+as any other; the budget is not measured again on a resume.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+
+from alexnet import engine
+from alexnet.errors import ConfigError
+
+MARGIN = 0.9  # of the budget planned for epochs: checkpoints, the start, a slower spell of the machine
+WARMUP_STEPS, MIN_STEPS, MAX_STEPS, MIN_SECONDS = 2, 3, 20, 5.0
+EVAL_BATCHES = 3
+_BUDGET = re.compile(r"([0-9]*\.?[0-9]+)([smh])")
+
+
+def budget_seconds(text: str) -> float:
+    """``90s``, ``15m``, ``1.5h`` -> seconds; anything else is a ConfigError naming the flag."""
+    match = _BUDGET.fullmatch(text.strip()) if isinstance(text, str) else None
+    if not match or float(match[1]) <= 0:
+        raise ConfigError(f"--time-budget {text!r}: give a duration such as 90s, 15m or 1.5h")
+    return float(match[1]) * {"s": 1, "m": 60, "h": 3600}[match[2]]
+
+
+@dataclass(frozen=True)
+class Fit:
+    """What the measurement found and the epochs it chose (``budget.json``)."""
+
+    budget_seconds: float
+    train_images_per_second: float
+    eval_images_per_second: float
+    epoch_seconds: float  # training and evaluation of one epoch, as measured
+    epochs: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def describe(self, budget: str) -> str:
+        return (f"--time-budget {budget}: {self.epochs} epoch(s) of about {self.epoch_seconds / 60:.1f} min each "
+                f"(measured {self.train_images_per_second:.0f} training, {self.eval_images_per_second:.0f} evaluation images/s here)")  # fmt: skip
+
+
+def epochs_that_fit(budget: float, epoch_seconds: float) -> int:
+    """Whole epochs in ``MARGIN`` of the budget; none fitting is refused in one line."""
+    epochs = math.floor(budget * MARGIN / epoch_seconds)
+    if epochs < 1:
+        raise ConfigError(
+            f"--time-budget {budget / 60:.1f} min: one epoch takes about {epoch_seconds / 60:.1f} min on this machine; "
+            "give a longer budget, a smaller --image-size, or --epochs 1"
+        )
+    return epochs
+
+
+def fit_epochs(cfg, data, model: torch.nn.Module, optimizer: torch.optim.Optimizer, *, device: torch.device,
+               precision: str, channels_last: bool) -> Fit:  # fmt: skip
+    """Time ``model`` (a throwaway, built as the run's) on ``data``'s first training batches and
+    evaluation batches, and choose the epochs that fit ``cfg.time_budget``."""
+    budget = budget_seconds(cfg.time_budget)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        train_rate = _train_rate(cfg, data.train, model, optimizer, device, precision, channels_last)
+        eval_rate = _eval_rate(data.val, model, device, precision, channels_last)
+    epoch = data.num_train / train_rate + data.num_val / eval_rate
+    return Fit(budget, train_rate, eval_rate, epoch, epochs_that_fit(budget, epoch))
+
+
+def _batches(batches):
+    """The batches of epoch 0 (the training loop sets its own epoch again before it starts)."""
+    batches.set_epoch(0)
+    return iter(batches)
+
+
+def _train_rate(cfg, batches, model, optimizer, device, precision, channels_last) -> float:
+    model.train()
+    images, start, steps = 0, None, 0
+    for step, (x, y) in enumerate(_batches(batches)):
+        x, y = engine.to_device(device, x, y, channels_last)
+        engine.train_step(model, x, y, optimizer, device=device, precision=precision, label_smoothing=cfg.label_smoothing)
+        if step + 1 == WARMUP_STEPS:
+            _sync(device)
+            start = time.perf_counter()
+        elif step + 1 > WARMUP_STEPS:
+            images, steps = images + len(y), steps + 1
+            if steps >= MAX_STEPS or (steps >= MIN_STEPS and time.perf_counter() - start >= MIN_SECONDS):
+                break
+    if not steps:  # an epoch shorter than the warm-up: time one more pass over it
+        return _train_rate_once(cfg, batches, model, optimizer, device, precision, channels_last)
+    _sync(device)
+    return images / (time.perf_counter() - start)
+
+
+def _train_rate_once(cfg, batches, model, optimizer, device, precision, channels_last) -> float:
+    start, images = time.perf_counter(), 0
+    for x, y in _batches(batches):
+        x, y = engine.to_device(device, x, y, channels_last)
+        engine.train_step(model, x, y, optimizer, device=device, precision=precision, label_smoothing=cfg.label_smoothing)
+        images += len(y)
+    _sync(device)
+    return images / (time.perf_counter() - start)
+
+
+@torch.no_grad()
+def _eval_rate(batches, model, device, precision, channels_last) -> float:
+    model.eval()
+    images, start = 0, None
+    for i, (x, y) in enumerate(_batches(batches)):
+        x, y = engine.to_device(device, x, y, channels_last)
+        with engine.autocast(device, precision):
+            model(x)
+        if i == 0:
+            _sync(device)
+            start = time.perf_counter()
+        else:
+            images += len(y)
+        if i >= EVAL_BATCHES:
+            break
+    _sync(device)
+    if not images:  # a single evaluation batch: its one (warm) pass is the measurement
+        return _eval_rate_once(batches, model, device, precision, channels_last)
+    return images / (time.perf_counter() - start)
+
+
+@torch.no_grad()
+def _eval_rate_once(batches, model, device, precision, channels_last) -> float:
+    start, images = time.perf_counter(), 0
+    for x, y in _batches(batches):
+        x, y = engine.to_device(device, x, y, channels_last)
+        with engine.autocast(device, precision):
+            model(x)
+        images += len(y)
+    _sync(device)
+    return images / max(time.perf_counter() - start, 1e-9)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
