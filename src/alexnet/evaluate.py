@@ -27,7 +27,7 @@ def evaluate_checkpoint(checkpoint: str | Path, *, data: str | None = None, devi
     cfg = replace(cfg, device=device, workers=min(cfg.workers, 2), **({"data": data} if data is not None else {}))
     dev = runtime.resolve_device(cfg.device)
     precision = runtime.fast_path(dev, cfg.precision).precision  # bf16 only where torch runs it on the device
-    run_folder = RunFolder(checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent)
+    run_folder = RunFolder.of_checkpoint(checkpoint)
     # the files the training run skipped as bad are not in its hold-out split either
     exclude = run_folder.read_bad_files() if data is None else set()
     classes = model_file.classes
