@@ -143,8 +143,8 @@ def draw_predictions(images: Images, results: list[dict], out: Output, *, column
     n = len(images)
     columns = min(columns, n)
     rows = -(-n // columns)
-    fig = plt.figure(figsize=(3.0 * columns, 3.9 * rows))
-    grid = fig.add_gridspec(2 * rows, columns, height_ratios=[1.3, 1.0] * rows, hspace=0.45, wspace=0.9)
+    fig = plt.figure(figsize=(3.0 * columns, 4.0 * rows))
+    grid = fig.add_gridspec(2 * rows, columns, height_ratios=[1.2, 1.0] * rows, hspace=0.6, wspace=0.9)
     for i, result in enumerate(results):
         r, c = divmod(i, columns)
         ax_img, ax_bar = fig.add_subplot(grid[2 * r, c]), fig.add_subplot(grid[2 * r + 1, c])
