@@ -15,7 +15,8 @@ from PIL import Image
 from torch import nn
 
 from alexnet.data.transforms import Preprocess
-from alexnet.features import Images, fc7_features, nearest, sample
+from alexnet.features import Images, fc7_features, nearest, sample, split_images
+from alexnet.formats import read_model
 from alexnet.models import build_model
 from alexnet.predict import Predictor
 from alexnet.visualize import FilterLayout, visualize_neighbours, visualize_predictions
@@ -142,3 +143,26 @@ def test_bad_inputs_are_one_line_naming_them(trained_run, tmp_path, capsys):
     assert code == 1 and str(text) in _one_line_error(err) and "not a readable image" in err
     code, _, err = _main(capsys, "visualize", "neighbours", "--checkpoint", str(trained_run / "checkpoints" / "last.pt"), "--data", str(tmp_path))
     assert code == 1 and str(tmp_path) in _one_line_error(err)
+
+
+def test_an_image_folder_run_draws_from_its_hold_out_and_its_training_images(image_folder, tmp_path, capsys):
+    train = ["train", "--data", str(image_folder), "--epochs", "1", "--batch-size", "8", "--image-size", "67", "--workers", "0"]
+    assert _main(capsys, *train, "--val-fraction", "0.25", "--out", str(tmp_path), "--name", "f")[0] == 0
+    checkpoint = tmp_path / "f" / "checkpoints" / "last.pt"
+    held_out = json.loads((tmp_path / "f" / "split.json").read_text())["val"]
+
+    _, results = visualize_predictions(checkpoint, out=tmp_path / "p.png", count=100)  # more than there are: all of them
+    assert sorted(r["image"] for r in results) == sorted(held_out)
+    code, printed, err = _main(capsys, "predict", *[r["image"] for r in results], "--checkpoint", str(checkpoint), "--json")
+    assert code == 0 and json.loads(printed) == results, err
+
+    _, found = visualize_neighbours(checkpoint, tmp_path / "n.png", count=2, neighbours=4, train_images=1000)
+    assert found["searched"] == 24 - len(held_out)  # every training image, none of the hold-out
+    model_file = read_model(checkpoint)
+    train_paths, test_paths = (split_images(model_file, s, checkpoint=checkpoint).paths for s in ("train", "test"))
+    assert sorted(test_paths) == sorted(held_out) and not set(train_paths) & set(held_out)
+    predictor = Predictor.load(checkpoint)  # the reference: one file at a time, every distance by a loop
+    keys = [predictor.embed([p])[0].tolist() for p in train_paths]
+    for q, row in zip(found["queries"], found["train"]):
+        query = predictor.embed([test_paths[q]])[0].tolist()
+        assert row == sorted(range(len(keys)), key=lambda j: math.dist(query, keys[j]))[:4]

@@ -30,6 +30,7 @@ from torch import nn  # noqa: E402
 
 from alexnet.features import Images, fc7_features, file_images, nearest, sample, split_images  # noqa: E402
 from alexnet.formats import read_model  # noqa: E402
+from alexnet.formats.network import ModelFile  # noqa: E402
 from alexnet.predict import Predictor  # noqa: E402
 from alexnet.rundir import RunFolder  # noqa: E402
 
@@ -169,11 +170,10 @@ def visualize_predictions(checkpoint: str | Path, images: Sequence[str | Path] =
     from the model's test/validation data (or ``data``) to ``out`` (default:
     ``<run folder>/predictions.png``). Returns where it went and the top-5 of each image, which
     are :meth:`Predictor.predict`'s answers (``alexnet predict --json``'s)."""
-    predictor = Predictor.load(checkpoint, device=device, source=f"--checkpoint {checkpoint}")
+    model_file, predictor = _load(checkpoint, device)
     if images:
         shown = file_images(images, predictor.preprocess.mode)
     else:
-        model_file = read_model(checkpoint, source=f"--checkpoint {checkpoint}")
         test = split_images(model_file, "test", checkpoint=checkpoint, data=data)
         shown = test.take(sample(len(test), count, seed))
     results = predictor.predict([shown.item(i) for i in range(len(shown))], top=TOP)
@@ -210,8 +210,7 @@ def visualize_neighbours(checkpoint: str | Path, out: Output | None = None, *, c
     images drawn with ``seed``, each beside its ``neighbours`` nearest among ``train_images``
     training images drawn with the same seed (all of them when fewer). Returns where it went and
     what was searched: the query and neighbour indices into the splits, the distances."""
-    predictor = Predictor.load(checkpoint, device=device, source=f"--checkpoint {checkpoint}")
-    model_file = read_model(checkpoint, source=f"--checkpoint {checkpoint}")
+    model_file, predictor = _load(checkpoint, device)
     test = split_images(model_file, "test", checkpoint=checkpoint, data=data)
     train = split_images(model_file, "train", checkpoint=checkpoint, data=data)
     query_idx, train_idx = sample(len(test), count, seed), sample(len(train), train_images, seed)
@@ -221,6 +220,12 @@ def visualize_neighbours(checkpoint: str | Path, out: Output | None = None, *, c
     draw_neighbours(queries, keys, found, distances, out)
     return out, {"queries": query_idx, "train": [[train_idx[j] for j in row] for row in found.tolist()],
                  "distances": distances.tolist(), "searched": len(keys)}  # fmt: skip
+
+
+def _load(checkpoint: str | Path, device: str) -> tuple[ModelFile, Predictor]:
+    """The model file (for its data settings) and a Predictor of it, the file read once."""
+    model_file = read_model(checkpoint, source=f"--checkpoint {checkpoint}")
+    return model_file, Predictor(model_file.network(), model_file.classes, model_file.preprocess, device)
 
 
 def _show(ax, image: Image.Image, caption: str) -> None:
