@@ -58,3 +58,43 @@ def test_bench_quick_writes_the_documented_json(tmp_path, capsys):
     assert record["checks"][0]["passed"]
     assert [s["group"] for s in record["skipped"]] == ["gpu"]  # no CUDA here: the GPU rows say why they are missing
     assert "| step |" in capsys.readouterr().out
+
+
+# -- time to accuracy (bench/accuracy.py) --
+def _epochs(top1s, train_s=10.0, val_s=2.0):
+    return [{"val_top1": t, "train_seconds": train_s, "val_seconds": val_s} for t in top1s]
+
+
+def test_seconds_to_a_target_are_those_of_the_first_epoch_at_or_above_it():
+    from alexnet.bench.accuracy import seconds_to
+
+    metrics = _epochs([0.85, 0.905, 0.899, 0.912])
+    for target in (0.80, 0.85, 0.90, 0.905, 0.91, 0.95):  # against a loop over the epochs' own sums
+        first = next((i for i, m in enumerate(metrics) if m["val_top1"] >= target), None)
+        expect = None if first is None else 10.0 * (first + 1)
+        assert seconds_to(metrics, target) == expect
+        assert seconds_to(metrics, target, "both") == (None if first is None else 12.0 * (first + 1))
+
+
+def test_the_summary_is_the_mean_and_spread_of_the_last_epochs():
+    from alexnet.bench.accuracy import markdown, seed_row, summary
+
+    rows = [seed_row(s, _epochs(t), wall=50.0) for s, t in enumerate([[0.88, 0.902], [0.89, 0.915], [0.87, 0.899]])]
+    s = summary(rows)
+    assert s["final_top1_mean"] == pytest.approx(statistics.fmean([0.902, 0.915, 0.899]))
+    assert s["final_top1_spread"] == [0.899, 0.915]
+    assert s["0.90"] == {"reached": 2, "median_train_seconds": 20.0} and s["0.91"] == {"reached": 1, "median_train_seconds": 20.0}
+    text = markdown(rows)
+    assert "not reached" in text and "mean 90.53% [89.90-91.50]" in text
+
+
+def test_time_to_accuracy_trains_each_seed_and_reads_its_metrics(idx_folder, tmp_path):
+    from alexnet.bench.accuracy import read_metrics, time_to_accuracy
+
+    flags = ["--data", str(idx_folder.path), "--epochs", "1", "--image-size", "67", "--batch-size", "64", "--precision", "fp32"]
+    record = time_to_accuracy(flags, [0, 1], tmp_path, say=lambda *_: None)
+    assert [r["seed"] for r in record["rows"]] == [0, 1]
+    for r in record["rows"]:
+        metrics = read_metrics(tmp_path / f"tta-seed{r['seed']}")
+        assert r["final_top1"] == metrics[-1]["val_top1"] and r["epochs"] == 1
+        assert json.loads((tmp_path / f"tta-seed{r['seed']}" / "config.json").read_text())["seed"] == r["seed"]

@@ -70,6 +70,7 @@ FLAG_VALUES = {
     "precision": ("fp32", "fp32"), "channels_last": (None, False), "out": ("elsewhere", "elsewhere"),
     "name": ("r1", "r1"), "checkpoint_every": ("10m", "10m"), "on_nan": ("rollback", "rollback"),
     "skip_bad_images": (None, True), "model_parallel": ("cpu,cpu", "cpu,cpu"),
+    "recipe": ("paper", "paper"), "optimizer": ("paper", "paper"), "lighting": (None, True),
 }  # fmt: skip
 # Flags a setting only takes together with another (TrainConfig refuses it alone).
 FLAG_NEEDS = {"model_parallel": ["--model", "alexnet2012"]}

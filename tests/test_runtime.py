@@ -45,9 +45,9 @@ def test_a_device_that_is_no_device_is_refused():
 def test_precision_auto_follows_the_hardware(monkeypatch):
     assert runtime.resolve_precision("fp32", torch.device("cpu")) == "fp32"
     assert runtime.resolve_precision("bf16", torch.device("cpu")) == "bf16"
-    monkeypatch.setattr(runtime, "cpu_has_amx", lambda: True)
+    monkeypatch.setattr(runtime, "cpu_has_bf16_units", lambda: True)
     assert runtime.resolve_precision("auto", torch.device("cpu")) == "bf16"
-    monkeypatch.setattr(runtime, "cpu_has_amx", lambda: False)
+    monkeypatch.setattr(runtime, "cpu_has_bf16_units", lambda: False)
     assert runtime.resolve_precision("auto", torch.device("cpu")) == "fp32"
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
     assert runtime.resolve_precision("auto", torch.device("cuda")) == "bf16"
@@ -56,9 +56,15 @@ def test_precision_auto_follows_the_hardware(monkeypatch):
     assert runtime.resolve_precision("auto", torch.device("mps")) == "fp32"
 
 
-def test_amx_needs_the_cpu_flag(monkeypatch):
-    monkeypatch.setattr(runtime, "cpu_flags", lambda: ["avx512f"])
-    assert runtime.cpu_has_amx() is False
+def test_bf16_units_need_a_cpu_flag(monkeypatch):
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: ["avx2", "avx512f"])
+    assert runtime.cpu_has_bf16_units() is False
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    for flag in ("amx_bf16", "avx512_bf16"):  # Intel's AMX tiles, AMD's (and Cooper Lake's) AVX512-BF16
+        monkeypatch.setattr(runtime, "cpu_flags", lambda: ["avx512f", flag])
+        assert runtime.cpu_has_bf16_units() is True
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)  # oneDNN cannot use them
+    assert runtime.cpu_has_bf16_units() is False
 
 
 def test_environment_is_a_json_record_of_versions_and_hardware():

@@ -1,4 +1,4 @@
-"""The ``alexnet`` command: models, summary, train, evaluate, predict, visualize, report, export, convert, prepare, serve, bench.
+"""The ``alexnet`` command: models, recipes, summary, train, evaluate, predict, visualize, report, export, convert, prepare, serve, bench.
 
 Every sub-command parses its flags and calls the library (``train``, ``evaluate_checkpoint``,
 ``Predictor``, ``formats.export``, ...); errors in what the user gave come out as one line on
@@ -23,6 +23,19 @@ def _cmd_models(args) -> int:
 
     for v in MODELS.values():
         print(f"{v.name:<12} {v.description} (native input {v.image_size}, init {v.init})")
+    return 0
+
+
+def _cmd_recipes(args) -> int:
+    from alexnet.config import RECIPES, recipe_settings
+
+    for name in RECIPES:
+        settings = recipe_settings(name)
+        print(f"{name}:" + ("" if RECIPES[name] else " (the defaults)"))
+        for key, value in settings.items():
+            mark = "*" if key in RECIPES[name] else " "
+            print(f"  {mark} --{key.replace('_', '-'):<16} {value}")
+    print("* set by the recipe; settings from --config and flags given with --recipe still win (docs/paper.md)")
     return 0
 
 
@@ -67,9 +80,9 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_evaluate(args) -> int:
-    from alexnet.evaluate import evaluate_checkpoint, format_report
+    from alexnet.evaluate import evaluate_models, format_report
 
-    result = evaluate_checkpoint(args.checkpoint, data=args.data, device=args.device, out=args.out)
+    result = evaluate_models(args.checkpoint, data=args.data, device=args.device, out=args.out, ten_crop=args.ten_crop)
     print(json.dumps(result, indent=2) if args.json else format_report(result))
     return 0
 
@@ -189,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     sub.add_parser("models", help="list the AlexNet variants").set_defaults(func=_cmd_models)
+    sub.add_parser("recipes", help="list the named recipes (train --recipe NAME) and what each sets").set_defaults(func=_cmd_recipes)
 
     p = sub.add_parser("summary", help="per-layer shapes, parameters, multiply-accumulates and memory")
     p.add_argument("--model", default="alexnet", choices=list(MODELS))
@@ -204,8 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(p)
     p.set_defaults(func=_cmd_train)
 
-    p = sub.add_parser("evaluate", help="top-1/top-5, per-class accuracy and confusion matrix of a checkpoint")
-    p.add_argument("--checkpoint", required=True)
+    p = sub.add_parser("evaluate", help="top-1/top-5, per-class accuracy and confusion matrix of a checkpoint, or of an ensemble")
+    p.add_argument("--checkpoint", required=True, action="append", help="a checkpoint or export; repeat it for an ensemble (the models' softmax averaged)")
+    p.add_argument("--ten-crop", action="store_true", help="also the paper's ten-crop testing: softmax averaged over four corners, the centre and their mirrors")
     p.add_argument("--data", default=None, help="evaluate on this data instead of the checkpoint's own")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", default=None, help="folder for evaluation.json and confusion.png (default: the run folder)")

@@ -130,6 +130,49 @@ def train_one_epoch(
     }  # fmt: skip
 
 
+class Tally:
+    """Counts of one evaluation: loss, top-1 (from the confusion matrix), top-5, images. Fed
+    logits, or the log of averaged probabilities (ten crops, an ensemble): cross-entropy of
+    log-probabilities is their negative log-likelihood, and the ranking is the same."""
+
+    def __init__(self, num_classes: int, device: torch.device):
+        self.num_classes = num_classes
+        self.confusion = torch.zeros(num_classes, num_classes, dtype=torch.long, device=device)
+        self.top5 = torch.zeros((), dtype=torch.long, device=device)
+        self.loss_sum = torch.zeros((), device=device)
+        self.seen = 0
+
+    def add(self, logits: torch.Tensor, y: torch.Tensor) -> None:
+        """Count a batch: ``logits`` (N, K) floats, ``y`` (N,) class indices."""
+        k, n = min(5, self.num_classes), self.num_classes
+        self.loss_sum += F.cross_entropy(logits, y, reduction="sum")
+        self.top5 += (logits.topk(k, dim=1).indices == y[:, None]).any(1).sum()
+        # rows: true class, columns: predicted class
+        self.confusion += torch.bincount(y * n + logits.argmax(1), minlength=n**2).view(n, n)
+        self.seen += len(y)
+
+    def result(self, world: World = SINGLE) -> dict:
+        """Top-1, top-5, mean loss, per-class accuracy and the confusion matrix; with several
+        processes, of everyone's counts summed."""
+        n, confusion, top5, loss_sum, seen = self.num_classes, self.confusion, self.top5, self.loss_sum, self.seen
+        if world.distributed:  # one process's numbers from everyone's counts
+            device = confusion.device
+            sums = world.sum(torch.cat([confusion.flatten().double(), top5.double()[None], loss_sum.double()[None],
+                                        torch.tensor([float(seen)], dtype=torch.float64, device=device)]))  # fmt: skip
+            confusion = sums[: n**2].round().long().view(n, n)
+            top5, loss_sum, seen = sums[-3].round().long(), sums[-2], round(sums[-1].item())
+        confusion = confusion.cpu()
+        per_class = (confusion.diag().double() / confusion.sum(1).clamp_min(1)).tolist()
+        return {
+            "loss": loss_sum.item() / max(seen, 1),
+            "top1": confusion.diag().sum().item() / max(seen, 1),
+            "top5": top5.item() / max(seen, 1),
+            "images": seen,
+            "per_class": per_class,
+            "confusion": confusion.tolist(),
+        }
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
@@ -151,11 +194,7 @@ def evaluate(
     """
     model.eval()
     start = time.perf_counter()
-    confusion = torch.zeros(num_classes, num_classes, dtype=torch.long, device=device)
-    top5 = torch.zeros((), dtype=torch.long, device=device)
-    loss_sum = torch.zeros((), device=device)
-    seen = 0
-    k = min(5, num_classes)
+    tally = Tally(num_classes, device)
     stopped = False
     for x, y in batches:
         if should_stop is not None and should_stop():
@@ -164,27 +203,8 @@ def evaluate(
         x, y = _to(device, x, y, channels_last)
         with autocast(device, precision):
             logits = model(x).float()
-        loss_sum += F.cross_entropy(logits, y, reduction="sum")
-        top5 += (logits.topk(k, dim=1).indices == y[:, None]).any(1).sum()
-        # rows: true class, columns: predicted class
-        confusion += torch.bincount(y * num_classes + logits.argmax(1), minlength=num_classes**2).view(num_classes, num_classes)
-        seen += len(y)
-    if world.distributed:  # one process's numbers from everyone's counts
-        sums = world.sum(torch.cat([confusion.flatten().double(), top5.double()[None], loss_sum.double()[None],
-                                    torch.tensor([float(seen)], dtype=torch.float64, device=device)]))  # fmt: skip
-        confusion = sums[: num_classes**2].round().long().view(num_classes, num_classes)
-        top5, loss_sum, seen = sums[-3].round().long(), sums[-2], round(sums[-1].item())
-    confusion = confusion.cpu()
-    per_class_total = confusion.sum(1)
-    per_class = (confusion.diag().double() / per_class_total.clamp_min(1)).tolist()
-    top1 = confusion.diag().sum().item() / max(seen, 1)
-    return {
-        "loss": loss_sum.item() / max(seen, 1),
-        "top1": top1,
-        "top5": top5.item() / max(seen, 1),
-        "images": seen,
-        "seconds": time.perf_counter() - start,
-        "per_class": per_class,
-        "confusion": confusion.tolist(),
-        "stopped": stopped,
-    }
+        tally.add(logits, y)
+    result = tally.result(world)
+    keys = ("loss", "top1", "top5", "images")
+    return {**{k: result[k] for k in keys}, "seconds": time.perf_counter() - start,
+            "per_class": result["per_class"], "confusion": result["confusion"], "stopped": stopped}  # fmt: skip

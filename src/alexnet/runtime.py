@@ -43,13 +43,13 @@ def resolve_device(name: str) -> torch.device:
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto`` picks bf16 autocast where the hardware has fast bf16 matrix units, else fp32."""
+    """``auto`` picks bf16 autocast where the hardware has bf16 matrix units (:func:`cpu_has_bf16_units`, a GPU that supports bf16), else fp32."""
     if precision != "auto":
         return precision
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
     if device.type == "cpu":
-        return "bf16" if cpu_has_amx() else "fp32"
+        return "bf16" if cpu_has_bf16_units() else "fp32"
     return "fp32"  # MPS: bf16 autocast there is not known to be faster; stay exact
 
 
@@ -108,12 +108,15 @@ def _fused_sgd_devices() -> list[str]:
         return ["cpu", "cuda"]
 
 
-def cpu_has_amx() -> bool:
-    """Whether this CPU has AMX bf16 tiles and torch's oneDNN can use them."""
-    # With AMX tiles oneDNN's bf16 convolutions and matmuls made a training step 1.6-1.9x faster
-    # than fp32 here (docs/results.md); without them bf16 is emulated and no faster: stay in fp32.
+def cpu_has_bf16_units() -> bool:
+    """Whether this CPU does bf16 matrix arithmetic natively - AMX tiles (``amx_bf16``, Intel since
+    Sapphire Rapids) or AVX512-BF16 dot products (``avx512_bf16``, AMD since Zen 4, Intel Cooper
+    Lake) - and torch's oneDNN can use them."""
+    # oneDNN's bf16 convolutions and matmuls made a training step 1.6-1.9x faster than fp32 with AMX
+    # (docs/results.md) and 1.56-1.65x with AVX512-BF16 (docs/performance.md); without either,
+    # bf16 is emulated and no faster: stay in fp32.
     try:
-        return "amx_bf16" in cpu_flags() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        return bool({"amx_bf16", "avx512_bf16"} & set(cpu_flags())) and torch.ops.mkldnn._is_mkldnn_bf16_supported()
     except (AttributeError, RuntimeError):  # a torch build without oneDNN
         return False
 

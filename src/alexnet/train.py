@@ -25,7 +25,7 @@ from alexnet.distributed import World
 from alexnet.errors import CheckpointError, ConfigError, DataError, Interrupted, RunError, brief, first_line
 from alexnet.formats import FORMAT, Resume, check_weights, read_resume
 from alexnet.models import AlexNet, build_model
-from alexnet.optim import Schedule, check_extension, halve_lr, make_optimizer, make_schedule
+from alexnet.optim import STATE_BUFFERS, Schedule, check_extension, halve_lr, make_optimizer, make_schedule
 from alexnet.rundir import RunFolder
 from alexnet.signals import Stop, StopSignals
 
@@ -86,6 +86,7 @@ class Run:
         ckpt.check_fits(
             optimizer=self.optimizer.state_dict(), scheduler=self.schedule.state_dict(),
             params=[p.shape for p in self.model.parameters()], steps_per_epoch=len(self.data.train), num_train=self.data.num_train,
+            buffer=STATE_BUFFERS[self.cfg.optimizer],
         )  # fmt: skip
         check_weights(ckpt.model.weights, self.cfg.model, len(self.data.classes), self.data.preprocess.channels, str(ckpt.path))
         try:
@@ -155,6 +156,8 @@ def start(cfg: TrainConfig, ckpt: Resume | None, folder: RunFolder | None, argv:
             folder.write_json("env.json", {**runtime.environment(device, precision), **world.record()})
             if data.split is not None:
                 folder.write_json("split.json", data.split)
+            if data.preprocess.eigval:
+                folder.write_json("lighting.json", data.preprocess.lighting_record())
             if data.bad_files:
                 folder.write_json("bad_images.json", data.bad_files)
     run.net = distributed.wrap(model, world, device)
@@ -312,6 +315,8 @@ def _announce(run: Run, restarted: bool, say) -> None:
         f"{len(d.classes)} classes) at {cfg.image_size}x{cfg.image_size}, "
         f"{f'towers on {cfg.model_parallel}' if cfg.model_parallel else run.device} {run.precision}"
     )
+    if cfg.lighting and not d.preprocess.eigval:
+        say(f"PCA lighting skipped: {d.source} is grayscale (one channel has no colour to relight)")
     if restarted:
         say(f"{run.folder} stopped before its first checkpoint: starting it again from step 0 with its recorded settings")
     if d.bad_files:

@@ -57,19 +57,20 @@ def build_data(cfg, device: torch.device, stats: Mapping | None = None, world: W
 def build_eval_data(
     data: str | None, preprocess: Preprocess, classes: list[str], *, seed: int = 0, val_fraction: float = 0.1,
     exclude: set[str] = frozenset(), skip_bad_images: bool = False, batch_size: int = 128, workers: int = 2,
-    device: torch.device = torch.device("cpu"),
+    device: torch.device = torch.device("cpu"), ten_crop: bool = False,
 ) -> EvalData:  # fmt: skip
     """The images a model trained with ``preprocess`` on ``classes`` is evaluated on: an IDX set's
     test split, an image folder's ``val/``, or the seeded hold-out of a plain folder (``seed``,
     ``val_fraction`` and the training run's skipped files ``exclude`` redraw it exactly), or the
-    val split of prepared shards."""
+    val split of prepared shards. ``ten_crop``: each batch holds (N, 10, C, S, S) views, the
+    paper's ten crops (data/transforms.py), view 4 being the single-crop input."""
     if is_shards(data):
-        return shards_eval_data(data, preprocess, list(classes), batch_size=batch_size, workers=workers, device=device)
+        return shards_eval_data(data, preprocess, list(classes), batch_size=batch_size, workers=workers, device=device, ten_crop=ten_crop)
     if check_eval_data(data, preprocess, classes):
-        return idx_eval_data(data, preprocess, len(classes), batch_size=batch_size, device=device)
+        return idx_eval_data(data, preprocess, len(classes), batch_size=batch_size, device=device, ten_crop=ten_crop)
     return folder_eval_data(
         _folder(data), preprocess, classes, seed=seed, val_fraction=val_fraction, exclude=set(exclude),
-        skip_bad_images=skip_bad_images, batch_size=batch_size, workers=workers, device=device,
+        skip_bad_images=skip_bad_images, batch_size=batch_size, workers=workers, device=device, ten_crop=ten_crop,
     )  # fmt: skip
 
 

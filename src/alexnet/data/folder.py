@@ -24,7 +24,10 @@ from alexnet.data.base import Data, EvalData
 from alexnet.data.images import IMAGE_EXTENSIONS, MIN_IMAGE_SIDE, open_image
 from alexnet.data.sampling import EpochOrder
 from alexnet.data.scancache import ScanCache
-from alexnet.data.transforms import Preprocess, seeded, stats_problem
+from alexnet.data.transforms import (
+    IMAGENET_EIGVAL, IMAGENET_EIGVEC, STATS_IMAGES, STATS_SIDE, PixelMoments, Preprocess, is_imagenet_like,
+    lighting_from_covariance, seeded, stats_problem,
+)
 from alexnet.distributed import SINGLE, World
 from alexnet.errors import DataError, ImageError
 from alexnet.signals import held, ignore_in_worker
@@ -177,8 +180,9 @@ def collate_images(batch, empty: tuple[int, int] = (3, 0)):
     return default_collate(batch)
 
 
-def channel_stats(samples, mode: str, limit: int = 2000, size: int = 64, seed: int = 0):
-    """Per-channel mean and std of pixel values in [0, 1] over up to ``limit`` training images.
+def pixel_moments(samples, mode: str, limit: int = STATS_IMAGES, size: int = STATS_SIDE, seed: int = 0) -> PixelMoments:
+    """Pixel moments (mean, std, RGB covariance) of values in [0, 1] over up to ``limit`` training
+    images, seeded.
 
     Each image is resized to ``size`` x ``size`` first: the statistics barely change and a
     million-image set is summarized in seconds.
@@ -187,15 +191,25 @@ def channel_stats(samples, mode: str, limit: int = 2000, size: int = 64, seed: i
 
     chosen = random.Random(seed).sample(samples, min(limit, len(samples)))
     prep = v2.Compose([v2.PILToTensor(), v2.Resize((size, size), antialias=True), v2.ToDtype(torch.float64, scale=True)])
-    total = sq = None
+    moments = PixelMoments()
     for path, _ in chosen:
-        x = prep(open_image(path, mode)).flatten(1)
-        s, q = x.sum(1), (x * x).sum(1)
-        total, sq = (s, q) if total is None else (total + s, sq + q)
-    count = len(chosen) * size * size
-    mean = total / count
-    std = (sq / count - mean**2).clamp_min(1e-12).sqrt()
-    return mean.tolist(), std.tolist()
+        moments.add(prep(open_image(path, mode)))
+    return moments
+
+
+def channel_stats(samples, mode: str, limit: int = STATS_IMAGES, size: int = STATS_SIDE, seed: int = 0):
+    """Per-channel mean and std of pixel values in [0, 1] over up to ``limit`` training images (:func:`pixel_moments`)."""
+    moments = pixel_moments(samples, mode, limit, size, seed)
+    return moments.mean.tolist(), moments.std.tolist()
+
+
+def lighting_stats(classes: list[str], moments: PixelMoments | None) -> dict:
+    """PCA lighting's eigen-decomposition as ``stats`` entries: ImageNet's published values for a
+    folder of WordNet-id classes, else that of the sampled training pixels' RGB covariance."""
+    if is_imagenet_like(classes) or moments is None:
+        return {"eigval": list(IMAGENET_EIGVAL), "eigvec": [list(v) for v in IMAGENET_EIGVEC]}
+    eigval, eigvec = lighting_from_covariance(moments.covariance)
+    return {"eigval": list(eigval), "eigvec": [list(v) for v in eigvec]}
 
 
 class EpochLoader:
@@ -223,10 +237,11 @@ class EpochLoader:
 
 
 def folder_loader(samples, preprocess: Preprocess, *, train: bool, batch_size: int, workers: int, seed: int, device,
-            world: World = SINGLE) -> EpochLoader:  # fmt: skip
-    """Batches of ``samples`` as ``preprocess`` makes them, normalized on ``device``: what training,
-    evaluation and the benchmarks read an image folder with."""
-    ds = ImageList(samples, preprocess.mode, preprocess.folder_transform(train), preprocess.decode_side)
+                  world: World = SINGLE, ten_crop: bool = False) -> EpochLoader:  # fmt: skip
+    """Batches of ``samples`` as ``preprocess`` makes them (the ten crops of each with
+    ``ten_crop``), normalized on ``device``: what training, evaluation and the benchmarks read an
+    image folder with."""
+    ds = ImageList(samples, preprocess.mode, preprocess.folder_transform(train, ten_crop), preprocess.decode_side)
     batches = EpochBatches(len(ds), batch_size=batch_size, shuffle=train, seed=seed, world=world)
     # its own generator: each iter() draws the workers' base seed from it, not from the global
     # RNG that dropout uses (that draw would shift dropout's stream on a resume)
@@ -313,10 +328,13 @@ def folder_data(cfg, root: Path, device, stats: Mapping | None, world: World = S
     mode = "RGB"
     s = split_folder(cfg, root, mode)
     if stats is None:
-        mean, std = channel_stats(s.train, mode, seed=cfg.seed)
+        moments = pixel_moments(s.train, mode, seed=cfg.seed)
+        mean, std = moments.mean.tolist(), moments.std.tolist()
         stats, problem = {"mean": mean, "std": std}, stats_problem(mean, std)
         if problem:
             raise DataError(f"--data {root}: the training images' {problem}")
+        if cfg.lighting:
+            stats.update(lighting_stats(s.classes, moments))
     preprocess = Preprocess.for_folder(image_size=cfg.image_size, stats=stats, mode=mode, decode=decode)
     common = dict(batch_size=cfg.batch_size, workers=cfg.workers, seed=cfg.seed, device=device, world=world)
     return Data(
@@ -364,16 +382,18 @@ def listed_samples(root: Path, classes: list[str], split: str, *, seed: int, val
 
 
 def folder_eval_data(root: Path, preprocess: Preprocess, classes: list[str], *, seed: int, val_fraction: float,
-                     exclude: set[str], skip_bad_images: bool, batch_size: int, workers: int, device) -> EvalData:  # fmt: skip
+                     exclude: set[str], skip_bad_images: bool, batch_size: int, workers: int, device,
+                     ten_crop: bool = False) -> EvalData:  # fmt: skip
     """The validation images of an image folder as evaluation batches: ``val/``, or the hold-out
     of a plain folder redrawn by :func:`holdout` from the listed files less ``exclude`` (the files
-    training skipped as bad). Only those images are decoded; no training image is opened."""
+    training skipped as bad). Only those images are decoded; no training image is opened.
+    ``ten_crop``: batches of (N, 10, C, S, S) views (:meth:`Preprocess.folder_transform`)."""
     val_samples = listed_samples(root, classes, "val", seed=seed, val_fraction=val_fraction, exclude=exclude)
     bad = _bad_images(skip_bad_images, workers, root, val_samples, preprocess.mode)
     val_samples = _without(val_samples, bad)
     if not val_samples:
         raise DataError(f"--data {root}: no readable validation images")
-    loader = folder_loader(val_samples, preprocess, train=False, batch_size=batch_size, workers=workers, seed=seed, device=device)
+    loader = folder_loader(val_samples, preprocess, train=False, batch_size=batch_size, workers=workers, seed=seed, device=device, ten_crop=ten_crop)
     loader.changed = "it was readable when the evaluation started, so it changed since"
     return EvalData(loader, list(classes), len(val_samples), str(root))
 

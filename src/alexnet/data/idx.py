@@ -176,8 +176,9 @@ class TensorBatches:
     """
 
     def __init__(self, images, labels, *, batch_size: int, preprocess: Preprocess, train: bool, device, seed: int = 0,
-                 world: World = SINGLE):  # fmt: skip
+                 world: World = SINGLE, ten_crop: bool = False):  # fmt: skip
         self.images, self.labels, self.preprocess, self.train, self.world = images, labels, preprocess, train, world
+        self.ten_crop = ten_crop and not train  # evaluation only: (N, 10, C, S, S) views
         self.device = torch.device(device)
         self.order = EpochOrder(len(images), batch_size=batch_size, shuffle=train, seed=seed)
         if self.device.type == "cuda":  # keep the whole set on the GPU: no host transfers at all
@@ -205,7 +206,10 @@ class TensorBatches:
                     flip, shift = flip[part], shift[part]
             x = self.images[idx].to(self.device, non_blocking=True).float().div_(255)
             y = self.labels[idx].to(self.device, non_blocking=True)
-            yield (self.preprocess.tensor_batch(x, flip, shift) if self.train else self.preprocess.tensor_batch(x)), y
+            if self.train:
+                yield self.preprocess.tensor_batch(x, flip, shift), y
+            else:
+                yield (self.preprocess.ten_crop_batch(x) if self.ten_crop else self.preprocess.tensor_batch(x)), y
 
 
 def idx_data(cfg, device: torch.device, stats: Mapping | None, world: World = SINGLE) -> Data:
@@ -240,11 +244,13 @@ def idx_data(cfg, device: torch.device, stats: Mapping | None, world: World = SI
     )
 
 
-def idx_eval_data(root: str | None, preprocess: Preprocess, num_classes: int, *, batch_size: int, device: torch.device) -> EvalData:
-    """The test split of an IDX set as evaluation batches: the training files are not read."""
+def idx_eval_data(root: str | None, preprocess: Preprocess, num_classes: int, *, batch_size: int, device: torch.device,
+                  ten_crop: bool = False) -> EvalData:  # fmt: skip
+    """The test split of an IDX set as evaluation batches: the training files are not read.
+    ``ten_crop``: batches of (N, 10, C, S, S) views (:meth:`Preprocess.ten_crop_batch`)."""
     files = find_idx_files(root, splits=("test",))
     images, labels = load_idx_split(files, "test")
     check_labels(labels, num_classes, files["test_labels"], "the model's")
     check_image_side(images, preprocess.source_size, files["test_images"], "the model's training images")
-    batches = TensorBatches(images, labels, batch_size=batch_size, preprocess=preprocess, train=False, device=device)
+    batches = TensorBatches(images, labels, batch_size=batch_size, preprocess=preprocess, train=False, device=device, ten_crop=ten_crop)
     return EvalData(batches, idx_class_names(root, num_classes), len(images), str(root or FASHION_MNIST_DIR))

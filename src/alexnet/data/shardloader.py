@@ -31,10 +31,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from alexnet.data.base import Data, EvalData
-from alexnet.data.folder import EpochLoader, collate_images
+from alexnet.data.folder import EpochLoader, collate_images, lighting_stats
 from alexnet.data.sampling import epoch_generator
 from alexnet.data.shards import Shard, ShardIndex, ShardReader, decode_jpeg, file_size, join
-from alexnet.data.transforms import Preprocess, seeded
+from alexnet.data.transforms import STATS_IMAGES, STATS_SIDE, PixelMoments, Preprocess, is_imagenet_like, seeded
 from alexnet.distributed import SINGLE, World
 from alexnet.errors import DataError, ImageError
 from alexnet.signals import ignore_in_worker
@@ -127,8 +127,8 @@ class ShardBatches(EpochLoader):
 
 
 def _batches(location, shards, preprocess: Preprocess, *, train: bool, batch_size: int, workers: int, seed: int,
-             device, world: World) -> ShardBatches:  # fmt: skip
-    ds = ShardSamples(location, shards, preprocess.mode, preprocess.folder_transform(train), preprocess.decode_side)
+             device, world: World, ten_crop: bool = False) -> ShardBatches:  # fmt: skip
+    ds = ShardSamples(location, shards, preprocess.mode, preprocess.folder_transform(train, ten_crop), preprocess.decode_side)
     sampler = RankBatches([s.count for s in shards], batch_size=batch_size, shuffle=train, seed=seed, world=world)
     return ShardBatches(DataLoader(
         ds, batch_sampler=sampler, num_workers=workers, collate_fn=functools.partial(collate_images, empty=(preprocess.channels, preprocess.image_size)),
@@ -160,12 +160,33 @@ def _preprocess(location: str, index: ShardIndex, image_size: int, stats, decode
     return preprocess
 
 
+def _lighting(location: str, index: ShardIndex, seed: int) -> dict:
+    """PCA lighting's ``stats`` entries for shards (:func:`alexnet.data.folder.lighting_stats`): the
+    RGB covariance of up to STATS_IMAGES seeded training images at STATS_SIDE, as for a folder."""
+    if is_imagenet_like(index.classes):
+        return lighting_stats(index.classes, None)
+    from torchvision.transforms import v2
+
+    prep = v2.Compose([v2.PILToTensor(), v2.Resize((STATS_SIDE, STATS_SIDE), antialias=True), v2.ToDtype(torch.float64, scale=True)])
+    ds = ShardSamples(location, index.splits["train"], index.mode, prep)
+    g = torch.Generator().manual_seed(seed)
+    moments = PixelMoments()
+    for i in torch.randperm(len(ds), generator=g)[:STATS_IMAGES].tolist():
+        x, _ = ds[(i, 0)]
+        if isinstance(x, ImageError):
+            raise DataError(f"--data {location}: {x.path}: {x.reason}")
+        moments.add(x)
+    return lighting_stats(index.classes, moments)
+
+
 def shards_data(cfg, location: str, device, stats=None, world: World = SINGLE, decode: str | None = None) -> Data:
     """Train and validation batches of the prepared folder at ``location``, this process's share of
     each (see :func:`alexnet.data.build_data`); the statistics stored in its index unless
-    ``stats`` are given."""
+    ``stats`` are given (PCA lighting's computed here when on, for RGB shards)."""
     index = ShardIndex.read(location)
     _check_files(location, index, ("train", "val"))
+    if cfg.lighting and index.mode == "RGB" and not (stats and stats.get("eigval")):
+        stats = {**(stats or index.stats), **_lighting(location, index, cfg.seed)}
     preprocess = _preprocess(location, index, cfg.image_size, stats, decode)
     common = dict(batch_size=cfg.batch_size, workers=cfg.workers, seed=cfg.seed, device=device, world=world)
     return Data(
@@ -176,8 +197,10 @@ def shards_data(cfg, location: str, device, stats=None, world: World = SINGLE, d
     )  # fmt: skip
 
 
-def shards_eval_data(location: str, preprocess: Preprocess, classes: list[str], *, batch_size: int, workers: int, device) -> EvalData:
-    """The val split of the prepared folder at ``location`` as evaluation batches."""
+def shards_eval_data(location: str, preprocess: Preprocess, classes: list[str], *, batch_size: int, workers: int, device,
+                     ten_crop: bool = False) -> EvalData:  # fmt: skip
+    """The val split of the prepared folder at ``location`` as evaluation batches (``ten_crop``:
+    (N, 10, C, S, S) views)."""
     index = ShardIndex.read(location)
     if preprocess.kind != "folder":
         raise DataError(f"--data {location}: the model was trained on IDX files, these are prepared image shards; evaluate it on data of its kind")
@@ -188,5 +211,5 @@ def shards_eval_data(location: str, preprocess: Preprocess, classes: list[str], 
     _check_files(location, index, ("val",))
     _preprocess(location, index, preprocess.image_size, preprocess.stats)
     batches = _batches(location, index.splits["val"], preprocess, train=False, batch_size=batch_size, workers=workers, seed=0,
-                       device=device, world=SINGLE)  # fmt: skip
+                       device=device, world=SINGLE, ten_crop=ten_crop)  # fmt: skip
     return EvalData(batches, list(classes), index.count("val"), location)

@@ -7,10 +7,16 @@ Two kinds of pipeline, one record:
   device with one ``grid_sample`` (:func:`resample`), then normalized. A single image for
   prediction is first brought back to the data set's own resolution (``source_size``).
 * ``folder`` (photos): the paper's pipeline - shorter side to ``resize`` (256 for 224-227 crops),
-  a random crop and flip for training, the centre crop for evaluation. Loader workers decode
-  (at reduced size where ``decode`` says so), resize, crop and flip, and hand over uint8 images
+  a random crop and flip for training (and PCA lighting when the record holds its
+  eigen-decomposition), the centre crop for evaluation. Loader workers decode (at reduced size
+  where ``decode`` says so), resize, crop and flip, and hand over uint8 images
   (:meth:`Preprocess.folder_transform`); the batch becomes normalized floats on the device
   (:meth:`Preprocess.to_input`): a quarter of the bytes between processes, no float work per image.
+
+Ten-crop evaluation (section 4.1 of the paper) is defined for both: the four corner crops and the
+centre crop, and their mirror images, where "corner" means the extreme positions of the training
+crops - the corners of the resized photo, or shifts of ``MAX_SHIFT`` source pixels of an IDX image
+(docs/paper.md). The centre crop unmirrored (view :data:`CENTRE_VIEW`) is the single-crop input.
 
 Networks trained elsewhere saw their images another way, and the record says how: Caffe's
 bvlc_alexnet takes BGR channels (``channel_order``) of pixels in 0..255 (``scale``) less a mean in
@@ -22,8 +28,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import re
 from dataclasses import asdict, dataclass
-from typing import Literal, Mapping
+from typing import Literal, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +45,76 @@ MAX_SHIFT = 2.0  # Fashion-MNIST random crops: shifts of up to 2 of the 28 sourc
 # the images are all but one flat shade (nothing to learn), and dividing would blow each one-level
 # step of an 8-bit pixel up past 4 units; at 0, or a std too small for float32, it gives inf.
 MIN_STD = 1e-3
+# Ten-crop views, in torchvision's ten_crop order: corners tl, tr, bl, br, the centre, then the same
+# five of the mirrored image. View 4, the centre unmirrored, is the single-crop input exactly.
+TEN_CROPS, CENTRE_VIEW = 10, 4
+# PCA lighting (section 4.1): alpha_i ~ N(0, LIGHTING_STD), once per image per epoch.
+LIGHTING_STD = 0.1
+# The sample the pixel statistics (mean, std, RGB covariance) come from: up to STATS_IMAGES seeded
+# training images, each resized to STATS_SIDE x STATS_SIDE (8.2 M pixels in all).
+STATS_IMAGES, STATS_SIDE = 2000, 64
+# ImageNet's RGB eigen-decomposition (pixels in [0, 1]) as published with fb.resnet.torch
+# (datasets/imagenet.lua) and used by most reimplementations; rows are the eigenvectors p_i.
+IMAGENET_EIGVAL = (0.2175, 0.0188, 0.0045)
+IMAGENET_EIGVEC = ((-0.5675, -0.5808, -0.5836), (0.7192, -0.0045, -0.6948), (0.4009, -0.8140, 0.4203))
+_WORDNET_ID = re.compile(r"n[0-9]{8}")
+
+
+def is_imagenet_like(classes: Sequence[str]) -> bool:
+    """A folder whose classes are all WordNet ids (n01440764, ...), as ImageNet's are: PCA lighting
+    then takes ImageNet's published eigen-decomposition instead of computing one."""
+    return bool(classes) and all(_WORDNET_ID.fullmatch(c) for c in classes)
+
+
+class PixelMoments:
+    """Running sums over pixels of (C, H, W) images in [0, 1], in float64: the per-channel mean and
+    std that normalization uses, and the C x C covariance that PCA lighting decomposes."""
+
+    def __init__(self):
+        self.count, self.sum, self.outer = 0, None, None
+
+    def add(self, x: torch.Tensor) -> None:
+        """Add one image's pixels, (C, H, W)."""
+        p = x.double().flatten(1)  # (C, H*W)
+        s, o = p.sum(1), p @ p.T
+        self.sum, self.outer = (s, o) if self.sum is None else (self.sum + s, self.outer + o)
+        self.count += p.shape[1]
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return self.sum / self.count
+
+    @property
+    def covariance(self) -> torch.Tensor:
+        m = self.mean
+        return self.outer / self.count - torch.outer(m, m)
+
+    @property
+    def std(self) -> torch.Tensor:
+        return self.covariance.diagonal().clamp_min(1e-12).sqrt()
+
+
+def lighting_from_covariance(cov) -> tuple[tuple[float, ...], tuple[tuple[float, ...], ...]]:
+    """The eigenvalues (largest first, at least 0) and eigenvectors (rows, unit length) of a
+    symmetric RGB covariance: the lambda_i and p_i of the paper's lighting."""
+    values, vectors = torch.linalg.eigh(torch.as_tensor(cov, dtype=torch.float64))  # ascending, columns
+    order = values.argsort(descending=True)
+    values, vectors = values[order].clamp_min(0), vectors[:, order].T
+    return tuple(values.tolist()), tuple(tuple(v) for v in vectors.tolist())
+
+
+class Lighting:
+    """The paper's PCA colour augmentation on a (C, H, W) float image: add
+    sum_i alpha_i * lambda_i * p_i to every pixel, alpha_i ~ N(0, 0.1) drawn from torch's global
+    generator (which the loaders seed per image and epoch)."""
+
+    def __init__(self, eigval: Sequence[float], eigvec: Sequence[Sequence[float]], std: float = LIGHTING_STD):
+        self.eigval, self.eigvec, self.std = torch.tensor(eigval), torch.tensor(eigvec), std
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        alpha = torch.randn(len(self.eigval)) * self.std
+        rgb = (alpha * self.eigval) @ self.eigvec  # sum_i alpha_i lambda_i p_i, (C,)
+        return x + rgb.to(x.dtype).view(-1, 1, 1)
 
 
 def stats_problem(mean, std, scale: int = 1) -> str | None:
@@ -67,6 +144,9 @@ class Preprocess:
     std: tuple[float, ...]
     source_size: int | None = None  # tensor: the data set's own height and width (28 for Fashion-MNIST)
     resize: int | None = None  # folder: the shorter side before the crop
+    # PCA lighting (RGB only; None = off): eigenvalues, largest first, and eigenvectors (rows)
+    eigval: tuple[float, ...] | None = None
+    eigvec: tuple[tuple[float, ...], ...] | None = None
     channel_order: Literal["RGB", "BGR"] = "RGB"  # BGR: Caffe's, as OpenCV decodes images
     scale: Literal[1, 255] = 1  # pixels run 0..scale before mean and std apply (Caffe: 0..255)
     resize_to: Literal["shorter", "square"] = "shorter"  # folder: shorter side to `resize`, or both sides (Caffe's warp)
@@ -87,23 +167,27 @@ class Preprocess:
     @classmethod
     def for_folder(cls, *, image_size: int, stats: Mapping, mode: str = "RGB", resize: int | None = None,
                    decode: str | None = None) -> "Preprocess":  # fmt: skip
-        """A photo pipeline; new ones decode at reduced size, ``decode`` keeps a stored model's rule."""
+        """A photo pipeline; new ones decode at reduced size, ``decode`` keeps a stored model's rule.
+        ``stats`` may hold ``eigval`` and ``eigvec`` (PCA lighting) beside ``mean`` and ``std``."""
+        lighting = {"eigval": tuple(stats["eigval"]), "eigvec": tuple(map(tuple, stats["eigvec"]))} if stats.get("eigval") else {}
         return cls("folder", mode, image_size, tuple(stats["mean"]), tuple(stats["std"]), resize=resize or resize_size(image_size),
-                   decode=decode or "reduced")  # fmt: skip
+                   decode=decode or "reduced", **lighting)  # fmt: skip
 
     @property
     def channels(self) -> int:
         return len(self.mean)
 
     @property
-    def stats(self) -> dict[str, list[float]]:
-        """The normalization statistics, as :func:`alexnet.data.build_data` takes them."""
-        return {"mean": list(self.mean), "std": list(self.std)}
+    def stats(self) -> dict[str, list]:
+        """The normalization statistics (and the lighting's eigen-decomposition, when on), as
+        :func:`alexnet.data.build_data` takes them."""
+        lighting = {"eigval": list(self.eigval), "eigvec": [list(v) for v in self.eigvec]} if self.eigval else {}
+        return {"mean": list(self.mean), "std": list(self.std), **lighting}
 
     def to_dict(self) -> dict:
         """The JSON-able form written into checkpoints and sidecars (fields that do not apply left
         out, and the later fields at their defaults, so such records read as they always did)."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()
+        return {k: _lists(v) for k, v in asdict(self).items()
                 if v is not None and not (k in _LATER_FIELDS and v == _LATER_FIELDS[k]) and not (k == "decode" and v == "full")}  # fmt: skip
 
     @classmethod
@@ -118,7 +202,7 @@ class Preprocess:
         missing = sorted(needed - set(values))
         if missing:
             raise ValueError(f"{source}: preprocess lacks {', '.join(missing)}")
-        extra = sorted(set(values) - {"kind", "mode", "image_size", "mean", "std", "source_size", "resize", "decode", *_LATER_FIELDS})
+        extra = sorted(set(values) - {"kind", "mode", "image_size", "mean", "std", "source_size", "resize", "decode", "eigval", "eigvec", *_LATER_FIELDS})
         if extra:
             raise ValueError(f"{source}: unknown preprocess field(s) {', '.join(extra)}")
         if values["mode"] not in ("L", "RGB"):
@@ -133,12 +217,20 @@ class Preprocess:
         problem = stats_problem(mean, std, later["scale"])
         if problem:
             raise ValueError(f"{source}: preprocess {problem}")
+        lighting = _read_lighting(values, source)
         decode = values.get("decode", "full" if kind == "folder" else None)  # files from before the field: full size
         if decode not in (("full", "reduced") if kind == "folder" else (None,)):
             raise ValueError(f"{source}: preprocess 'decode' must be full or reduced for a folder pipeline, got {brief(decode)}")
         return cls(kind, values["mode"], values["image_size"], tuple(float(m) for m in mean), tuple(float(s) for s in std),
                    source_size=values.get("source_size"), resize=values.get("resize") or (resize_size(values["image_size"]) if kind == "folder" else None),
-                   decode=decode, **later)  # fmt: skip
+                   decode=decode, **later, **lighting)  # fmt: skip
+
+    def lighting_record(self) -> dict:
+        """PCA lighting's eigen-decomposition and where it came from, for the run folder's lighting.json."""
+        published = self.eigval == IMAGENET_EIGVAL and self.eigvec == IMAGENET_EIGVEC
+        source = ("ImageNet's published values (fb.resnet.torch), for a folder of WordNet-id classes" if published else
+                  f"the RGB covariance of a seeded sample of up to {STATS_IMAGES} training images, each resized to {STATS_SIDE}x{STATS_SIDE}")  # fmt: skip
+        return {"eigval": list(self.eigval), "eigvec": [list(v) for v in self.eigvec], "alpha_std": LIGHTING_STD, "source": source}
 
     # -- the tensor pipeline --
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
@@ -154,34 +246,66 @@ class Preprocess:
         return self.normalize(resample(x, self.image_size, flip, shift))
 
     # -- the folder pipeline --
+    def ten_crop_batch(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, h, w) floats in [0, 1] -> (N, 10, C, S, S): the ten views (:data:`TEN_CROPS`) as
+        :func:`resample` shifts - the corners are the largest training shifts, +-MAX_SHIFT source
+        pixels, of the zero-padded image - normalized."""
+        n = len(x)
+        s = MAX_SHIFT
+        # tl, tr, bl, br, centre; a mirrored view's x shift is negated (its crop is of the mirror)
+        corners = torch.tensor([[s, s], [-s, s], [s, -s], [-s, -s], [0.0, 0.0]])
+        shift = torch.cat([corners, corners * torch.tensor([-1.0, 1.0])]).repeat(n, 1)
+        flip = torch.tensor([False] * 5 + [True] * 5).repeat(n)
+        views = self.tensor_batch(x.repeat_interleave(TEN_CROPS, dim=0), flip, shift)
+        return views.view(n, TEN_CROPS, *views.shape[1:])
+
+    # -- the folder pipeline --
     @property
     def decode_side(self) -> int | None:
         """The shorter side a reduced-size decode keeps (``open_image(decode_side=...)``), or None."""
         return self.resize if self.decode == "reduced" else None
 
-    def folder_transform(self, train: bool):
+    def folder_transform(self, train: bool, ten_crop: bool = False):
         """The per-image half of the photo pipeline, run in loader workers on a PIL image decoded
-        with :attr:`decode_side`: shorter side to ``resize``, random crop and flip (train) or centre
-        crop (eval), as a uint8 (C, S, S) tensor. :meth:`to_input` finishes the batch."""
+        with :attr:`decode_side`: shorter side to ``resize``, random crop and flip (train), the
+        centre crop (eval) or the ten crops stacked (10, C, S, S) (``ten_crop``), as uint8.
+        :meth:`to_input` finishes the batch. With PCA lighting (train, when the record holds its
+        eigen-decomposition) the crop becomes floats in [0, 1] here, since the colour shift is
+        drawn per image from the worker's seeded generator: 4x the bytes, for that recipe only."""
         from torchvision.transforms import v2
 
-        crop = [v2.RandomCrop(self.image_size), v2.RandomHorizontalFlip()] if train else [v2.CenterCrop(self.image_size)]
+        if train:
+            crop = [v2.RandomCrop(self.image_size), v2.RandomHorizontalFlip()]
+        elif ten_crop:
+            crop = [v2.TenCrop(self.image_size), torch.stack]
+        else:
+            crop = [v2.CenterCrop(self.image_size)]
+        lighting = []
+        if train and self.eigval:  # the eigenvectors are RGB; a BGR record mirrors them to its order
+            eigvec = [v[::-1] for v in self.eigvec] if self.channel_order == "BGR" else self.eigvec
+            lighting = [v2.ToDtype(torch.float32, scale=True), Lighting(self.eigval, eigvec)]
         return v2.Compose([
             v2.PILToTensor(),  # (C, H, W) uint8, RGB
             *([_rgb_to_bgr] if self.channel_order == "BGR" else []),
             v2.Resize(self.resize if self.resize_to == "shorter" else (self.resize, self.resize), antialias=True),
             *crop,
+            *lighting,
         ])  # fmt: skip
 
     def to_input(self, x: torch.Tensor) -> torch.Tensor:
-        """A uint8 (N, C, H, W) batch from :meth:`folder_transform`, on any device, -> floats in
+        """A uint8 (N, C, H, W) or ten-crop (N, 10, C, H, W) batch from :meth:`folder_transform`
+        (floats in [0, 1] with PCA lighting), on any device, -> floats in
         [0, 1], or 0..255 as Caffe takes them (torchvision's ToDtype), normalized: on the device,
         once per batch."""
         from torchvision.transforms.v2 import functional as TF
 
         mean, std = _on_device(self.mean, self.std, x.device)
+        if x.is_floating_point():  # PCA lighting's floats in [0, 1], made in the workers
+            x = x.float() * self.scale
+        else:
+            x = TF.to_dtype(x, torch.float32, scale=self.scale == 1)
         # in place on the new float tensor: one pass fewer over the batch, the same arithmetic as v2.Normalize
-        return TF.to_dtype(x, torch.float32, scale=self.scale == 1).sub_(mean).div_(std)
+        return x.sub_(mean).div_(std)
 
     # -- one image, for prediction --
     def __call__(self, img: Image.Image) -> torch.Tensor:
@@ -227,6 +351,26 @@ def _check_later_fields(later: Mapping, values: Mapping, source: str) -> None:
 def _rgb_to_bgr(x: torch.Tensor) -> torch.Tensor:
     """(3, H, W) RGB -> BGR: Caffe's networks were trained on images as OpenCV decodes them."""
     return x.flip(0)
+
+
+def _lists(v):
+    return [_lists(x) for x in v] if isinstance(v, tuple) else v
+
+
+def _read_lighting(values: Mapping, source: str) -> dict:
+    """The stored eigen-decomposition of PCA lighting: both fields or neither (a file from before
+    lighting has neither), for RGB only, 3 eigenvalues of at least 0 and 3 orthonormal eigenvectors
+    (to the 4 decimals ImageNet's published values have)."""
+    if "eigval" not in values and "eigvec" not in values:
+        return {}
+    eigval, eigvec = values.get("eigval"), values.get("eigvec")
+    numbers = lambda v: isinstance(v, list) and len(v) == 3 and all(is_number(x) for x in v)  # noqa: E731
+    if values["mode"] != "RGB" or not (numbers(eigval) and isinstance(eigvec, list) and len(eigvec) == 3 and all(map(numbers, eigvec))):
+        raise ValueError(f"{source}: preprocess 'eigval' and 'eigvec' (PCA lighting) must be 3 numbers and 3 lists of 3 numbers, of an RGB model")
+    gram = torch.tensor(eigvec, dtype=torch.float64) @ torch.tensor(eigvec, dtype=torch.float64).T
+    if min(eigval) < 0 or not torch.allclose(gram, torch.eye(3, dtype=torch.float64), atol=1e-3):
+        raise ValueError(f"{source}: preprocess 'eigval' must be at least 0 and 'eigvec' orthonormal rows, got {brief(eigval)} and {brief(eigvec)}")
+    return {"eigval": tuple(float(x) for x in eigval), "eigvec": tuple(tuple(float(x) for x in v) for v in eigvec)}
 
 
 def _check_sizes(values: Mapping, source: str) -> None:

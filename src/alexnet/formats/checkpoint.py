@@ -36,8 +36,9 @@ SHARES = ("train_acc", "val_top1", "val_top5")  # metrics that are fractions of 
 # What changes in the optimizer's and the schedule's state as a run goes on (the halvings of a NaN
 # rollback included); every other entry follows from the run's settings and must be what they build.
 MOVING_RATES = ("lr", "initial_lr", "max_lr", "min_lr")
+# min_lrs: a plateau run from before the floor of three divisions resumes with its own (none).
 MOVING_SCHEDULE = ("last_epoch", "_step_count", "_last_lr", "base_lrs", "best", "num_bad_epochs",
-                   "cooldown_counter", "_get_lr_called_within_step", "_is_initial")  # fmt: skip
+                   "cooldown_counter", "_get_lr_called_within_step", "_is_initial", "min_lrs")  # fmt: skip
 
 
 def save_checkpoint(state: dict, path: str | Path) -> None:
@@ -97,17 +98,19 @@ class Resume:
     def epochs_done(self) -> int:
         return self.epoch + (1 if self.totals is None else 0)
 
-    def check_fits(self, *, optimizer: dict, scheduler: dict | None, params: list, steps_per_epoch: int, num_train: int) -> None:
+    def check_fits(self, *, optimizer: dict, scheduler: dict | None, params: list, steps_per_epoch: int, num_train: int,
+                   buffer: str = "momentum_buffer") -> None:  # fmt: skip
         """Check the fields that only make sense against the run rebuilt from the settings: the
         optimizer's and the schedule's state against the run's own (``optimizer``, ``scheduler``:
-        their state_dicts before loading; ``params``: the parameters' shapes), and the position
-        against an epoch of ``steps_per_epoch`` batches of ``num_train`` images."""
+        their state_dicts before loading; ``params``: the parameters' shapes; ``buffer``: the name
+        of its per-parameter state, ``optim.STATE_BUFFERS``), and the position against an epoch of
+        ``steps_per_epoch`` batches of ``num_train`` images."""
         where = str(self.path)
         if self.totals is not None:
             steps, bs = self.totals["steps"], self.config.batch_size
             if steps > steps_per_epoch or self.totals["seen"] != min(steps * bs, num_train):
                 raise CheckpointError(f"{where}: 'totals' {brief(self.totals)} do not fit an epoch of {steps_per_epoch} batches of {bs} from {num_train} images")
-        _check_optimizer(self.optimizer, optimizer, params, where)
+        _check_optimizer(self.optimizer, optimizer, params, where, buffer)
         if (self.scheduler is None) != (scheduler is None):
             raise CheckpointError(f"{where}: 'scheduler' does not fit the {self.config.schedule} schedule")
         if scheduler is not None:
@@ -193,9 +196,9 @@ def _check_rng(rng, where: str) -> None:
             raise CheckpointError(f"{where}: 'rng' {key} must be a generator state of {size} bytes, got {brief(value)}")
 
 
-def _check_optimizer(saved: dict, fresh: dict, params: list, where: str) -> None:
-    """SGD's state: the run's own parameter groups (rates may have moved), and a momentum buffer
-    per parameter shaped like it, finite."""
+def _check_optimizer(saved: dict, fresh: dict, params: list, where: str, buffer: str = "momentum_buffer") -> None:
+    """SGD's (or PaperSGD's) state: the run's own parameter groups (rates may have moved), and a
+    momentum buffer (``buffer``: its name) per parameter shaped like it, finite."""
     if set(saved) != {"state", "param_groups"}:
         raise CheckpointError(f"{where}: 'optimizer' must hold state and param_groups, got {brief(sorted(map(str, saved)))}")
     _check_like(saved["param_groups"], fresh["param_groups"], f"{where}: 'optimizer' param_groups", MOVING_RATES)
@@ -203,7 +206,7 @@ def _check_optimizer(saved: dict, fresh: dict, params: list, where: str) -> None
     if not isinstance(state, dict) or not all(type(k) is int and 0 <= k < len(params) for k in state):
         raise CheckpointError(f"{where}: 'optimizer' state must map parameter numbers 0..{len(params) - 1} to their state")
     for i, entry in state.items():
-        buf = entry.get("momentum_buffer") if isinstance(entry, dict) and set(entry) == {"momentum_buffer"} else entry
+        buf = entry.get(buffer) if isinstance(entry, dict) and set(entry) == {buffer} else entry
         fits = isinstance(entry, dict) and (buf is None or (
             isinstance(buf, torch.Tensor) and buf.is_floating_point() and buf.shape == params[i] and bool(torch.isfinite(buf).all())))
         if not fits:  # a wrong shape would only fail at the first step, and NaN would poison every step
