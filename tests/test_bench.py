@@ -88,13 +88,16 @@ def test_the_summary_is_the_mean_and_spread_of_the_last_epochs():
     assert "not reached" in text and "mean 90.53% [89.90-91.50]" in text
 
 
-def test_time_to_accuracy_trains_each_seed_and_reads_its_metrics(idx_folder, tmp_path):
-    from alexnet.bench.accuracy import read_metrics, time_to_accuracy
-
-    flags = ["--data", str(idx_folder.path), "--epochs", "1", "--image-size", "67", "--batch-size", "64", "--precision", "fp32"]
-    record = time_to_accuracy(flags, [0, 1], tmp_path, say=lambda *_: None)
-    assert [r["seed"] for r in record["rows"]] == [0, 1]
-    for r in record["rows"]:
-        metrics = read_metrics(tmp_path / f"tta-seed{r['seed']}")
-        assert r["final_top1"] == metrics[-1]["val_top1"] and r["epochs"] == 1
-        assert json.loads((tmp_path / f"tta-seed{r['seed']}" / "config.json").read_text())["seed"] == r["seed"]
+def test_bench_accuracy_prints_the_table_and_refuses_bad_data_in_one_line(idx_folder, tmp_path, capsys):
+    flags = f"--data {idx_folder.path} --epochs 1 --image-size 67 --batch-size 64 --precision fp32"
+    assert main(["bench", "--only", "accuracy", "--seeds", "3", "--train", flags, "--out", str(tmp_path), "--json", str(tmp_path / "a.json")]) == 0
+    out = capsys.readouterr().out
+    assert "| seed | epochs | last-epoch top-1 |" in out and "train s to 90%" in out
+    record = json.loads((tmp_path / "a.json").read_text())
+    assert record["rows"][0]["seed"] == 3 and record["machine"]["torch"] == torch.__version__
+    run = tmp_path / "tta-seed3"  # each seed's own run folder, its metrics the row's
+    assert json.loads((run / "config.json").read_text())["seed"] == 3
+    assert record["rows"][0]["final_top1"] == json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["val_top1"]
+    assert main(["bench", "--only", "accuracy", "--train", f"--data {tmp_path / 'none'}"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "no such folder" in err

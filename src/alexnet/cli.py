@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import json
 import os
+import shlex
 import sys
 
 from alexnet.config import TrainConfig, load_config_file, setting_types
@@ -152,6 +153,11 @@ def _cmd_prepare(args) -> int:
 def _cmd_bench(args) -> int:
     from alexnet.bench import run_bench
 
+    if args.only == "accuracy":  # whole training runs: never part of the default set
+        from alexnet.bench.accuracy import run_accuracy
+
+        run_accuracy(shlex.split(args.train), args.seeds, out=args.out, json_path=args.json)
+        return 0
     run_bench(device=args.device, only=args.only, quick=args.quick, json_path=args.json, workers=args.workers,
               warmup=args.warmup, repeats=args.repeats)  # fmt: skip
     return 0
@@ -301,7 +307,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="speed benchmarks, each against a baseline in the same process (docs/performance.md)")
     p.add_argument("--quick", action="store_true", help="the CPU set in a few minutes: alexnet only, small batches, 3 repeats")
-    p.add_argument("--only", choices=("step", "pipeline", "e2e"), help="one benchmark: model step, input pipeline or end to end")
+    p.add_argument("--only", choices=("step", "pipeline", "e2e", "accuracy"),
+                   help="one benchmark: model step, input pipeline, end to end, or accuracy (time to 90%% and 91%%: whole training runs, never in the default set)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="--only accuracy: one training run per seed (default: 0 1 2)")
+    p.add_argument("--train", default="", metavar="FLAGS", help="--only accuracy: alexnet train's flags, quoted (default: none, the default recipe)")
+    p.add_argument("--out", help="--only accuracy: parent folder of the runs (default: a temporary folder, removed after)")
     p.add_argument("--json", metavar="PATH", help="also write the record (machine, settings, rows, checks) as JSON")
     p.add_argument("--device", default="auto", help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps")
     p.add_argument("--workers", type=int, default=1, help="loader worker processes of both pipelines (default: 1)")

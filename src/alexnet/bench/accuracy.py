@@ -14,7 +14,8 @@ import statistics
 import time
 from pathlib import Path
 
-from alexnet.bench.core import fmt
+from alexnet import runtime
+from alexnet.bench.core import fmt, machine
 
 TARGETS = (0.90, 0.91)
 
@@ -86,3 +87,20 @@ def time_to_accuracy(train_flags: list[str], seeds: list[int], out: str | Path, 
         rows.append(seed_row(seed, read_metrics(result["run_dir"]), time.perf_counter() - start))
         say(f"seed {seed}: last-epoch top-1 {100 * rows[-1]['final_top1']:.2f}% after {rows[-1]['train_seconds']:.0f} s of training")
     return {"train_flags": train_flags, "rows": rows, "summary": summary(rows)}
+
+
+def run_accuracy(train_flags: list[str], seeds: list[int], *, out: str | Path | None = None, json_path: str | None = None, say=print) -> dict:
+    """``alexnet bench --only accuracy``: :func:`time_to_accuracy` into ``out`` (default: a
+    temporary folder, removed after), then the machine, the table and (``json_path``) the record."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        record = time_to_accuracy(train_flags, seeds, out or tmp, say)
+    device = runtime.resolve_device(next((train_flags[i + 1] for i, f in enumerate(train_flags[:-1]) if f == "--device"), "auto"))
+    m = record["machine"] = machine(device, runtime.resolve_precision("auto", device))
+    say(f"machine: {m['cpu']} ({m['cores']} cores, {', '.join(m['cpu_features']) or 'no AVX2'}), device {m['device']}"
+        f"{' ' + m['gpu'] if m['gpu'] else ''}, torch {m['torch']}; alexnet train {' '.join(train_flags) or '(the defaults)'}")  # fmt: skip
+    say(markdown(record["rows"]))
+    if json_path:
+        Path(json_path).write_text(json.dumps(record, indent=2) + "\n")
+    return record
