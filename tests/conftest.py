@@ -244,3 +244,15 @@ def bad_folder(tmp_path_factory):
 @pytest.fixture(scope="module")
 def fuzz_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("fuzz")
+
+
+@pytest.fixture(scope="session")
+def trained_run(idx_folder, tmp_path_factory) -> Path:
+    """A run folder of one epoch of ``alexnet`` at 67 on :func:`idx_folder` (10 steps): what the
+    figures and the report are drawn from. Read it; write only new files into it."""
+    from alexnet.cli import main
+
+    out = tmp_path_factory.mktemp("trained")
+    argv = ["train", "--data", str(idx_folder.path), "--batch-size", "32", "--image-size", "67", "--seed", "1", "--epochs", "1"]
+    assert main([*argv, "--out", str(out), "--name", "run"]) == 0
+    return out / "run"

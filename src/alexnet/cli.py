@@ -1,4 +1,4 @@
-"""The ``alexnet`` command: models, recipes, summary, train, evaluate, predict, export, convert, prepare, serve, bench.
+"""The ``alexnet`` command: models, recipes, summary, train, evaluate, predict, visualize, report, export, convert, prepare, serve, bench.
 
 Every sub-command parses its flags and calls the library (``train``, ``evaluate_checkpoint``,
 ``Predictor``, ``formats.export``, ...); errors in what the user gave come out as one line on
@@ -105,6 +105,29 @@ def _cmd_predict(args) -> int:
         print(r["image"])
         for p in r["predictions"]:
             print(f"  {100 * p['probability']:6.2f}%  {p['class']}")
+    return 0
+
+
+def _cmd_visualize(args) -> int:
+    from alexnet import visualize
+
+    common = dict(seed=args.seed, data=args.data, device=args.device) if args.figure != "filters" else {}
+    if args.figure == "filters":
+        out = visualize.visualize_filters(args.checkpoint, args.out)
+    elif args.figure == "predictions":
+        out, _ = visualize.visualize_predictions(args.checkpoint, args.images, args.out, count=args.count, **common)
+    else:
+        out, found = visualize.visualize_neighbours(args.checkpoint, args.out, count=args.count, neighbours=args.neighbours,
+                                                    train_images=args.train_images, **common)  # fmt: skip
+        print(f"searched {found['searched']:,} training images")
+    print(f"wrote {out}")
+    return 0
+
+
+def _cmd_report(args) -> int:
+    from alexnet.report import write_report
+
+    print(f"wrote {write_report(args.folder, args.out, device=args.device, train_images=args.train_images)}")
     return 0
 
 
@@ -217,6 +240,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=_positive_int, default=5)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("visualize", help="the paper's figures 3 and 4 for a checkpoint: conv1 filters, top-5 predictions, FC7 neighbours")
+    figures = p.add_subparsers(dest="figure", required=True, metavar="FIGURE")
+    for name, text in (("filters", "conv1's kernels as an image grid (figure 3); alexnet2012's two towers as two blocks"),
+                       ("predictions", "images with their top-5 classes as bars (figure 4, left)"),
+                       ("neighbours", "test images beside the training images nearest in FC7 feature space (figure 4, right)")):  # fmt: skip
+        f = figures.add_parser(name, help=text)
+        f.add_argument("--checkpoint", required=True, help="a checkpoint written by alexnet train (or any model file predict reads)")
+        if name == "predictions":
+            f.add_argument("images", nargs="*", metavar="IMAGE", help="image files (default: a sample of the model's test/validation images)")
+        f.add_argument("--out", default=None, help=f"the PNG to write (default: {name}.png in the checkpoint's run folder)")
+        if name == "filters":
+            continue
+        f.add_argument("--count", type=_positive_int, default=8 if name == "predictions" else 5, help="test images to show (default: %(default)s)")
+        if name == "neighbours":
+            f.add_argument("--neighbours", type=_positive_int, default=6, help="training images shown per test image (default: %(default)s, the paper's)")
+            f.add_argument("--train-images", type=_positive_int, default=10_000, help="training images searched, a seeded subset (default: %(default)s)")
+        f.add_argument("--seed", type=int, default=0, help="seeds which images are drawn (default: %(default)s)")
+        f.add_argument("--data", default=None, help="draw images from this data instead of the checkpoint's own (same kind and classes)")
+        f.add_argument("--device", default="auto")
+    p.set_defaults(func=_cmd_visualize)
+
+    p = sub.add_parser("report", help="one self-contained HTML page for a run folder or an experiment folder")
+    p.add_argument("folder", metavar="RUN_DIR", help="a run folder (alexnet train's), or a folder of tables, figures and runs")
+    p.add_argument("--out", default=None, help="the HTML file to write (default: RUN_DIR/report.html); a file not written by alexnet report is never replaced")
+    p.add_argument("--train-images", type=_positive_int, default=10_000, help="training images the neighbour search covers (default: %(default)s)")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("export", help="write a checkpoint as safetensors (+ JSON sidecar), ONNX or torch.export's .pt2")
     p.add_argument("--checkpoint", required=True, help="a checkpoint written by alexnet train (or any model file predict reads)")

@@ -58,7 +58,7 @@ def evaluate_models(checkpoints: Sequence[str | Path], *, data: str | None = Non
     cfg = replace(cfgs[0], device=device, workers=min(cfgs[0].workers, 2), **({"data": data} if data is not None else {}))
     dev = runtime.resolve_device(cfg.device)
     precision = runtime.fast_path(dev, cfg.precision).precision  # bf16 only where torch runs it on the device
-    folders = [RunFolder(p.parent.parent if p.parent.name == "checkpoints" else p.parent) for p in paths]
+    folders = [RunFolder.of_checkpoint(p) for p in paths]
     # the files the training runs skipped as bad are not in their hold-out split either
     exclude = set().union(*(f.read_bad_files() for f in folders)) if data is None else set()
     classes = files[0].classes

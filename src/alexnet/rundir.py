@@ -61,6 +61,13 @@ class RunFolder:
     def metrics_file(self) -> Path:
         return self.path / "metrics.jsonl"
 
+    @classmethod
+    def of_checkpoint(cls, checkpoint: str | Path) -> "RunFolder":
+        """The run folder a model file belongs to: ``RUN/checkpoints/x.pt`` -> ``RUN``; any other
+        file -> its own folder (an export kept beside its run's files)."""
+        checkpoint = Path(checkpoint)
+        return cls(checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent)
+
     # -- starting and finding runs --
     @classmethod
     def create(cls, cfg: TrainConfig, argv: list[str] | None) -> "RunFolder":

@@ -66,6 +66,17 @@ def build_eval_data(
     paper's ten crops (data/transforms.py), view 4 being the single-crop input."""
     if is_shards(data):
         return shards_eval_data(data, preprocess, list(classes), batch_size=batch_size, workers=workers, device=device, ten_crop=ten_crop)
+    if check_eval_data(data, preprocess, classes):
+        return idx_eval_data(data, preprocess, len(classes), batch_size=batch_size, device=device, ten_crop=ten_crop)
+    return folder_eval_data(
+        _folder(data), preprocess, classes, seed=seed, val_fraction=val_fraction, exclude=set(exclude),
+        skip_bad_images=skip_bad_images, batch_size=batch_size, workers=workers, device=device, ten_crop=ten_crop,
+    )  # fmt: skip
+
+
+def check_eval_data(data: str | None, preprocess: Preprocess, classes: list[str]) -> bool:
+    """Whether ``data`` (not shards) is an IDX set (else an image folder), once it is known to be
+    of the kind the model was trained on (``preprocess.kind``) with the model's ``classes``."""
     idx = data is None or is_idx_folder(data)
     if preprocess.kind != ("tensor" if idx else "folder"):  # each pipeline needs its own fields (source_size, resize)
         kinds = {"tensor": "IDX files", "folder": "an image folder"}
@@ -73,12 +84,7 @@ def build_eval_data(
     found = idx_class_names(data, len(classes)) if idx else folder_classes(_folder(data))
     if found != list(classes):
         raise DataError(f"--data {data}: its classes {found[:5]}... differ from the model's {list(classes)[:5]}...")
-    if idx:
-        return idx_eval_data(data, preprocess, len(classes), batch_size=batch_size, device=device, ten_crop=ten_crop)
-    return folder_eval_data(
-        _folder(data), preprocess, classes, seed=seed, val_fraction=val_fraction, exclude=set(exclude),
-        skip_bad_images=skip_bad_images, batch_size=batch_size, workers=workers, device=device, ten_crop=ten_crop,
-    )  # fmt: skip
+    return idx
 
 
 def preprocess_image(path: str | Path, preprocess: Preprocess) -> torch.Tensor:
@@ -88,5 +94,5 @@ def preprocess_image(path: str | Path, preprocess: Preprocess) -> torch.Tensor:
 
 __all__ = [
     "Data", "EvalData", "DataError", "ImageError", "Preprocess", "TensorBatches",
-    "build_data", "build_eval_data", "preprocess_image", "read_idx",
+    "build_data", "build_eval_data", "check_eval_data", "preprocess_image", "read_idx",
 ]  # fmt: skip

@@ -369,6 +369,18 @@ def _check_every_class_trains(name: str, folder: Path, classes: list[str], liste
         raise DataError(f"{name}: class {cls!r} has no training images: {why}")
 
 
+def listed_samples(root: Path, classes: list[str], split: str, *, seed: int, val_fraction: float, exclude: set[str] = frozenset()) -> list:
+    """The (path, class index) samples of ``split`` (``train`` or ``val``) of an image folder, from
+    its listing alone, as the training run drew them: ``train/`` or ``val/``, or the seeded
+    hold-out of a plain folder less ``exclude`` (the files training skipped as bad). Nothing is
+    decoded, and a split layout's other folder is not listed."""
+    if has_split_folders(root):
+        return scan_folder(root / split, list(classes))[0]
+    samples, _ = scan_folder(root, list(classes))
+    train, val = holdout([s for s in samples if s[0] not in exclude], seed, val_fraction)
+    return val if split == "val" else train
+
+
 def folder_eval_data(root: Path, preprocess: Preprocess, classes: list[str], *, seed: int, val_fraction: float,
                      exclude: set[str], skip_bad_images: bool, batch_size: int, workers: int, device,
                      ten_crop: bool = False) -> EvalData:  # fmt: skip
@@ -376,11 +388,7 @@ def folder_eval_data(root: Path, preprocess: Preprocess, classes: list[str], *, 
     of a plain folder redrawn by :func:`holdout` from the listed files less ``exclude`` (the files
     training skipped as bad). Only those images are decoded; no training image is opened.
     ``ten_crop``: batches of (N, 10, C, S, S) views (:meth:`Preprocess.folder_transform`)."""
-    if has_split_folders(root):
-        val_samples, _ = scan_folder(root / "val", list(classes))
-    else:
-        samples, _ = scan_folder(root, list(classes))
-        _, val_samples = holdout([s for s in samples if s[0] not in exclude], seed, val_fraction)
+    val_samples = listed_samples(root, classes, "val", seed=seed, val_fraction=val_fraction, exclude=exclude)
     bad = _bad_images(skip_bad_images, workers, root, val_samples, preprocess.mode)
     val_samples = _without(val_samples, bad)
     if not val_samples:
