@@ -64,7 +64,7 @@ FLAG_VALUES = {
     "model": ("alexnet_owt", "alexnet_owt"), "activation": ("tanh", "tanh"), "lrn": (None, True), "lrn_k": ("1", 1.0),
     "pooling": ("plain", "plain"), "dropout": ("0.25", 0.25), "init": ("paper", "paper"),
     "data": ("/some/where", "/some/where"), "image_size": ("131", 131), "val_fraction": ("0.2", 0.2),
-    "workers": ("0", 0), "epochs": ("9", 9), "batch_size": ("32", 32), "lr": ("0.5", 0.5),
+    "workers": ("0", 0), "epochs": ("9", 9), "time_budget": ("15m", "15m"), "batch_size": ("32", 32), "lr": ("0.5", 0.5),
     "momentum": ("0.8", 0.8), "weight_decay": ("0.001", 0.001), "schedule": ("cosine", "cosine"),
     "warmup": ("0.3", 0.3), "label_smoothing": ("0.1", 0.1), "seed": ("42", 42), "device": ("cpu", "cpu"),
     "precision": ("fp32", "fp32"), "channels_last": (None, False), "out": ("elsewhere", "elsewhere"),
