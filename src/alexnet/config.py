@@ -64,6 +64,7 @@ class TrainConfig:
     image_size: int = _f(99, "input height and width: 99 = 32k+35 gives whole-number maps (final 2x2); 227 is the document's input; 67 the smallest")
     val_fraction: float = _f(0.1, 'hold-out share for an image folder without train/ and val/ sub-folders')
     workers: int = _f(2, 'data-loader worker processes (image folders only; Fashion-MNIST is augmented on tensors)')
+    decode: Literal["auto", "cpu", "gpu"] = _f("auto", "image folders: where JPEGs are decoded, cropped and flipped: auto (on the GPU with nvJPEG when training on CUDA and torchvision's decoder works there, else cpu), cpu (in the loader workers), gpu (refused without a working nvJPEG)")
     skip_bad_images: bool = _f(False, "train on the readable images of a folder and list the bad ones in the run folder's bad_images.json")
 
     # -- optimization (optim.py); the paper's values are named where they differ --

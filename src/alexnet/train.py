@@ -152,7 +152,7 @@ def start(cfg: TrainConfig, ckpt: Resume | None, folder: RunFolder | None, argv:
     else:
         run._own_dropout_stream()
         if world.writer:
-            folder.write_json("env.json", {**runtime.environment(device, precision), **world.record()})
+            folder.write_json("env.json", {**runtime.environment(device, precision), **world.record(), "decode": data.decode_on})
             if data.split is not None:
                 folder.write_json("split.json", data.split)
             if data.bad_files:
@@ -312,6 +312,8 @@ def _announce(run: Run, restarted: bool, say) -> None:
         f"{len(d.classes)} classes) at {cfg.image_size}x{cfg.image_size}, "
         f"{f'towers on {cfg.model_parallel}' if cfg.model_parallel else run.device} {run.precision}"
     )
+    if d.decode_on == "gpu":
+        say(f"JPEGs decoded, cropped and flipped on {run.device} (nvJPEG); loader workers read the files (--decode cpu: in the workers)")
     if restarted:
         say(f"{run.folder} stopped before its first checkpoint: starting it again from step 0 with its recorded settings")
     if d.bad_files:
