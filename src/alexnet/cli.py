@@ -235,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="speed benchmarks, each against a baseline in the same process (docs/performance.md)")
     p.add_argument("--quick", action="store_true", help="the CPU set in a few minutes: alexnet only, small batches, 3 repeats")
-    p.add_argument("--only", choices=("step", "pipeline", "e2e"), help="one benchmark: model step, input pipeline or end to end")
+    p.add_argument("--only", choices=("step", "compile", "pipeline", "e2e"), help="one benchmark: model step, torch.compile (CUDA), input pipeline or end to end")
     p.add_argument("--json", metavar="PATH", help="also write the record (machine, settings, rows, checks) as JSON")
     p.add_argument("--device", default="auto", help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps")
     p.add_argument("--workers", type=int, default=1, help="loader worker processes of both pipelines (default: 1)")
