@@ -47,7 +47,7 @@ step 10 nvidia-smi -L
 step 20 $py -c 'import torch, torchvision, sys; print("python", sys.version.split()[0], "torch", torch.__version__, "torchvision", torchvision.__version__,
 "cuda", torch.version.cuda, "devices", [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())])'
 cuda=$($py -c 'import torch; print(int(torch.cuda.is_available()))' 2>/dev/null || echo 0)
-[ "$cuda" = 1 ] || say "NO CUDA DEVICE: the CUDA tests skip, the bench groups below say why they skip"
+[ "$cuda" = 1 ] || say "NO CUDA DEVICE: the CUDA tests skip, the benchmarks and training are skipped"
 
 # -- 2. tests: every test that touches CUDA, then a small fast subset (-m "not slow") --
 # test_data_gpudecode: nvJPEG against the CPU loader; test_parallel: the two towers on cuda:0,cuda:0
@@ -126,6 +126,7 @@ for run in sorted(Path(sys.argv[1]).iterdir()):
 PY
   cat "$out/runs.md" >>"$log"
 else
-  say "training: skipped (${data:+no CUDA device or no folder $data}${data:-no FASHION_MNIST_DIR given})"
+  if [ -z "$data" ]; then why="no FASHION_MNIST_DIR given"; elif [ ! -d "$data" ]; then why="no folder $data"; else why="no CUDA device"; fi
+  say "training: skipped ($why)"
 fi
 say "done in $((SECONDS - started)) s; files: $(ls "$out" | tr '\n' ' ')"

@@ -74,7 +74,16 @@ def gpu_problem(device: torch.device, preprocess: Preprocess) -> str | None:
         return f"the run's device is {device}, and nvJPEG decodes on CUDA devices only"
     if preprocess.kind != "folder" or preprocess.mode != "RGB":
         return f"the GPU path makes RGB photos, this pipeline is {preprocess.kind} in mode {preprocess.mode}"
-    return nvjpeg_problem(device)
+    return nvjpeg_problem(indexed(device))
+
+
+def indexed(device) -> torch.device:
+    """``cuda`` as ``cuda:N`` of the current device (what ``--device auto`` gives has no index;
+    decoded images come back with one), any other device as it is."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
 
 
 @functools.lru_cache(maxsize=None)
@@ -237,7 +246,7 @@ class BatchDecoder:
 
     def __init__(self, samples, preprocess: Preprocess, train: bool, device,
                  decode: Callable[[list[torch.Tensor], torch.device], list[torch.Tensor]] = nvjpeg):  # fmt: skip
-        self.samples, self.preprocess, self.train, self.device, self.decode = samples, preprocess, train, torch.device(device), decode
+        self.samples, self.preprocess, self.train, self.device, self.decode = samples, preprocess, train, indexed(device), decode
         self.transform = preprocess.folder_transform(train)
         self.fallbacks = 0  # files nvJPEG failed on and the CPU decoded: counted for the benchmarks
 
@@ -368,7 +377,7 @@ def gpu_folder_loader(samples, preprocess: Preprocess, *, train: bool, batch_siz
                       world: World = SINGLE, decode=nvjpeg) -> GpuEpochLoader:  # fmt: skip
     """:func:`~alexnet.data.folder.folder_loader` with the JPEGs decoded on ``device``: the same
     batches of the same images in the same order, the same crop boxes, the same errors."""
-    device = torch.device(device)
+    device = indexed(device)
     batches = EpochBatches(len(samples), batch_size=batch_size, shuffle=train, seed=seed, world=world)
     loader = DataLoader(
         JpegFiles(samples, preprocess, train), batch_sampler=batches, num_workers=workers,
@@ -380,4 +389,4 @@ def gpu_folder_loader(samples, preprocess: Preprocess, *, train: bool, batch_siz
 
 
 __all__ = ["BatchDecoder", "Crop", "GpuEpochLoader", "JpegBatch", "JpegFiles", "collate_jpegs", "crop_for", "gpu_folder_loader",
-           "gpu_problem", "nvjpeg", "nvjpeg_problem", "resize_crop_flip", "resolve_decode"]  # fmt: skip
+           "gpu_problem", "indexed", "nvjpeg", "nvjpeg_problem", "resize_crop_flip", "resolve_decode"]  # fmt: skip
