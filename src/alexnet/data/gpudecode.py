@@ -179,12 +179,14 @@ def resize_crop_flip(images: list[torch.Tensor], crops: list[Crop], preprocess: 
 
 
 class JpegFiles(Dataset):
-    """Each image of ``samples`` ((path, label) pairs) as ``((bytes, width, height), label)`` when
-    it is a plain JPEG (:func:`read_jpeg`), else cut on the CPU here as ``(uint8 crop, label)``
-    exactly as :class:`ImageList` cuts it, or ``(ImageError, label)``. Indexed by (index, seed)."""
+    """Each image of ``samples`` ((path, label) pairs) as ``((bytes, width, height, Crop), index,
+    seed), label)`` when it is a plain JPEG (:func:`read_jpeg`; its crop drawn here by
+    :func:`crop_for`, in parallel, not in the process that feeds the GPU), else cut on the CPU here
+    as ``(uint8 crop, label)`` exactly as :class:`ImageList` cuts it, or ``(ImageError, label)``.
+    Indexed by (index, seed)."""
 
     def __init__(self, samples, preprocess: Preprocess, train: bool):
-        self.samples = samples
+        self.samples, self.preprocess, self.train = samples, preprocess, train
         self.cpu = ImageList(samples, preprocess.mode, preprocess.folder_transform(train), preprocess.decode_side)
 
     def __len__(self) -> int:
@@ -196,7 +198,10 @@ class JpegFiles(Dataset):
             jpeg = read_jpeg(path, min_side=MIN_IMAGE_SIDE)
         except ImageError as e:
             return e, label
-        return self.cpu[item] if jpeg is None else ((jpeg, *item), label)
+        if jpeg is None:
+            return self.cpu[item]
+        data, w, h = jpeg
+        return ((data, w, h, crop_for(w, h, self.preprocess, self.train, item[1])), *item), label
 
 
 class JpegBatch(NamedTuple):
@@ -206,6 +211,7 @@ class JpegBatch(NamedTuple):
     data: torch.Tensor  # (total bytes,) uint8: the JPEG files, end to end
     lengths: torch.Tensor  # (J,) bytes of each file
     sizes: torch.Tensor  # (J, 2) width and height from each header
+    boxes: torch.Tensor  # (J, 5) each Crop: height, width, top, left, flip
     sample: torch.Tensor  # (J,) sample index (names the file in an error)
     seeds: torch.Tensor  # (J,) augmentation seed
     at: torch.Tensor  # (J,) position in the batch
@@ -221,12 +227,13 @@ def collate_jpegs(batch, empty: tuple[int, int] = (3, 0)) -> JpegBatch | ImageEr
             return x
     jpegs = [(n, x) for n, (x, _) in enumerate(batch) if isinstance(x, tuple)]
     crops = [(n, x) for n, (x, _) in enumerate(batch) if not isinstance(x, tuple)]
-    blobs = [blob for _, ((blob, _, _), _, _) in jpegs]
+    blobs = [blob for _, ((blob, _, _, _), _, _) in jpegs]
     channels, size = empty
     return JpegBatch(
         data=torch.frombuffer(bytearray(b"".join(blobs)), dtype=torch.uint8) if blobs else torch.empty(0, dtype=torch.uint8),
         lengths=torch.tensor([len(b) for b in blobs], dtype=torch.long),
-        sizes=torch.tensor([[w, h] for _, ((_, w, h), _, _) in jpegs], dtype=torch.long).view(-1, 2),
+        sizes=torch.tensor([[w, h] for _, ((_, w, h, _), _, _) in jpegs], dtype=torch.long).view(-1, 2),
+        boxes=torch.tensor([[c.height, c.width, c.top, c.left, int(c.flip)] for _, ((_, _, _, c), _, _) in jpegs], dtype=torch.long).view(-1, 5),
         sample=torch.tensor([i for _, (_, i, _) in jpegs], dtype=torch.long),
         seeds=torch.tensor([seed for _, (_, _, seed) in jpegs], dtype=torch.long),
         at=torch.tensor([n for n, _ in jpegs], dtype=torch.long),
@@ -273,7 +280,8 @@ class BatchDecoder:
         images = self._decoded([blobs[j] for j in js], [sizes[j] for j in js])
         done = [k for k, img in enumerate(images) if img is not None]
         if done:
-            crops = [crop_for(*sizes[js[k]], self.preprocess, self.train, int(b.seeds[js[k]])) for k in done]
+            boxes = b.boxes.tolist()
+            crops = [Crop(*boxes[js[k]][:4], bool(boxes[js[k]][4])) for k in done]
             cut = resize_crop_flip([images[k] for k in done], crops, self.preprocess)
             out[torch.tensor([int(b.at[js[k]]) for k in done], device=self.device)] = cut
         for k, img in enumerate(images):
