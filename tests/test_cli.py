@@ -69,7 +69,7 @@ FLAG_VALUES = {
     "warmup": ("0.3", 0.3), "label_smoothing": ("0.1", 0.1), "seed": ("42", 42), "device": ("cpu", "cpu"),
     "precision": ("fp32", "fp32"), "channels_last": (None, False), "out": ("elsewhere", "elsewhere"),
     "name": ("r1", "r1"), "checkpoint_every": ("10m", "10m"), "on_nan": ("rollback", "rollback"),
-    "skip_bad_images": (None, True), "model_parallel": ("cpu,cpu", "cpu,cpu"),
+    "skip_bad_images": (None, True), "model_parallel": ("cpu,cpu", "cpu,cpu"), "decode": ("cpu", "cpu"),
     "recipe": ("paper", "paper"), "optimizer": ("paper", "paper"), "lighting": (None, True),
 }  # fmt: skip
 # Flags a setting only takes together with another (TrainConfig refuses it alone).

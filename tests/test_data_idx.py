@@ -14,6 +14,7 @@ import shutil
 import pytest
 import torch
 import torch.nn.functional as F
+hypothesis = pytest.importorskip("hypothesis")  # the fuzz tests; the rest of the suite runs without it
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -21,7 +22,8 @@ from alexnet.config import TrainConfig
 from alexnet.data import DataError, build_data
 from alexnet.data.idx import FASHION_MNIST_DIR, IDX_FILES, find_idx_files, load_idx_dataset, read_idx
 from conftest import IDX_NAMES, write_idx, write_idx_set
-from helpers import CPU, FUZZ, _batches, _one_line_error, _run
+from fuzz import FUZZ
+from helpers import CPU, _batches, _one_line_error, _run
 
 
 # --------------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+hypothesis = pytest.importorskip("hypothesis")  # the fuzz tests; the rest of the suite runs without it
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -43,7 +44,8 @@ from alexnet.data.images import (
 )  # fmt: skip
 from alexnet.errors import ImageError, ImageFormatError, ImageSizeError
 from alexnet.predict import Predictor
-from helpers import FUZZ, _image_bytes
+from fuzz import FUZZ
+from helpers import _image_bytes
 
 CLASS_CHANNEL = {"red": 0, "green": 1, "blue": 2}
 

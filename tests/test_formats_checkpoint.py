@@ -11,6 +11,7 @@ import shutil
 
 import pytest
 import torch
+hypothesis = pytest.importorskip("hypothesis")  # the fuzz tests; the rest of the suite runs without it
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -18,7 +19,8 @@ from PIL import Image
 from alexnet.cli import main
 from alexnet.formats import CheckpointError, load_checkpoint, save_checkpoint
 from alexnet.rundir import RunFolder
-from helpers import FUZZ_CLI, _checkpoint, _fake_weights, _one_line_error, _refused_in_one_line, _run, changed, changes
+from fuzz import FUZZ_CLI, changed, changes
+from helpers import _checkpoint, _fake_weights, _one_line_error, _refused_in_one_line, _run
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "text", "empty"])

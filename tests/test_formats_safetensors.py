@@ -12,6 +12,7 @@ import os
 
 import pytest
 import torch
+hypothesis = pytest.importorskip("hypothesis")  # the fuzz tests; the rest of the suite runs without it
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -20,7 +21,8 @@ from alexnet.cli import main
 from alexnet.data.idx import idx_class_names
 from alexnet.formats import WEIGHTS_FORMAT, export, load_checkpoint, read_model, save_checkpoint
 from alexnet.models import build_model
-from helpers import FUZZ_CLI, PREPROCESS, _checkpoint, _one_line_error, _refused_in_one_line, _run, changed, changes
+from fuzz import FUZZ_CLI, changed, changes
+from helpers import PREPROCESS, _checkpoint, _one_line_error, _refused_in_one_line, _run
 
 
 @pytest.fixture(scope="module")

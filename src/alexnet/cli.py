@@ -307,8 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="speed benchmarks, each against a baseline in the same process (docs/performance.md)")
     p.add_argument("--quick", action="store_true", help="the CPU set in a few minutes: alexnet only, small batches, 3 repeats")
-    p.add_argument("--only", choices=("step", "pipeline", "e2e", "accuracy"),
-                   help="one benchmark: model step, input pipeline, end to end, or accuracy (time to 90%% and 91%%: whole training runs, never in the default set)")
+    p.add_argument("--only", choices=("step", "compile", "pipeline", "e2e", "accuracy"),
+                   help="one benchmark: model step, torch.compile (CUDA), input pipeline, end to end, or accuracy (time to 90%% and 91%%: whole training runs, never in the default set)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="--only accuracy: one training run per seed (default: 0 1 2)")
     p.add_argument("--train", default="", metavar="FLAGS", help="--only accuracy: alexnet train's flags, quoted (default: none, the default recipe)")
     p.add_argument("--out", help="--only accuracy: parent folder of the runs (default: a temporary folder, removed after)")

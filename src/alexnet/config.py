@@ -71,6 +71,7 @@ class TrainConfig:
     val_fraction: float = _f(0.1, 'hold-out share for an image folder without train/ and val/ sub-folders')
     workers: int = _f(2, 'data-loader worker processes (image folders only; Fashion-MNIST is augmented on tensors)')
     lighting: bool = _f(False, "the paper's PCA colour (lighting) augmentation, from the training images' RGB covariance; skipped on grayscale data")
+    decode: Literal["auto", "cpu", "gpu"] = _f("auto", "image folders: where JPEGs are decoded, cropped and flipped: auto (on the GPU with nvJPEG when training on CUDA and torchvision's decoder works there, else cpu), cpu (in the loader workers), gpu (refused without a working nvJPEG)")
     skip_bad_images: bool = _f(False, "train on the readable images of a folder and list the bad ones in the run folder's bad_images.json")
 
     # -- optimization (optim.py); the paper's values are named where they differ --

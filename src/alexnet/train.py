@@ -162,7 +162,7 @@ def start(cfg: TrainConfig, ckpt: Resume | None, folder: RunFolder | None, argv:
     else:
         run._own_dropout_stream()
         if world.writer:
-            folder.write_json("env.json", {**runtime.environment(device, precision), **world.record()})
+            folder.write_json("env.json", {**runtime.environment(device, precision), **world.record(), "decode": data.decode_on})
             if data.split is not None:
                 folder.write_json("split.json", data.split)
             if data.preprocess.eigval:
@@ -340,6 +340,8 @@ def _announce(run: Run, restarted: bool, say) -> None:
         say(run.fit.describe(cfg.time_budget))
     if cfg.lighting and not d.preprocess.eigval:
         say(f"PCA lighting skipped: {d.source} is grayscale (one channel has no colour to relight)")
+    if d.decode_on == "gpu":
+        say(f"JPEGs decoded, cropped and flipped on {run.device} (nvJPEG); loader workers read the files (--decode cpu: in the workers)")
     if restarted:
         say(f"{run.folder} stopped before its first checkpoint: starting it again from step 0 with its recorded settings")
     if d.bad_files:

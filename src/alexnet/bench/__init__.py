@@ -3,11 +3,16 @@
 * ``step`` (:mod:`~alexnet.bench.step`): training and inference steps of each variant against
   the network run plainly, and as a fraction of the matmul ceiling measured in the same run; and
   the ``choice`` rows: the step with one of our choices undone (channels-last, fused SGD, bf16);
+* ``compile`` (CUDA, not ``--quick``): the training step ``torch.compile``d against eager, the
+  compilation timed apart;
 * ``pipeline`` (:mod:`~alexnet.bench.pipeline`): the image-folder input pipeline against
   pytorch/examples' ImageNet loader;
-* ``e2e``: a training epoch over a JPEG folder against the same model on synthetic data.
+* ``e2e``: a training epoch over a JPEG folder against the same model on synthetic data; on CUDA
+  also at 227 px, batch 256, with the GPU-fed loader (data/gpudecode.py) against synthetic data
+  and against the CPU-worker loader.
 
-On CUDA the step's baseline is torchvision's reference recipe (fp16 autocast with GradScaler);
+On CUDA the step's baseline is torchvision's reference recipe (fp16 autocast with GradScaler) and
+the pipeline and e2e groups add the GPU-fed loader's rows;
 without CUDA those GPU rows are skipped with a note (``benchmarks/gpu.sh`` runs them).
 Every run also checks bf16 autocast's logits against fp32's on the device. :func:`run_bench`
 prints the tables and returns (and with ``json_path`` writes) the record documented in
@@ -23,14 +28,14 @@ from pathlib import Path
 from alexnet import runtime
 from alexnet.bench.core import Row, machine, table
 
-GROUPS = ("step", "pipeline", "e2e")
+GROUPS = ("step", "compile", "pipeline", "e2e")
 
 
 def run_bench(*, device: str = "auto", only: str | None = None, quick: bool = False, json_path: str | None = None,
               workers: int = 1, warmup: int | None = None, repeats: int | None = None, say=print) -> dict:  # fmt: skip
     """Run the benchmarks (``only`` one group of :data:`GROUPS`), print each table, return the record."""
-    from alexnet.bench.pipeline import e2e_rows, pipeline_rows
-    from alexnet.bench.step import ablation_rows, bf16_logits_check, step_rows
+    from alexnet.bench.pipeline import e2e_rows, gpu_e2e_rows, pipeline_rows
+    from alexnet.bench.step import ablation_rows, bf16_logits_check, compile_rows, step_rows
 
     dev = runtime.resolve_device(device)
     runtime.prepare(dev)  # what training sets up (allocator, cuDNN autotuning): both sides run under it
@@ -46,15 +51,21 @@ def run_bench(*, device: str = "auto", only: str | None = None, quick: bool = Fa
               "ceiling_flops": None, "rows": [], "checks": [], "skipped": []}  # fmt: skip
     if dev.type != "cuda":
         record["skipped"].append({"group": "gpu", "reason": "no CUDA device here: the GPU rows (step against fp16 autocast + "
-                                  "GradScaler, bf16 ceiling) run with --device cuda, e.g. benchmarks/gpu.sh"})  # fmt: skip
+                                  "GradScaler, bf16 ceiling, torch.compile, GPU decode) run with --device cuda, e.g. benchmarks/gpu.sh"})  # fmt: skip
     if only in (None, "step"):
         step, record["ceiling_flops"] = step_rows(dev, **common)
         rows += step + ablation_rows(dev, **common)
         record["checks"].append(bf16_logits_check(dev))
+    if only in (None, "compile"):
+        compiled, failed = compile_rows(dev, **common)
+        rows += compiled
+        record["skipped"] += failed
     if only in (None, "pipeline"):
         rows += pipeline_rows(dev, workers=workers, **common)
     if only in (None, "e2e"):
         rows += e2e_rows(dev, workers=workers, **common)
+        if dev.type == "cuda":
+            rows += gpu_e2e_rows(dev, workers=workers, **common)
     record["rows"] = [r.to_dict() for r in rows]
     say(table(rows))
     for check in record["checks"]:

@@ -20,6 +20,7 @@ from alexnet import runtime
 from alexnet.bench.core import Row, compare
 from alexnet.config import TrainConfig
 from alexnet.data.folder import folder_loader, scan_folder
+from alexnet.data.gpudecode import gpu_folder_loader
 from alexnet.data.transforms import Preprocess
 from alexnet.engine import train_one_epoch
 from alexnet.models import build_model
@@ -28,16 +29,24 @@ from alexnet.optim import make_optimizer
 IMAGENET_STATS = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}  # pytorch/examples' values
 
 
-def make_jpegs(root: Path, count: int, size: tuple[int, int], classes: int = 2, seed: int = 0) -> Path:
-    """``count`` photo-like JPEGs of ``size`` (quality 90) in ``classes`` class folders below ``root``."""
+def make_jpegs(root: Path, count: int, size: tuple[int, int], classes: int = 2, seed: int = 0, distinct: int | None = None) -> Path:
+    """``count`` photo-like JPEGs of ``size`` (quality 90) in ``classes`` class folders below ``root``;
+    with ``distinct``, that many are drawn and the rest are copies of them (a decoder's work is the
+    same, and the GPU rows' thousands of files are written in seconds)."""
     rng = np.random.default_rng(seed)
     w, h = size
+    made: list[Path] = []
     for i in range(count):
         folder = root / f"class{i % classes}"
         folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{i:05d}.jpg"
+        if distinct is not None and i >= distinct:
+            path.write_bytes(made[i % distinct].read_bytes())
+            continue
         coarse = Image.fromarray(rng.integers(0, 256, (h // 24 + 2, w // 24 + 2, 3), dtype=np.uint8)).resize((w, h), Image.BICUBIC)
         pixels = np.asarray(coarse, dtype=np.float32) + rng.normal(0, 8, (h, w, 3)).astype(np.float32)
-        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(folder / f"{i:05d}.jpg", quality=90)
+        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(path, quality=90)
+        made.append(path)
     return root
 
 
@@ -93,9 +102,19 @@ def pipeline_rows(device: torch.device, *, quick: bool, warmup: int, repeats: in
             torch.set_num_threads(threads)
             row.extra = {"images": count, "batch_size": batch, "workers": workers, "consumer_threads": 1,
                          "baseline_per_worker": [r / per for r in row.baseline_rates], "ours_per_worker": [r / per for r in row.ours_rates]}  # fmt: skip
+            rows.append(row)
+            if device.type == "cuda":  # the same loader against the GPU-fed one (data/gpudecode.py)
+                gpu = gpu_folder_loader(samples, prep, train=True, batch_size=batch, workers=workers, seed=0, device=device)
+                rows.append(compare("pipeline", f"{size[0]}x{size[1]} JPEG q90 -> 224, GPU decode vs CPU workers, {workers} worker(s)", "images/s",
+                                    (f"alexnet folder loader: {prep.decode} decode in {workers} CPU worker(s)", _epoch(ours, device, True)),
+                                    ("alexnet GPU-fed loader: workers read bytes, nvJPEG + crop + flip + normalize on the GPU", _epoch(gpu, device, True)),
+                                    device=device, warmup=warmup, repeats=repeats,
+                                    extra={"images": count, "batch_size": batch, "workers": workers}))  # fmt: skip
+                rows[-1].extra["cpu_fallbacks"] = gpu.decoder.fallbacks
+                del gpu
             del ours, base  # their worker processes end here, before the folder goes
-        say(f"  {row.name}: {sorted(row.ratios)[len(row.ratios) // 2]:.2f}x")
-        rows.append(row)
+        for row in rows[-2 if device.type == "cuda" else -1:]:
+            say(f"  {row.name}: {sorted(row.ratios)[len(row.ratios) // 2]:.2f}x")
     return rows
 
 
@@ -133,3 +152,45 @@ def e2e_rows(device: torch.device, *, quick: bool, warmup: int, repeats: int, wo
         del folder
     say(f"  {row.name}: {sorted(row.ratios)[len(row.ratios) // 2]:.2f}x")
     return [row]
+
+
+def gpu_e2e_rows(device: torch.device, *, quick: bool, warmup: int, repeats: int, workers: int, say) -> list[Row]:
+    """On CUDA: training epochs of ``alexnet`` at 227 px, batch 256, over a folder of 500x375 JPEGs
+    through the GPU-fed loader (data/gpudecode.py), against the same steps on synthetic batches
+    (the issue's goal: >= 0.9x) and against the CPU-worker loader."""
+    size, batch = 227, 256
+    count, distinct = (1024, 128) if quick else (4096, 512)
+    precision = runtime.resolve_precision("auto", device)
+    with tempfile.TemporaryDirectory(prefix="alexnet-bench-") as tmp:
+        root = make_jpegs(Path(tmp), count, (500, 375), classes=10, distinct=distinct)
+        samples, _ = scan_folder(root)
+        prep = Preprocess.for_folder(image_size=size, stats=IMAGENET_STATS)
+        common = dict(train=True, batch_size=batch, workers=workers, seed=0, device=device)
+        gpu, cpu = gpu_folder_loader(samples, prep, **common), folder_loader(samples, prep, **common)
+        g = torch.Generator().manual_seed(0)
+        synthetic = [(torch.randn(min(batch, count - i), 3, size, size, generator=g).to(device),
+                      torch.randint(0, 10, (min(batch, count - i),), generator=g).to(device)) for i in range(0, count, batch)]  # fmt: skip
+        model = build_model("alexnet", num_classes=10).to(device, memory_format=torch.channels_last)
+        opt = make_optimizer(model, TrainConfig())
+        epochs = {"n": 0}
+
+        def over(batches, set_epoch: bool):
+            def run() -> int:
+                if set_epoch:
+                    batches.set_epoch(epochs["n"])
+                    epochs["n"] += 1
+                return train_one_epoch(model, batches, opt, device=device, precision=precision, channels_last=True)["images"]
+
+            return run
+
+        case = f"epoch of {count} 500x375 JPEGs, alexnet {size}px b{batch} {precision}, {workers} worker(s)"
+        gpu_side = ("JPEG folder, GPU decode (nvJPEG, crop, flip, normalize on the GPU)", over(gpu, True))
+        rows = [compare("e2e", f"{case}: GPU decode vs synthetic", "images/s", ("same model and steps on synthetic batches on the device", over(synthetic, False)),
+                        gpu_side, device=device, warmup=warmup, repeats=repeats),
+                compare("e2e", f"{case}: GPU decode vs CPU workers", "images/s", (f"JPEG folder, {prep.decode} decode in {workers} CPU worker(s)", over(cpu, True)),
+                        gpu_side, device=device, warmup=warmup, repeats=repeats)]  # fmt: skip
+        for row in rows:
+            row.extra = {"images": count, "distinct_images": distinct, "batch_size": batch, "workers": workers, "cpu_fallbacks": gpu.decoder.fallbacks}
+            say(f"  {row.name}: {sorted(row.ratios)[len(row.ratios) // 2]:.2f}x")
+        del gpu, cpu
+    return rows

@@ -7,13 +7,16 @@ resolves to, channels-last, fused SGD). The baseline on a CPU is the source docu
 (tests/reference_seed.py, loaded when the source tree is there; otherwise, and at sizes the class
 cannot take, the same variant from :func:`build_model`) in fp32, NCHW, eager, with PyTorch's
 default SGD; on CUDA it is torchvision's reference recipe: fp16 autocast with GradScaler, NCHW,
-eager, at the same batch size.
+eager, at the same batch size. On CUDA the rows run at batch 256 with each variant at its native
+size (alexnet_owt 224, the others 227), each timed repeat CUDA_STEPS steps, and
+:func:`compile_rows` adds ``torch.compile`` against eager with the compilation timed apart.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import statistics
+import time
 from pathlib import Path
 
 import torch
@@ -132,35 +135,58 @@ def _baseline(name: str, size: int, batch: int, device: torch.device, train: boo
     return infer, what
 
 
+# A GPU step of batch 256 takes milliseconds: each timed repeat runs this many, so a repeat is
+# long enough for the timer and the launch queue is full as in training.
+CUDA_STEPS = 10
+CUDA_BATCH = 256
+
+
+def _cases(device: torch.device, quick: bool) -> list[tuple[str, int]]:
+    """(variant, size) of the step rows: on CUDA each variant at its native size (ImageNet-sized
+    work: alexnet and alexnet2012 at 227, alexnet_owt at 224) and alexnet at the default size;
+    on the CPU every variant at 227 and at the default size."""
+    if device.type == "cuda":
+        cases = [("alexnet", 227), ("alexnet_owt", 224)] + ([] if quick else [("alexnet2012", 227), ("alexnet", DEFAULT_SIZE)])
+        return cases
+    names = ["alexnet"] if quick else list(MODELS)
+    return [(name, size) for name in names for size in sorted({227, DEFAULT_SIZE})]
+
+
+def _repeated(fn, device: torch.device):
+    """``fn`` run CUDA_STEPS times per call on CUDA (once elsewhere): items done."""
+    if device.type != "cuda":
+        return fn
+    return lambda: sum(fn() for _ in range(CUDA_STEPS))
+
+
 def step_rows(device: torch.device, *, quick: bool, warmup: int, repeats: int, say) -> tuple[list[Row], dict]:
     """The step rows and the ceilings ({"fp32": FLOP/s, "bf16": FLOP/s})."""
     precision = runtime.resolve_precision("auto", device)
     ceiling = {"fp32": matmul_ceiling(device, torch.float32, repeats), "bf16": matmul_ceiling(device, torch.bfloat16, repeats)}
     say(f"matmul 2048x2048 ceiling: fp32 {ceiling['fp32'] / 1e9:,.0f} GFLOP/s, bf16 {ceiling['bf16'] / 1e9:,.0f} GFLOP/s")
-    batch = 32 if quick and device.type == "cpu" else 128
-    names = ["alexnet"] if quick else list(MODELS)
+    batch = CUDA_BATCH if device.type == "cuda" else 32 if quick else 128
     plain = "fp16 autocast + GradScaler, NCHW, eager, default SGD" if device.type == "cuda" else "fp32, NCHW, eager, default SGD"
     rows = []
-    for name in names:
-        for size in sorted({227, DEFAULT_SIZE}):
-            try:
-                check_image_size(size, name)
-            except Exception:  # a variant that cannot take this size (ConfigError): no row
-                continue
-            for train in (True, False):
-                base_fn, base_what = _baseline(name, size, batch, device, train)
-                our_fn = _ours(name, size, batch, device, precision, train)
-                probe = build_model(name, num_classes=NUM_CLASSES).to(device)
-                flops = flops_per_image(probe, torch.randn(1, 3, size, size, device=device), train)
-                row = compare("step", f"{name} {size}px {'train' if train else 'inference'} b{batch}", "images/s",
-                              (f"{base_what}, {plain}", base_fn), (f"{precision}, channels-last, " + ("fused SGD" if train else "inference_mode"), our_fn),
-                              device=device, warmup=warmup, repeats=repeats)  # fmt: skip
-                base_ceiling = ceiling["bf16" if device.type == "cuda" else "fp32"]  # fp16 runs at bf16's tensor-core rate
-                row.extra = {"flops_per_image": flops,
-                             "baseline_ceiling_fraction": flops * statistics.median(row.baseline_rates) / base_ceiling,
-                             "ours_ceiling_fraction": flops * statistics.median(row.ours_rates) / ceiling[precision]}  # fmt: skip
-                say(f"  {row.name}: {statistics.median(row.ratios):.2f}x")
-                rows.append(row)
+    for name, size in _cases(device, quick):
+        try:
+            check_image_size(size, name)
+        except Exception:  # a variant that cannot take this size (ConfigError): no row
+            continue
+        for train in (True, False):
+            base_fn, base_what = _baseline(name, size, batch, device, train)
+            our_fn = _ours(name, size, batch, device, precision, train)
+            base_fn, our_fn = _repeated(base_fn, device), _repeated(our_fn, device)
+            probe = build_model(name, num_classes=NUM_CLASSES).to(device)
+            flops = flops_per_image(probe, torch.randn(1, 3, size, size, device=device), train)
+            row = compare("step", f"{name} {size}px {'train' if train else 'inference'} b{batch}", "images/s",
+                          (f"{base_what}, {plain}", base_fn), (f"{precision}, channels-last, " + ("fused SGD" if train else "inference_mode"), our_fn),
+                          device=device, warmup=warmup, repeats=repeats)  # fmt: skip
+            base_ceiling = ceiling["bf16" if device.type == "cuda" else "fp32"]  # fp16 runs at bf16's tensor-core rate
+            row.extra = {"flops_per_image": flops,
+                         "baseline_ceiling_fraction": flops * statistics.median(row.baseline_rates) / base_ceiling,
+                         "ours_ceiling_fraction": flops * statistics.median(row.ours_rates) / ceiling[precision]}  # fmt: skip
+            say(f"  {row.name}: {statistics.median(row.ratios):.2f}x")
+            rows.append(row)
     return rows, ceiling
 
 
@@ -168,20 +194,52 @@ def ablation_rows(device: torch.device, *, quick: bool, warmup: int, repeats: in
     """What each choice of ours gives on its own: the training step at the default size with one
     choice undone (channels-last, fused SGD, the precision auto picks) against all of them."""
     fast = runtime.fast_path(device)
-    batch = 32 if quick and device.type == "cpu" else 128
+    batch = CUDA_BATCH if device.type == "cuda" else 32 if quick else 128
     undo = {"NCHW instead of channels-last": dict(channels_last=False), "PyTorch's foreach SGD instead of fused": dict(fused=False)}
     if fast.precision == "bf16":
         undo["fp32 instead of bf16 autocast"] = dict(precision="fp32")
     rows = []
     for what, change in undo.items():
         settings = {"precision": fast.precision, **change}
-        mine = _ours("alexnet", DEFAULT_SIZE, batch, device, fast.precision, True)
-        theirs = _ours("alexnet", DEFAULT_SIZE, batch, device, settings.pop("precision"), True, **settings)
+        mine = _repeated(_ours("alexnet", DEFAULT_SIZE, batch, device, fast.precision, True), device)
+        theirs = _repeated(_ours("alexnet", DEFAULT_SIZE, batch, device, settings.pop("precision"), True, **settings), device)
         row = compare("choice", f"alexnet {DEFAULT_SIZE}px train b{batch}: {what}", "images/s", (what, theirs),
                       (f"{fast.precision}, channels-last, fused SGD", mine), device=device, warmup=warmup, repeats=repeats)  # fmt: skip
         say(f"  {row.name}: {statistics.median(row.ratios):.2f}x")
         rows.append(row)
     return rows
+
+
+def compile_rows(device: torch.device, *, quick: bool, warmup: int, repeats: int, say) -> tuple[list[Row], list[dict]]:
+    """On CUDA: our training step (alexnet, 227 px, batch 256) eager against ``torch.compile``d, the
+    compilation timed apart (``compile_seconds``: the first step, outside the rates). A compiler
+    that fails gives no row but a ``skipped`` entry naming the error."""
+    if device.type != "cuda" or quick:
+        return [], []
+    precision, size = runtime.resolve_precision("auto", device), 227
+    eager = _repeated(_ours("alexnet", size, CUDA_BATCH, device, precision, True), device)
+    model = build_model("alexnet", num_classes=NUM_CLASSES).to(device, memory_format=torch.channels_last)
+    compiled = torch.compile(model)
+    x = torch.randn(CUDA_BATCH, 3, size, size, device=device).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, NUM_CLASSES, (CUDA_BATCH,), device=device)
+    opt = make_optimizer(model, TrainConfig(), fused=True)
+
+    def step() -> int:
+        train_step(compiled, x, y, opt, device=device, precision=precision)
+        return CUDA_BATCH
+
+    try:
+        start = time.perf_counter()
+        step()
+        torch.cuda.synchronize(device)
+        seconds = time.perf_counter() - start
+    except Exception as e:  # no Triton, no compiler on the machine, ...: the eager rows stand
+        return [], [{"group": "compile", "reason": f"torch.compile failed: {type(e).__name__}: {' '.join(str(e).split())[:200]}"}]
+    row = compare("choice", f"alexnet {size}px train b{CUDA_BATCH}: torch.compile", "images/s", ("eager (what alexnet train runs)", eager),
+                  (f"torch.compile(model), {precision}, channels-last, fused SGD", _repeated(step, device)),
+                  device=device, warmup=warmup, repeats=repeats, extra={"compile_seconds": seconds})  # fmt: skip
+    say(f"  {row.name}: {statistics.median(row.ratios):.2f}x (compiled in {seconds:.0f} s)")
+    return [row], []
 
 
 def bf16_logits_check(device: torch.device, size: int = DEFAULT_SIZE, batch: int = 8) -> dict:

@@ -336,10 +336,14 @@ def folder_data(cfg, root: Path, device, stats: Mapping | None, world: World = S
         if cfg.lighting:
             stats.update(lighting_stats(s.classes, moments))
     preprocess = Preprocess.for_folder(image_size=cfg.image_size, stats=stats, mode=mode, decode=decode)
+    from alexnet.data import gpudecode  # it builds on this module's loader
+
+    decode_on = gpudecode.resolve_decode(cfg.decode, torch.device(device), preprocess)
+    loader = gpudecode.gpu_folder_loader if decode_on == "gpu" else folder_loader
     common = dict(batch_size=cfg.batch_size, workers=cfg.workers, seed=cfg.seed, device=device, world=world)
     return Data(
-        train=folder_loader(s.train, preprocess, train=True, **common),
-        val=folder_loader(s.val, preprocess, train=False, **common),
+        train=loader(s.train, preprocess, train=True, **common),
+        val=loader(s.val, preprocess, train=False, **common),
         classes=s.classes,
         preprocess=preprocess,
         num_train=len(s.train),
@@ -347,6 +351,7 @@ def folder_data(cfg, root: Path, device, stats: Mapping | None, world: World = S
         source=str(root),
         split=s.split,
         bad_files=s.bad,
+        decode_on=decode_on,
     )
 
 

@@ -205,6 +205,40 @@ def reduce_decode(img: Image.Image, shorter: int | None) -> None:
     img.draft(None, (shorter, shorter))
 
 
+def reduced_size(width: int, height: int, shorter: int | None) -> tuple[int, int]:
+    """(width, height) of a JPEG of that size decoded by :func:`reduce_decode` for ``shorter``:
+    Pillow's ``draft`` divides by the largest of 8, 4, 2, 1 that ``min(width // shorter, height //
+    shorter)`` reaches and rounds up, as libjpeg's scaled output does (checked against Pillow in
+    tests/test_data_gpudecode.py). The GPU decoder decodes whole images and uses it to cut the
+    crops the CPU path would cut."""
+    if shorter is None or min(width, height) < 2 * shorter:
+        return width, height
+    scale = next(s for s in (8, 4, 2, 1) if min(width // shorter, height // shorter) >= s)
+    return -(-width // scale), -(-height // scale)
+
+
+def read_jpeg(path: str | Path, *, min_side: int = 1) -> tuple[bytes, int, int] | None:
+    """The bytes and (width, height) of a JPEG file that a plain JPEG decoder - nvJPEG on the GPU
+    (:mod:`alexnet.data.gpudecode`) - turns into what :func:`open_image` makes of it: 8-bit RGB or
+    grey, upright without an EXIF turn, within the budget of :func:`check_size` (checked from the
+    header, before any decoding). None for every other file, which :func:`open_image` decodes or
+    refuses; :class:`ImageError` for a file it would refuse before reading its content."""
+    with _open_regular_file(path) as f:
+        data = f.read()
+    if not data:
+        raise ImageError(path, "empty file (0 bytes)")
+    try:
+        with Image.open(io.BytesIO(data), formats=FORMATS) as img:
+            if img.format != "JPEG" or img.mode not in ("RGB", "L") or _orientation(img) != 1:
+                return None
+            check_size(img, min_side=min_side, name=path)
+            return data, img.size[0], img.size[1]
+    except ImageError:
+        raise
+    except Exception:  # not a JPEG Pillow can read: open_image says what is wrong with it
+        return None
+
+
 def check_size(img: Image.Image, *, min_side: int = 1, name: str | Path = "in-memory image") -> None:
     """Raise :class:`ImageSizeError` if ``img`` (opened, not necessarily decoded) is smaller than
     ``min_side`` or over the budget of pixels, memory or aspect ratio. Only its header is used."""
