@@ -269,8 +269,12 @@ def _speedups(arms: list[dict], levels: tuple[float, ...]) -> list[dict]:
         fast, slow = means
         longest = max((r["steps"][-1]["step"] for r in arms[-1]["runs"] if r["steps"]), default=0)
         ratio = slow / fast if fast and slow else None
-        note = (f"{ratio:.2f}x" if ratio else f"> {longest / fast:.2f}x ({arms[-1]['arm']} did not reach it in {longest} steps)" if fast
-                else f"{arms[0]['arm']} did not reach it")  # fmt: skip
+        if ratio:
+            note = f"{ratio:.2f}x"
+        elif fast:
+            note = f"> {longest / fast:.2f}x ({arms[-1]['arm']} did not reach it in {longest} steps)"
+        else:
+            note = f"no ratio: {arms[0]['arm']} did not reach it on every seed" + ("" if slow is None else f", {arms[-1]['arm']} did")
         out.append({"level": key, arms[0]["arm"]: fast, arms[-1]["arm"]: slow, "ratio": ratio, "reading": note})
     return out
 
