@@ -120,6 +120,7 @@ if [ -n "$data" ] && [ -d "$data" ] && [ "$cuda" = 1 ]; then
     for name in relu-vs-tanh lrn pooling dropout augmentation towers; do
       say "experiment $name"
       step 45 $py -m alexnet experiment "$name" --device cuda --subset all --image-size 67 --epochs 2 --seeds 3 --out "$res/experiments/$name"
+      find "$res/experiments/$name" -name '*.pt' -delete 2>/dev/null  # the tables are drawn: free the disk
     done
   else
     say "experiments: skipped (this tree has no alexnet experiment)"

@@ -31,7 +31,7 @@ from alexnet.models import build_model
 CPU = torch.device("cpu")
 
 
-VARIANTS = ("alexnet", "alexnet2012", "alexnet_owt")
+VARIANTS = ("alexnet", "alexnet2012", "alexnet2012_half", "alexnet_owt")
 
 
 # --------------------------------------------------------------------------------------------

@@ -71,6 +71,7 @@ FLAG_VALUES = {
     "name": ("r1", "r1"), "checkpoint_every": ("10m", "10m"), "on_nan": ("rollback", "rollback"),
     "skip_bad_images": (None, True), "model_parallel": ("cpu,cpu", "cpu,cpu"), "decode": ("cpu", "cpu"),
     "recipe": ("paper", "paper"), "optimizer": ("paper", "paper"), "lighting": (None, True),
+    "augment": (None, False), "subset": ("500", 500), "step_log": ("5", 5),
 }  # fmt: skip
 # Flags a setting only takes together with another (TrainConfig refuses it alone).
 FLAG_NEEDS = {"model_parallel": ["--model", "alexnet2012"]}

@@ -16,9 +16,9 @@ from reference_seed import AlexNet as SeedAlexNet
 VARIANTS = list(MODELS)
 
 # Exact totals for 3 x 227 x 227 (224 for alexnet_owt) and 1000 classes; see PAPER.md section 1.
-PARAMS = {"alexnet": 62_378_344, "alexnet2012": 60_965_224, "alexnet_owt": 61_100_840}
-MIN_SIZE = {"alexnet": 67, "alexnet2012": 67, "alexnet_owt": 63}
-NATIVE = {"alexnet": 227, "alexnet2012": 227, "alexnet_owt": 224}
+PARAMS = {"alexnet": 62_378_344, "alexnet2012": 60_965_224, "alexnet2012_half": 59_798_312, "alexnet_owt": 61_100_840}
+MIN_SIZE = {"alexnet": 67, "alexnet2012": 67, "alexnet2012_half": 67, "alexnet_owt": 63}
+NATIVE = {"alexnet": 227, "alexnet2012": 227, "alexnet2012_half": 227, "alexnet_owt": 224}
 
 
 @pytest.fixture(scope="module")
@@ -126,6 +126,25 @@ def _layers(model, kind):
     return [m for m in model.modules() if isinstance(m, kind)]
 
 
+def _params(k: int, c_in: int, c_out: int) -> int:
+    """k*k*c_in*c_out weights and c_out biases (PAPER.md sec. 2's formula; k = input size for FC)."""
+    return k * k * c_in * c_out + c_out
+
+
+@pytest.mark.parametrize("num_classes, in_channels", [(1000, 3), (10, 1)])
+def test_half_width_tower_parameters_by_hand(num_classes, in_channels):
+    """Section 3.2's one-GPU net: 48/128/192/192 kernels with no groups, conv5 256 and the FC
+    layers as alexnet2012's (footnote 2), counted layer by layer with the formula."""
+    expected = (_params(11, in_channels, 48) + _params(5, 48, 128) + _params(3, 128, 192) + _params(3, 192, 192)
+                + _params(3, 192, 256) + _params(6, 256, 4096) + _params(1, 4096, 4096) + _params(1, 4096, num_classes))  # fmt: skip
+    model = build_model("alexnet2012_half", num_classes=num_classes, in_channels=in_channels)
+    assert sum(p.numel() for p in model.parameters()) == expected
+    assert all(c.groups == 1 for c in _layers(model, nn.Conv2d))
+    two = build_model("alexnet2012", num_classes=num_classes, in_channels=in_channels)
+    # about the same size as the two-tower net (footnote 2): within 3%
+    assert abs(expected / sum(p.numel() for p in two.parameters()) - 1) < 0.03
+
+
 def test_alexnet2012_has_two_towers(default_models):
     convs = _layers(default_models["alexnet2012"], nn.Conv2d)
     assert [c.groups for c in convs] == [1, 2, 1, 2, 2]  # conv3 sees both towers (figure 2)
@@ -177,9 +196,9 @@ def test_ablations_build_and_run(name):
     assert out.shape == (2, 10) and torch.isfinite(out).all()
 
 
-def test_lrn_is_off_by_default_except_in_alexnet2012(default_models):
+def test_lrn_is_off_by_default_except_in_the_paper_nets(default_models):
     counts = {n: len(_layers(m, nn.LocalResponseNorm)) for n, m in default_models.items()}
-    assert counts == {"alexnet": 0, "alexnet2012": 2, "alexnet_owt": 0}
+    assert counts == {"alexnet": 0, "alexnet2012": 2, "alexnet2012_half": 2, "alexnet_owt": 0}
 
 
 def test_alexnet_with_lrn_runs_at_227():

@@ -1,4 +1,4 @@
-"""The ``alexnet`` command: models, recipes, summary, train, evaluate, predict, visualize, report, export, convert, prepare, serve, bench.
+"""The ``alexnet`` command: models, recipes, summary, train, experiment, evaluate, predict, visualize, report, export, convert, prepare, serve, bench.
 
 Every sub-command parses its flags and calls the library (``train``, ``evaluate_checkpoint``,
 ``Predictor``, ``formats.export``, ...); errors in what the user gave come out as one line on
@@ -78,6 +78,37 @@ def _cmd_train(args) -> int:
         return 0
     print(f"done: validation top-1 {100 * result['val_top1']:.2f}% top-5 {100 * result['val_top5']:.2f}%; run folder {result['run_dir']}")
     return 0
+
+
+def _cmd_experiment(args) -> int:
+    from alexnet.experiments import EXPERIMENTS, Options, list_lines, run_all, run_experiment
+
+    if args.list:
+        print("\n".join(list_lines()))
+        return 0
+    if args.name is None:
+        raise ConfigError(f"name an experiment: {', '.join(EXPERIMENTS)}, or all (--list describes them)")
+    number = lambda flag, text: None if text is None else _positive_flag(flag, text)  # noqa: E731
+    opts = Options(epochs=number("--epochs", args.epochs), seeds=number("--seeds", args.seeds),
+                   subset=None if args.subset == "all" else number("--subset", args.subset),
+                   image_size=number("--image-size", args.image_size), data=args.data, device=args.device)  # fmt: skip
+    argv = ["alexnet", *args.argv]
+    if args.name == "all":
+        run_all(opts, args.out, argv=argv)
+    else:
+        run_experiment(args.name, opts, args.out, argv=argv)
+    return 0
+
+
+def _positive_flag(flag: str, text: str) -> int:
+    """A positive integer flag, or a one-line ConfigError naming it (not argparse's usage text)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ConfigError(f"{flag} must be a positive integer, got {text!r}")
+    return value
 
 
 def _cmd_evaluate(args) -> int:
@@ -223,6 +254,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR (or the newest run in a folder of runs) from its last checkpoint; with --epochs N, extend it to N epochs")
     _add_config_flags(p)
     p.set_defaults(func=_cmd_train)
+
+    from alexnet.experiments import BASE
+
+    p = sub.add_parser("experiment", help="one of the paper's ablations, measured over arms and seeds: a table and a figure (--list)")
+    p.add_argument("name", nargs="?", metavar="NAME", help="relu-vs-tanh, lrn, pooling, dropout, augmentation, towers, or all")
+    p.add_argument("--list", action="store_true", help="list the experiments, their defaults and their time on 2 CPU cores")
+    p.add_argument("--epochs", default=None, help="epochs of every run (default: the experiment's)")
+    p.add_argument("--seeds", default=None, help="seeds 0..K-1 of every arm (default: the experiment's)")
+    p.add_argument("--subset", default=str(BASE["subset"]), help="training images per run, a seeded subset, or all (default: %(default)s)")
+    p.add_argument("--image-size", default=str(BASE["image_size"]), help="input side (default: %(default)s)")
+    p.add_argument("--data", default=None, help="as train --data (default: Fashion-MNIST)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--out", default=None, help="the experiment's folder; the same folder again skips finished arm-seeds (default: runs/experiment-NAME-<time>)")
+    p.set_defaults(func=_cmd_experiment)
 
     p = sub.add_parser("evaluate", help="top-1/top-5, per-class accuracy and confusion matrix of a checkpoint, or of an ensemble")
     p.add_argument("--checkpoint", required=True, action="append", help="a checkpoint or export; repeat it for an ensemble (the models' softmax averaged)")

@@ -57,7 +57,7 @@ class TrainConfig:
     recipe: Recipe = _f("fast", "named settings under --config and the flags (alexnet recipes lists them): fast (these defaults) or paper (the 2012 paper's, docs/paper.md)")
 
     # -- model (models.py) --
-    model: ModelName = _f("alexnet", "variant: alexnet (the source document's), alexnet2012 (the paper's), alexnet_owt (torchvision's)")
+    model: ModelName = _f("alexnet", "variant: alexnet (the source document's), alexnet2012 (the paper's), alexnet2012_half (its one-GPU baseline), alexnet_owt (torchvision's)")
     activation: Activation = _f("relu", "relu, or tanh for the paper's figure-1 ablation")
     lrn: bool | None = _f(None, "local response normalization after conv1/conv2; None = the variant's own (on for alexnet2012)")
     lrn_k: float = _f(LRN_K, "LRN's additive constant k (the paper: 2; Caffe's bvlc_alexnet was trained with 1)")
@@ -70,8 +70,10 @@ class TrainConfig:
     image_size: int = _f(99, "input height and width: 99 = 32k+35 gives whole-number maps (final 2x2); 227 is the document's input; 67 the smallest")
     val_fraction: float = _f(0.1, 'hold-out share for an image folder without train/ and val/ sub-folders')
     workers: int = _f(2, 'data-loader worker processes (image folders only; Fashion-MNIST is augmented on tensors)')
+    augment: bool = _f(True, "the paper's random crops and horizontal flips of the training images (section 4.1); off: they are only resized (centre crop), as evaluation's are")
     lighting: bool = _f(False, "the paper's PCA colour (lighting) augmentation, from the training images' RGB covariance; skipped on grayscale data")
     decode: Literal["auto", "cpu", "gpu"] = _f("auto", "image folders: where JPEGs are decoded, cropped and flipped: auto (on the GPU with nvJPEG when training on CUDA and torchvision's decoder works there, else cpu), cpu (in the loader workers), gpu (refused without a working nvJPEG)")
+    subset: int | None = _f(None, "train on a seeded random N of the training images (the whole set when N is larger); None = all. The validation/test images stay whole")
     skip_bad_images: bool = _f(False, "train on the readable images of a folder and list the bad ones in the run folder's bad_images.json")
 
     # -- optimization (optim.py); the paper's values are named where they differ --
@@ -91,6 +93,7 @@ class TrainConfig:
     device: str = _f("auto", 'auto (CUDA when present, else Apple MPS, else CPU), cpu, cuda, cuda:N, mps')
     model_parallel: str | None = _f(None, "alexnet2012 only: the paper's two towers on two devices, e.g. cuda:0,cuda:1 (cpu,cpu runs the same code on the CPU); None = one device (--device)")
     precision: Literal["auto", "fp32", "bf16"] = _f("auto", 'auto (bf16 autocast where the hardware runs it fast), fp32, bf16')
+    step_log: int = _f(20, "every N steps, append the training loss and error of those N steps to the run folder's steps.jsonl (0 = off)")
     checkpoint_every: str | None = _f("30m", "also save last.pt during an epoch: every N steps (500) or minutes (10m); the 30-minute default only matters when epochs are long")
     on_nan: Literal["stop", "rollback"] = _f("stop", "on a NaN or infinite loss: stop (keeping the last good checkpoint), or rollback to it with half the learning rate (at most 3 times)")
     channels_last: bool = _f(True, "NHWC memory format (faster convolutions on CPU and GPU)")
@@ -105,6 +108,10 @@ class TrainConfig:
         for key in ("epochs", "batch_size", "image_size"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"--{_flag(key)} must be a positive integer, got {getattr(self, key)}")
+        if self.subset is not None and self.subset < 1:
+            raise ConfigError(f"--subset must be a positive integer, got {self.subset}")
+        if self.step_log < 0:
+            raise ConfigError(f"--step-log must be 0 (off) or a number of steps, got {self.step_log}")
         if self.workers < 0:
             raise ConfigError(f"--workers must be 0 or more, got {self.workers}")
         for key in ("lr", "momentum", "weight_decay", "label_smoothing", "dropout", "warmup", "val_fraction"):

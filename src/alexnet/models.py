@@ -11,6 +11,11 @@
     see the maps of their own GPU), local response normalization after the ReLUs of conv1 and conv2
     (section 3.3), dropout *after* the FC6 and FC7 ReLUs (section 4.2), and the paper's
     initialization (section 5).
+``alexnet2012_half``
+    The paper's one-GPU baseline of section 3.2 (the towers' "-1.7 / -1.2 points"): one tower with
+    half as many kernels in conv1-conv4 (48/128/192/192) and no groups. Footnote 2: its conv5 keeps
+    256 kernels and its FC layers 4096 units, so that the two nets have about the same parameters
+    (most sit in FC6). Otherwise ``alexnet2012``: LRN, dropout after FC6/FC7, the paper's init.
 ``alexnet_owt``
     torchvision's ``alexnet``: the single-tower variant of "One weird trick for parallelizing
     convolutional neural networks" (Krizhevsky, 2014) with 64/192/384/256/256 channels and padding
@@ -33,7 +38,7 @@ from torch import nn
 
 from alexnet.errors import ConfigError
 
-ModelName = Literal["alexnet", "alexnet2012", "alexnet_owt"]
+ModelName = Literal["alexnet", "alexnet2012", "alexnet2012_half", "alexnet_owt"]
 Activation = Literal["relu", "tanh"]
 Pooling = Literal["overlap", "plain"]
 Init = Literal["paper", "caffe", "kaiming", "torch"]
@@ -170,6 +175,31 @@ def _alexnet2012(num_classes, in_channels, activation, lrn, lrn_k, pooling, drop
     return features, classifier
 
 
+def _alexnet2012_half(num_classes, in_channels, activation, lrn, lrn_k, pooling, dropout):
+    # Section 3.2 and its footnote 2: "a net with half as many kernels in each convolutional layer
+    # trained on one GPU", whose last conv layer and FC layers keep the two-GPU net's sizes.
+    # One tower, so no groups anywhere. Shapes for 3 x 227 x 227.
+    features = nn.Sequential(
+        nn.Conv2d(in_channels, 48, kernel_size=11, stride=4),  # conv1: 48 x 55 x 55
+        _act(activation),
+        *_lrn(lrn, lrn_k),
+        _pool(pooling),  # pool1: 48 x 27 x 27
+        nn.Conv2d(48, 128, kernel_size=5, padding=2),  # conv2: 128 x 27 x 27
+        _act(activation),
+        *_lrn(lrn, lrn_k),
+        _pool(pooling),  # pool2: 128 x 13 x 13
+        nn.Conv2d(128, 192, kernel_size=3, padding=1),  # conv3: 192 x 13 x 13
+        _act(activation),
+        nn.Conv2d(192, 192, kernel_size=3, padding=1),  # conv4: 192 x 13 x 13
+        _act(activation),
+        nn.Conv2d(192, 256, kernel_size=3, padding=1),  # conv5: 256 x 13 x 13 (footnote 2: not halved)
+        _act(activation),
+        _pool(pooling),  # pool5: 256 x 6 x 6
+    )
+    _, classifier = _alexnet2012(num_classes, 1, activation, False, lrn_k, "overlap", dropout)  # the same FC6-FC8
+    return features, classifier
+
+
 def _alexnet_owt(num_classes, in_channels, activation, lrn, lrn_k, pooling, dropout):
     # torchvision/models/alexnet.py, layer for layer. Shapes for 3 x 224 x 224.
     features = nn.Sequential(
@@ -211,6 +241,8 @@ MODELS: dict[str, Variant] = {
                 "the source document's network: 96/256/384/384/256, no LRN, dropout before FC6/FC7, 227x227"),
         Variant("alexnet2012", _alexnet2012, 227, "paper", True,
                 "the 2012 paper's network: two towers (groups=2), LRN, dropout after FC6/FC7, paper init"),
+        Variant("alexnet2012_half", _alexnet2012_half, 227, "paper", True,
+                "the paper's one-GPU baseline (section 3.2): one tower of half the kernels 48/128/192/192, conv5 256 and FC kept"),
         Variant("alexnet_owt", _alexnet_owt, 224, "torch", False,
                 "torchvision's 'one weird trick' variant: 64/192/384/256/256, pad 2, loads torchvision weights"),
     )

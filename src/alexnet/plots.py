@@ -54,3 +54,37 @@ def plot_confusion(confusion: list[list[int]], classes: list[str], out_png: str 
     fig.tight_layout()
     fig.savefig(out_png, dpi=100)
     plt.close(fig)
+
+
+def plot_experiment(table: dict, out_png: str | Path) -> None:
+    """An experiment's curves (experiments.make_table reads them from the run folders): per arm the
+    mean over seeds, the min-max over seeds shaded. ``steps``: training error per logged step with
+    the levels dashed (the paper's figure 1); ``epochs``: test error solid, training error dashed."""
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for i, arm in enumerate(a for a in table["arms"] if a.get("runs")):
+        colour = f"C{i}"
+        if table["curves"] == "steps":
+            series = [("train", [[s["step"] for s in r["steps"]] for r in arm["runs"]], [[s["train_error"] for s in r["steps"]] for r in arm["runs"]], "-")]
+        else:
+            xs = [[e["epoch"] for e in r["epochs"]] for r in arm["runs"]]
+            series = [("test", xs, [[e["test_error"] for e in r["epochs"]] for r in arm["runs"]], "o-"),
+                      ("train", xs, [[e["train_error"] for e in r["epochs"]] for r in arm["runs"]], "s--")]  # fmt: skip
+        for kind, xs, ys, style in series:
+            n = min(len(y) for y in ys)  # seeds share the grid; a shorter run cuts it
+            if n == 0:
+                continue
+            y = np.array([y[:n] for y in ys])
+            x = xs[0][:n]
+            ax.plot(x, y.mean(0), style, color=colour, label=f"{arm['arm']} ({kind}, mean of {len(ys)})", markersize=4)
+            ax.fill_between(x, y.min(0), y.max(0), color=colour, alpha=0.2, linewidth=0)
+    for level in table.get("levels", []):
+        ax.axhline(level, color="grey", linestyle=":", linewidth=1)
+    ax.set(xlabel="step" if table["curves"] == "steps" else "epoch", ylabel="error (%)",
+           title=f"{table['experiment']}: {table['data']}, {table['subset'] or 'all'} images at {table['image_size']} px")  # fmt: skip
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=90)
+    plt.close(fig)

@@ -5,6 +5,7 @@
 ``command.txt``             the command line that started it
 ``env.json``                versions, device, precision, git commit (:func:`alexnet.runtime.environment`)
 ``metrics.jsonl``           one JSON line per epoch; the curves are drawn from it
+``steps.jsonl``             every ``--step-log`` steps: the training loss and error of those steps
 ``checkpoints/last.pt``     the latest checkpoint; ``best.pt`` the one of the best validation top-1
 ``curves.png``, ``tb/``     learning curves, TensorBoard event files
 ``split.json``              the hold-out split of a plain image folder
@@ -67,6 +68,9 @@ class RunFolder:
         file -> its own folder (an export kept beside its run's files)."""
         checkpoint = Path(checkpoint)
         return cls(checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent)
+    @property
+    def steps_file(self) -> Path:
+        return self.path / "steps.jsonl"
 
     # -- starting and finding runs --
     @classmethod
@@ -187,6 +191,29 @@ class RunFolder:
         """One epoch's line; written before that epoch's checkpoint (see :meth:`trim_metrics`)."""
         with self.metrics_file.open("a") as f:
             f.write(json.dumps(row) + "\n")
+
+    def append_steps(self, row: dict) -> None:
+        """One line of ``steps.jsonl``: ``step`` (counted from the run's start), ``epoch``, and the
+        mean ``train_loss`` and ``train_error`` of the steps since the line before (training mode:
+        augmented images, dropout on - what the paper's figure 1 plots)."""
+        with self.steps_file.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    def repair_steps(self, steps_done: int) -> None:
+        """Drop the ``steps.jsonl`` lines past the checkpoint a run resumes from (and torn ones):
+        those steps are trained again and logged again."""
+        path = self.steps_file
+        if not path.is_file():
+            return
+        kept = []
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= steps_done:
+                kept.append(line + "\n")
+        self._write_text("steps.jsonl", "".join(kept))
 
     def repair_metrics(self, epochs_done: int, last: dict | None) -> str | None:
         """Make ``metrics.jsonl`` hold one line for each of the ``epochs_done`` epochs the checkpoint

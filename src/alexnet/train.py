@@ -243,6 +243,7 @@ def train(cfg: TrainConfig, *, argv: list[str] | None = None, resume: str | Path
             if resumed and world.writer:  # the folder's records catch up with its checkpoint
                 run.folder.write_config(run.cfg)
                 repaired = run.folder.repair_metrics(run.state.epoch, run.state.metrics)
+                run.folder.repair_steps(run.state.epoch * len(run.data.train) + (run.state.totals["steps"] if run.state.totals else 0))
                 if repaired:
                     say(repaired)
             while run.state.epoch < run.cfg.epochs:
@@ -373,9 +374,12 @@ def _one_epoch(run: Run, signals: StopSignals, say, quiet: bool) -> None:
     # CPU, every AGREE_EVERY steps on a GPU (the decision waits for the device)
     agree_every = 1 if run.device.type == "cpu" else AGREE_EVERY
     last_save = time.monotonic()
+    window = dict(s.totals) if s.totals else {"loss_sum": 0.0, "correct": 0, "seen": 0, "steps": 0}  # sums at the last steps.jsonl line
 
     def on_step(info: dict) -> bool:
-        nonlocal last_save
+        nonlocal last_save, window
+        if cfg.step_log and info["step"] % cfg.step_log == 0:  # every process at the same step: totals() may be a collective
+            window = _log_steps(run, epoch, window, info["totals"]())
         if bar is not None:  # the images of the global batch: this process has only its part
             bar.update(min(cfg.batch_size, run.data.num_train - (info["step"] - 1) * cfg.batch_size) if world.distributed else info["images"], info)
         by_steps = bool(every_steps) and info["step"] % every_steps == 0
@@ -436,6 +440,17 @@ def _one_epoch(run: Run, signals: StopSignals, say, quiet: bool) -> None:
         f"val top-1 {100 * ev['top1']:.2f}% top-5 {100 * ev['top5']:.2f}% loss {ev['loss']:.4f} | "
         f"{tr['seconds']:.0f}s train ({s.metrics['images_per_second']:.0f} img/s) + {ev['seconds']:.0f}s val"
     )
+
+
+def _log_steps(run: Run, epoch: int, before: dict, now: dict) -> dict:
+    """Append the steps since ``before`` (running sums of the epoch) to ``steps.jsonl``; returns ``now``."""
+    seen = now["seen"] - before["seen"]
+    if run.world.writer and seen > 0:
+        run.folder.append_steps({
+            "step": epoch * len(run.data.train) + now["steps"], "epoch": epoch,
+            "train_loss": (now["loss_sum"] - before["loss_sum"]) / seen, "train_error": 1 - (now["correct"] - before["correct"]) / seen,
+        })  # fmt: skip
+    return now
 
 
 def _after_nan(run: Run, error: FloatingPointError, say) -> None:

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from alexnet.data.base import Data, EvalData
 from alexnet.data.images import IMAGE_EXTENSIONS, MIN_IMAGE_SIDE, open_image
-from alexnet.data.sampling import EpochOrder
+from alexnet.data.sampling import EpochOrder, subset_indices
 from alexnet.data.scancache import ScanCache
 from alexnet.data.transforms import (
     IMAGENET_EIGVAL, IMAGENET_EIGVEC, STATS_IMAGES, STATS_SIDE, PixelMoments, Preprocess, is_imagenet_like,
@@ -237,11 +237,11 @@ class EpochLoader:
 
 
 def folder_loader(samples, preprocess: Preprocess, *, train: bool, batch_size: int, workers: int, seed: int, device,
-                  world: World = SINGLE, ten_crop: bool = False) -> EpochLoader:  # fmt: skip
+                  world: World = SINGLE, ten_crop: bool = False, augment: bool = True) -> EpochLoader:  # fmt: skip
     """Batches of ``samples`` as ``preprocess`` makes them (the ten crops of each with
     ``ten_crop``), normalized on ``device``: what training, evaluation and the benchmarks read an
     image folder with."""
-    ds = ImageList(samples, preprocess.mode, preprocess.folder_transform(train, ten_crop), preprocess.decode_side)
+    ds = ImageList(samples, preprocess.mode, preprocess.folder_transform(train, ten_crop, augment), preprocess.decode_side)
     batches = EpochBatches(len(ds), batch_size=batch_size, shuffle=train, seed=seed, world=world)
     # its own generator: each iter() draws the workers' base seed from it, not from the global
     # RNG that dropout uses (that draw would shift dropout's stream on a resume)
@@ -327,6 +327,8 @@ def folder_data(cfg, root: Path, device, stats: Mapping | None, world: World = S
     """Train and validation loaders of an ImageFolder-layout folder (see :func:`alexnet.data.build_data`)."""
     mode = "RGB"
     s = split_folder(cfg, root, mode)
+    keep = subset_indices(len(s.train), cfg.subset, cfg.seed)
+    train = s.train if keep is None else [s.train[i] for i in keep.tolist()]
     if stats is None:
         moments = pixel_moments(s.train, mode, seed=cfg.seed)
         mean, std = moments.mean.tolist(), moments.std.tolist()
@@ -342,11 +344,11 @@ def folder_data(cfg, root: Path, device, stats: Mapping | None, world: World = S
     loader = gpudecode.gpu_folder_loader if decode_on == "gpu" else folder_loader
     common = dict(batch_size=cfg.batch_size, workers=cfg.workers, seed=cfg.seed, device=device, world=world)
     return Data(
-        train=loader(s.train, preprocess, train=True, **common),
+        train=loader(train, preprocess, train=True, augment=cfg.augment, **common),
         val=loader(s.val, preprocess, train=False, **common),
         classes=s.classes,
         preprocess=preprocess,
-        num_train=len(s.train),
+        num_train=len(train),
         num_val=len(s.val),
         source=str(root),
         split=s.split,

@@ -384,13 +384,14 @@ class GpuEpochLoader(EpochLoader):
 
 
 def gpu_folder_loader(samples, preprocess: Preprocess, *, train: bool, batch_size: int, workers: int, seed: int, device,
-                      world: World = SINGLE, decode=nvjpeg) -> GpuEpochLoader:  # fmt: skip
+                      world: World = SINGLE, augment: bool = True, decode=nvjpeg) -> GpuEpochLoader:  # fmt: skip
     """:func:`~alexnet.data.folder.folder_loader` with the JPEGs decoded on ``device``: the same
-    batches of the same images in the same order, the same crop boxes, the same errors."""
+    batches of the same images in the same order, the same crop boxes (the centre crop for
+    training too without ``augment``), the same errors."""
     device = indexed(device)
     batches = EpochBatches(len(samples), batch_size=batch_size, shuffle=train, seed=seed, world=world)
     loader = DataLoader(
-        JpegFiles(samples, preprocess, train), batch_sampler=batches, num_workers=workers,
+        JpegFiles(samples, preprocess, train and augment), batch_sampler=batches, num_workers=workers,
         generator=torch.Generator().manual_seed(seed),  # not the global RNG (see folder_loader)
         persistent_workers=workers > 0, worker_init_fn=ignore_in_worker,
         collate_fn=functools.partial(collate_jpegs, empty=(preprocess.channels, preprocess.image_size)),

@@ -17,7 +17,7 @@ from typing import Iterator, Mapping
 import torch
 
 from alexnet.data.base import Data, EvalData
-from alexnet.data.sampling import EpochOrder
+from alexnet.data.sampling import EpochOrder, subset_indices
 from alexnet.data.transforms import Preprocess, random_flips_and_shifts, stats_problem
 from alexnet.distributed import SINGLE, World
 from alexnet.errors import DataError
@@ -171,13 +171,14 @@ class TensorBatches:
 
     Training batches get the paper's two augmentations in one ``grid_sample``: a random crop (a
     shift of up to ``MAX_SHIFT`` source pixels, zero-padded like the background) and a horizontal
-    flip with probability 1/2. Evaluation batches are only resized. The order is an
+    flip with probability 1/2 (unless ``augment`` is off). Evaluation batches are only resized. The order is an
     :class:`EpochOrder`, so a run can be repeated and resumed exactly.
     """
 
     def __init__(self, images, labels, *, batch_size: int, preprocess: Preprocess, train: bool, device, seed: int = 0,
-                 world: World = SINGLE, ten_crop: bool = False):  # fmt: skip
+                 world: World = SINGLE, ten_crop: bool = False, augment: bool = True):  # fmt: skip
         self.images, self.labels, self.preprocess, self.train, self.world = images, labels, preprocess, train, world
+        self.augment = train and augment  # training batches without it are only resized, as evaluation's
         self.ten_crop = ten_crop and not train  # evaluation only: (N, 10, C, S, S) views
         self.device = torch.device(device)
         self.order = EpochOrder(len(images), batch_size=batch_size, shuffle=train, seed=seed)
@@ -195,18 +196,18 @@ class TensorBatches:
         g, order = self.order.draw()
         for b, idx in self.order.batches(order):
             idx = idx.to(self.images.device)
-            if self.train:  # draw even for skipped batches: the random stream stays the same
+            if self.augment:  # draw even for skipped batches: the random stream stays the same
                 flip, shift = random_flips_and_shifts(len(idx), g)
             if b < self.order.start:
                 continue
             if self.world.distributed:  # this process's part of the global batch, with its augmentation
                 part = self.world.part(len(idx))
                 idx = idx[part]
-                if self.train:
+                if self.augment:
                     flip, shift = flip[part], shift[part]
             x = self.images[idx].to(self.device, non_blocking=True).float().div_(255)
             y = self.labels[idx].to(self.device, non_blocking=True)
-            if self.train:
+            if self.augment:
                 yield self.preprocess.tensor_batch(x, flip, shift), y
             else:
                 yield (self.preprocess.ten_crop_batch(x) if self.ten_crop else self.preprocess.tensor_batch(x)), y
@@ -233,8 +234,11 @@ def idx_data(cfg, device: torch.device, stats: Mapping | None, world: World = SI
             raise DataError(f"{files['train_images']}: {problem}")
     preprocess = Preprocess.for_tensors(mode="L", source_size=side, image_size=cfg.image_size, stats=stats)
     common = dict(batch_size=cfg.batch_size, preprocess=preprocess, device=device, seed=cfg.seed, world=world)
+    keep = subset_indices(len(train_images), cfg.subset, cfg.seed)  # after the statistics: they stay the whole set's
+    if keep is not None:
+        train_images, train_labels = train_images[keep], train_labels[keep]
     return Data(
-        train=TensorBatches(train_images, train_labels, train=True, **common),
+        train=TensorBatches(train_images, train_labels, train=True, augment=cfg.augment, **common),
         val=TensorBatches(test_images, test_labels, train=False, **common),
         classes=classes,
         preprocess=preprocess,

@@ -46,3 +46,13 @@ class EpochOrder:
         caller that draws augmentation per batch must draw for those too, to stay on the stream."""
         for b, start in enumerate(range(0, self.n, self.batch_size)):
             yield b, order[start : start + self.batch_size]
+
+
+def subset_indices(n: int, size: int | None, seed: int) -> torch.Tensor | None:
+    """The sorted indices of a seeded random ``size`` of ``n`` items (``--subset``), or None when
+    all are kept (``size`` None or at least ``n``). A function of (seed, n, size) alone, so two runs
+    with one seed - the arms of an experiment - train on the same images."""
+    if size is None or size >= n:
+        return None
+    g = torch.Generator().manual_seed((seed * 1_000_003 + 999_983) % 2**64)  # a stream apart from the epochs'
+    return torch.randperm(n, generator=g)[:size].sort().values

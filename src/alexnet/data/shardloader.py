@@ -127,8 +127,8 @@ class ShardBatches(EpochLoader):
 
 
 def _batches(location, shards, preprocess: Preprocess, *, train: bool, batch_size: int, workers: int, seed: int,
-             device, world: World, ten_crop: bool = False) -> ShardBatches:  # fmt: skip
-    ds = ShardSamples(location, shards, preprocess.mode, preprocess.folder_transform(train, ten_crop), preprocess.decode_side)
+             device, world: World, ten_crop: bool = False, augment: bool = True) -> ShardBatches:  # fmt: skip
+    ds = ShardSamples(location, shards, preprocess.mode, preprocess.folder_transform(train, ten_crop, augment), preprocess.decode_side)
     sampler = RankBatches([s.count for s in shards], batch_size=batch_size, shuffle=train, seed=seed, world=world)
     return ShardBatches(DataLoader(
         ds, batch_sampler=sampler, num_workers=workers, collate_fn=functools.partial(collate_images, empty=(preprocess.channels, preprocess.image_size)),
@@ -183,6 +183,8 @@ def shards_data(cfg, location: str, device, stats=None, world: World = SINGLE, d
     """Train and validation batches of the prepared folder at ``location``, this process's share of
     each (see :func:`alexnet.data.build_data`); the statistics stored in its index unless
     ``stats`` are given (PCA lighting's computed here when on, for RGB shards)."""
+    if cfg.subset is not None:  # shards are read in their stored order, shard by shard: no cheap random subset
+        raise DataError(f"--data {location}: --subset is for IDX sets and image folders, not prepared shards; prepare a smaller folder instead")
     index = ShardIndex.read(location)
     _check_files(location, index, ("train", "val"))
     if cfg.lighting and index.mode == "RGB" and not (stats and stats.get("eigval")):
@@ -190,7 +192,7 @@ def shards_data(cfg, location: str, device, stats=None, world: World = SINGLE, d
     preprocess = _preprocess(location, index, cfg.image_size, stats, decode)
     common = dict(batch_size=cfg.batch_size, workers=cfg.workers, seed=cfg.seed, device=device, world=world)
     return Data(
-        train=_batches(location, index.splits["train"], preprocess, train=True, **common),
+        train=_batches(location, index.splits["train"], preprocess, train=True, augment=cfg.augment, **common),
         val=_batches(location, index.splits["val"], preprocess, train=False, **common),
         classes=index.classes, preprocess=preprocess, num_train=index.count("train"), num_val=index.count("val"),
         source=location,

@@ -265,16 +265,16 @@ class Preprocess:
         """The shorter side a reduced-size decode keeps (``open_image(decode_side=...)``), or None."""
         return self.resize if self.decode == "reduced" else None
 
-    def folder_transform(self, train: bool, ten_crop: bool = False):
+    def folder_transform(self, train: bool, ten_crop: bool = False, augment: bool = True):
         """The per-image half of the photo pipeline, run in loader workers on a PIL image decoded
         with :attr:`decode_side`: shorter side to ``resize``, random crop and flip (train), the
-        centre crop (eval) or the ten crops stacked (10, C, S, S) (``ten_crop``), as uint8.
+        centre crop (eval, or train without ``augment``) or the ten crops stacked (10, C, S, S) (``ten_crop``), as uint8.
         :meth:`to_input` finishes the batch. With PCA lighting (train, when the record holds its
         eigen-decomposition) the crop becomes floats in [0, 1] here, since the colour shift is
         drawn per image from the worker's seeded generator: 4x the bytes, for that recipe only."""
         from torchvision.transforms import v2
 
-        if train:
+        if train and augment:
             crop = [v2.RandomCrop(self.image_size), v2.RandomHorizontalFlip()]
         elif ten_crop:
             crop = [v2.TenCrop(self.image_size), torch.stack]

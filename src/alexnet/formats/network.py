@@ -111,7 +111,7 @@ def identify_weights(state_dict: dict) -> dict:
 
     conv1 has 96 filters in ``alexnet`` and ``alexnet2012`` and 64 in ``alexnet_owt``; the 2012
     paper's conv2 is grouped (two towers), so its weight is 256 x 48 x 5 x 5 instead of 256 x 96 x
-    5 x 5. The class count is the last Linear layer's out_features. Unknown shapes give None.
+    5 x 5; its one-GPU baseline ``alexnet2012_half`` has 48 conv1 filters, all seen by conv2. The class count is the last Linear layer's out_features. Unknown shapes give None.
     """
     def layers(prefix: str, dim: int) -> list[torch.Tensor]:
         found = []
@@ -130,6 +130,8 @@ def identify_weights(state_dict: dict) -> dict:
             variant = "alexnet"
         elif convs[0][0] == 96 and convs[1][1] == 48:
             variant = "alexnet2012"
+        elif convs[0][0] == 48 and convs[1][1] == 48:
+            variant = "alexnet2012_half"
     return {
         "variant": variant,
         "num_classes": int(linears[-1][0]) if linears else None,
@@ -140,6 +142,7 @@ def identify_weights(state_dict: dict) -> dict:
 _LOOKS = {  # what tells the variants apart, as a reader of the shapes sees it
     "alexnet": ("conv1 has 96 filters", "conv2 sees all 96 maps"),
     "alexnet2012": ("conv1 has 96 filters", "conv2 is grouped, 48 maps per filter"),
+    "alexnet2012_half": ("conv1 has 48 filters", "conv2 sees all 48 maps"),
     "alexnet_owt": ("conv1 has 64 filters", "conv2 sees all 64 maps"),
 }
 
