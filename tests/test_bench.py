@@ -60,6 +60,16 @@ def test_bench_quick_writes_the_documented_json(tmp_path, capsys):
     assert "| step |" in capsys.readouterr().out
 
 
+def test_bench_batch_size_sets_the_step_and_choice_rows_batch(tmp_path):
+    path = tmp_path / "bench.json"
+    args = ["bench", "--only", "step", "--quick", "--device", "cpu", "--repeats", "1", "--warmup", "0", "--batch-size", "3"]
+    assert main([*args, "--json", str(path)]) == 0
+    record = json.loads(path.read_text())
+    assert record["settings"]["batch_size"] == 3
+    names = [r["name"] for r in record["rows"]]
+    assert {r["group"] for r in record["rows"]} == {"step", "choice"} and all(" b3" in n for n in names), names
+
+
 # -- time to accuracy (bench/accuracy.py) --
 def _epochs(top1s, train_s=10.0, val_s=2.0):
     return [{"val_top1": t, "train_seconds": train_s, "val_seconds": val_s} for t in top1s]

@@ -190,7 +190,7 @@ def _cmd_bench(args) -> int:
         run_accuracy(shlex.split(args.train), args.seeds, out=args.out, json_path=args.json)
         return 0
     run_bench(device=args.device, only=args.only, quick=args.quick, json_path=args.json, workers=args.workers,
-              warmup=args.warmup, repeats=args.repeats)  # fmt: skip
+              warmup=args.warmup, repeats=args.repeats, batch_size=args.batch_size)  # fmt: skip
     return 0
 
 
@@ -362,6 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="loader worker processes of both pipelines (default: 1)")
     p.add_argument("--warmup", type=int, help="untimed runs of each side first (default: 1 with --quick, else 2)")
     p.add_argument("--repeats", type=_positive_int, help="timed runs of each side, interleaved (default: 3 with --quick, else 5)")
+    p.add_argument("--batch-size", type=_positive_int, help="the step and choice rows' batch (default: 32 with --quick, else 128; 256 on CUDA)")
     p.set_defaults(func=_cmd_bench)
     return parser
 

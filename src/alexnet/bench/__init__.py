@@ -32,8 +32,10 @@ GROUPS = ("step", "compile", "pipeline", "e2e")
 
 
 def run_bench(*, device: str = "auto", only: str | None = None, quick: bool = False, json_path: str | None = None,
-              workers: int = 1, warmup: int | None = None, repeats: int | None = None, say=print) -> dict:  # fmt: skip
-    """Run the benchmarks (``only`` one group of :data:`GROUPS`), print each table, return the record."""
+              workers: int = 1, warmup: int | None = None, repeats: int | None = None, batch_size: int | None = None,
+              say=print) -> dict:  # fmt: skip
+    """Run the benchmarks (``only`` one group of :data:`GROUPS`), print each table, return the record.
+    ``batch_size`` sets the step and choice rows' batch (default: :func:`~alexnet.bench.step.batch_for`)."""
     from alexnet.bench.pipeline import e2e_rows, gpu_e2e_rows, pipeline_rows
     from alexnet.bench.step import ablation_rows, bf16_logits_check, compile_rows, step_rows
 
@@ -47,14 +49,15 @@ def run_bench(*, device: str = "auto", only: str | None = None, quick: bool = Fa
         f"precision auto = {env['precision']}; warm-up {warmup}, repeats {repeats}, interleaved")  # fmt: skip
     common = dict(quick=quick, warmup=warmup, repeats=repeats, say=say)
     rows: list[Row] = []
-    record = {"machine": env, "settings": {"quick": quick, "only": only, "workers": workers, "warmup": warmup, "repeats": repeats},
+    record = {"machine": env, "settings": {"quick": quick, "only": only, "workers": workers, "warmup": warmup, "repeats": repeats,
+                                           "batch_size": batch_size},
               "ceiling_flops": None, "rows": [], "checks": [], "skipped": []}  # fmt: skip
     if dev.type != "cuda":
         record["skipped"].append({"group": "gpu", "reason": "no CUDA device here: the GPU rows (step against fp16 autocast + "
                                   "GradScaler, bf16 ceiling, torch.compile, GPU decode) run with --device cuda, e.g. benchmarks/gpu.sh"})  # fmt: skip
     if only in (None, "step"):
-        step, record["ceiling_flops"] = step_rows(dev, **common)
-        rows += step + ablation_rows(dev, **common)
+        step, record["ceiling_flops"] = step_rows(dev, batch_size=batch_size, **common)
+        rows += step + ablation_rows(dev, batch_size=batch_size, **common)
         record["checks"].append(bf16_logits_check(dev))
     if only in (None, "compile"):
         compiled, failed = compile_rows(dev, **common)

@@ -159,12 +159,20 @@ def _repeated(fn, device: torch.device):
     return lambda: sum(fn() for _ in range(CUDA_STEPS))
 
 
-def step_rows(device: torch.device, *, quick: bool, warmup: int, repeats: int, say) -> tuple[list[Row], dict]:
+def batch_for(device: torch.device, quick: bool, batch_size: int | None = None) -> int:
+    """The step rows' batch: ``batch_size`` when given, else 256 on CUDA, 32 with ``quick``, else 128."""
+    if batch_size is not None:
+        return batch_size
+    return CUDA_BATCH if device.type == "cuda" else 32 if quick else 128
+
+
+def step_rows(device: torch.device, *, quick: bool, warmup: int, repeats: int, say,
+              batch_size: int | None = None) -> tuple[list[Row], dict]:  # fmt: skip
     """The step rows and the ceilings ({"fp32": FLOP/s, "bf16": FLOP/s})."""
     precision = runtime.resolve_precision("auto", device)
     ceiling = {"fp32": matmul_ceiling(device, torch.float32, repeats), "bf16": matmul_ceiling(device, torch.bfloat16, repeats)}
     say(f"matmul 2048x2048 ceiling: fp32 {ceiling['fp32'] / 1e9:,.0f} GFLOP/s, bf16 {ceiling['bf16'] / 1e9:,.0f} GFLOP/s")
-    batch = CUDA_BATCH if device.type == "cuda" else 32 if quick else 128
+    batch = batch_for(device, quick, batch_size)
     plain = "fp16 autocast + GradScaler, NCHW, eager, default SGD" if device.type == "cuda" else "fp32, NCHW, eager, default SGD"
     rows = []
     for name, size in _cases(device, quick):
@@ -190,11 +198,12 @@ def step_rows(device: torch.device, *, quick: bool, warmup: int, repeats: int, s
     return rows, ceiling
 
 
-def ablation_rows(device: torch.device, *, quick: bool, warmup: int, repeats: int, say) -> list[Row]:
+def ablation_rows(device: torch.device, *, quick: bool, warmup: int, repeats: int, say,
+                  batch_size: int | None = None) -> list[Row]:  # fmt: skip
     """What each choice of ours gives on its own: the training step at the default size with one
     choice undone (channels-last, fused SGD, the precision auto picks) against all of them."""
     fast = runtime.fast_path(device)
-    batch = CUDA_BATCH if device.type == "cuda" else 32 if quick else 128
+    batch = batch_for(device, quick, batch_size)
     undo = {"NCHW instead of channels-last": dict(channels_last=False), "PyTorch's foreach SGD instead of fused": dict(fused=False)}
     if fast.precision == "bf16":
         undo["fp32 instead of bf16 autocast"] = dict(precision="fp32")
