@@ -61,3 +61,14 @@ def test_under_torchrun_a_budget_is_refused(idx_folder):
 
     with pytest.raises(ConfigError, match="under torchrun give --epochs"):
         _fit_budget(None, None, torch.device("cpu"), None, SimpleNamespace(distributed=True))
+
+
+def test_an_epoch_no_longer_than_the_warm_up_is_timed_whole(idx_folder, tmp_path, monkeypatch):
+    """One batch of 320 training and one of 80 evaluation images: nothing is left after the warm-up
+    pass, so a second, whole pass is the measurement (of both), and the run goes on as any other."""
+    monkeypatch.setattr(budget, "epochs_that_fit", lambda seconds, epoch: 1)
+    one_batch = ["--batch-size", "512", "--image-size", "67", "--seed", "1", "--precision", "fp32"]
+    assert main(["train", "--data", str(idx_folder.path), *one_batch, "--out", str(tmp_path), "--time-budget", "10m", "--name", "b"]) == 0
+    fit = json.loads((tmp_path / "b" / "budget.json").read_text())
+    assert fit["train_images_per_second"] > 0 and fit["eval_images_per_second"] > 0
+    assert fit["epoch_seconds"] == pytest.approx(320 / fit["train_images_per_second"] + 80 / fit["eval_images_per_second"])

@@ -13,7 +13,8 @@ import torch
 from torchvision.transforms.v2 import functional as TF
 
 from alexnet.data import DataError, ImageError, build_data
-from alexnet.data.folder import channel_stats, scan_folder, scan_images
+from alexnet.data.folder import scan_folder, scan_images
+from alexnet.data.stats import channel_stats
 from alexnet.data.images import open_image
 from conftest import CLASS_COLOURS
 from helpers import CPU, FIXED_STATS, _cfg, _check_reasons, _folder_cfg, make_folder

@@ -30,12 +30,13 @@ from alexnet.cli import main
 from alexnet.config import TrainConfig
 from alexnet.data import DataError, build_data, build_eval_data
 from alexnet.data import prepare as prepare_module
-from alexnet.data.folder import channel_stats, scan_folder
+from alexnet.data.folder import scan_folder
 from alexnet.data.images import open_image
 from alexnet.data.prepare import prepare
 from alexnet.data.shardloader import ShardSamples, epoch_order
 from alexnet.distributed import World
 from alexnet.data.shards import ShardIndex, parse_size
+from alexnet.data.stats import channel_stats
 from alexnet.data.transforms import Preprocess
 from alexnet.formats.checkpoint import load_checkpoint
 from helpers import CPU, _check_reasons, _run, make_folder

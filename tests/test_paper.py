@@ -15,9 +15,8 @@ import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
 
 from alexnet.config import RECIPES, TrainConfig
-from alexnet.data.transforms import (
-    IMAGENET_EIGVAL, IMAGENET_EIGVEC, LIGHTING_STD, Lighting, PixelMoments, Preprocess, lighting_from_covariance,
-)
+from alexnet.data.stats import IMAGENET_EIGVAL, IMAGENET_EIGVEC, PixelMoments, lighting_from_covariance
+from alexnet.data.transforms import LIGHTING_STD, Lighting, Preprocess
 from alexnet.errors import ConfigError
 from alexnet.models import build_model
 from alexnet.optim import PaperSGD, make_optimizer, make_schedule
@@ -295,7 +294,8 @@ def test_idx_ten_crop_evaluates_and_lighting_is_skipped_with_a_note(idx_folder, 
 
 
 def test_folder_lighting_is_recorded_in_the_run_folder_and_checkpoint(image_folder, tmp_path, capsys):
-    from alexnet.data.folder import holdout, pixel_moments, scan_folder
+    from alexnet.data.folder import holdout, scan_folder
+    from alexnet.data.stats import pixel_moments
     from alexnet.formats import read_model
 
     ckpt = _train(capsys, tmp_path, "l", "--data", image_folder, "--lighting", "--seed", "3")

@@ -83,64 +83,51 @@ def _batches(batches):
 
 def _train_rate(cfg, batches, model, optimizer, device, precision, channels_last) -> float:
     model.train()
-    images, start, steps = 0, None, 0
-    for step, (x, y) in enumerate(_batches(batches)):
+
+    def step(x, y):
         x, y = engine.to_device(device, x, y, channels_last)
         engine.train_step(model, x, y, optimizer, device=device, precision=precision, label_smoothing=cfg.label_smoothing)
-        if step + 1 == WARMUP_STEPS:
-            _sync(device)
-            start = time.perf_counter()
-        elif step + 1 > WARMUP_STEPS:
-            images, steps = images + len(y), steps + 1
-            if steps >= MAX_STEPS or (steps >= MIN_STEPS and time.perf_counter() - start >= MIN_SECONDS):
-                break
-    if not steps:  # an epoch shorter than the warm-up: time one more pass over it
-        return _train_rate_once(cfg, batches, model, optimizer, device, precision, channels_last)
-    _sync(device)
-    return images / (time.perf_counter() - start)
 
-
-def _train_rate_once(cfg, batches, model, optimizer, device, precision, channels_last) -> float:
-    start, images = time.perf_counter(), 0
-    for x, y in _batches(batches):
-        x, y = engine.to_device(device, x, y, channels_last)
-        engine.train_step(model, x, y, optimizer, device=device, precision=precision, label_smoothing=cfg.label_smoothing)
-        images += len(y)
-    _sync(device)
-    return images / (time.perf_counter() - start)
+    return _rate(step, batches, device, warmup=WARMUP_STEPS, max_steps=MAX_STEPS, min_steps=MIN_STEPS, min_seconds=MIN_SECONDS)
 
 
 @torch.no_grad()
 def _eval_rate(batches, model, device, precision, channels_last) -> float:
     model.eval()
-    images, start = 0, None
-    for i, (x, y) in enumerate(_batches(batches)):
+
+    def step(x, y):
         x, y = engine.to_device(device, x, y, channels_last)
         with engine.autocast(device, precision):
             model(x)
-        if i == 0:
+
+    return _rate(step, batches, device, warmup=1, max_steps=EVAL_BATCHES)
+
+
+def _rate(step, batches, device, **counts) -> float:
+    """Images per second of ``step`` after its warm-up; an epoch no longer than the warm-up (nothing
+    timed) is timed again whole, its first pass having been the warm-up."""
+    images, steps, seconds = _timed(step, batches, device, **counts)
+    if not steps:
+        images, steps, seconds = _timed(step, batches, device, warmup=0)
+    return images / max(seconds, 1e-9)
+
+
+def _timed(step, batches, device, *, warmup: int, max_steps: float = math.inf, min_steps: float = math.inf,
+           min_seconds: float = 0.0) -> tuple[int, int, float]:  # fmt: skip
+    """Run ``step(x, y)`` over epoch 0's batches: ``warmup`` untimed steps, then timed ones until
+    ``max_steps``, or ``min_steps`` once ``min_seconds`` have passed. -> (images, steps, seconds) timed."""
+    images, steps, start = 0, 0, time.perf_counter()
+    for i, (x, y) in enumerate(_batches(batches)):
+        step(x, y)
+        if i + 1 == warmup:
             _sync(device)
             start = time.perf_counter()
-        else:
-            images += len(y)
-        if i >= EVAL_BATCHES:
-            break
+        elif i + 1 > warmup:
+            images, steps = images + len(y), steps + 1
+            if steps >= max_steps or (steps >= min_steps and time.perf_counter() - start >= min_seconds):
+                break
     _sync(device)
-    if not images:  # a single evaluation batch: its one (warm) pass is the measurement
-        return _eval_rate_once(batches, model, device, precision, channels_last)
-    return images / (time.perf_counter() - start)
-
-
-@torch.no_grad()
-def _eval_rate_once(batches, model, device, precision, channels_last) -> float:
-    start, images = time.perf_counter(), 0
-    for x, y in _batches(batches):
-        x, y = engine.to_device(device, x, y, channels_last)
-        with engine.autocast(device, precision):
-            model(x)
-        images += len(y)
-    _sync(device)
-    return images / max(time.perf_counter() - start, 1e-9)
+    return images, steps, time.perf_counter() - start
 
 
 def _sync(device: torch.device) -> None:

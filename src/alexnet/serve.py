@@ -2,7 +2,8 @@
 
 * ``POST /predict[?top=K]``: an image in (multipart/form-data with a ``file`` field, as the page
   sends it, or the image itself with ``Content-Type: image/*``), its top-K classes out as JSON.
-* ``GET /health``: the model it serves; ``GET /metrics``: requests and latency, Prometheus text;
+* ``GET /health``: the model it serves; ``GET /metrics``: requests and latency, Prometheus text
+  (:mod:`alexnet.servemetrics`);
   ``GET /``: a page where a person drops or picks an image and sees its top-5 as bars.
 
 Uploads come from strangers. The body is counted as it arrives and refused past ``max_bytes``
@@ -23,7 +24,6 @@ import errno
 import ipaddress
 import socket
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
@@ -43,14 +43,13 @@ from starlette.routing import Route
 from alexnet.data.images import decode_image
 from alexnet.errors import ConfigError, ImageError, ImageFormatError, ImageSizeError, first_line
 from alexnet.predict import Predictor
+from alexnet.servemetrics import CONTENT_TYPE, Metrics, MetricsMiddleware
 
 DEFAULT_MAX_BYTES = 20_000_000  # a 20 MB body: the largest phone photos are 10-15 MB as JPEG
-LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)  # seconds
 # Images decoded at once. The decoder lets one image take up to 1.92 GB while it is decoded and
 # converted (alexnet.data.images.MAX_DECODE_BYTES), so many large uploads at once could take all the
 # memory; two keep both cores busy and bound the peak at 3.84 GB. Requests past them wait their turn.
 DECODERS = 2
-ROUTES = ("/", "/health", "/metrics", "/predict")  # metric labels; any other path counts as "other"
 # The page loads nothing from elsewhere, and a class name is only ever shown as text.
 PAGE_POLICY = "default-src 'none'; img-src blob:; style-src 'unsafe-inline'; script-src 'unsafe-inline'; connect-src 'self'"
 
@@ -83,69 +82,6 @@ class RequestError(Exception):
     def __init__(self, status: int, message: str):
         super().__init__(message)
         self.status = status
-
-
-# --------------------------------------------------------------------------------------------
-# Metrics
-
-
-class Metrics:
-    """Request counts by route and status, a latency histogram by route, and the batches run:
-    rendered in Prometheus' text format (version 0.0.4)."""
-
-    def __init__(self):
-        self.requests: dict[tuple[str, int], int] = {}
-        self.latency: dict[str, list] = {}  # route -> [bucket counts..., count, sum]
-        self.batches = self.images = 0
-
-    def observe(self, route: str, status: int, seconds: float) -> None:
-        self.requests[route, status] = self.requests.get((route, status), 0) + 1
-        h = self.latency.setdefault(route, [0] * len(LATENCY_BUCKETS) + [0, 0.0])
-        for i, bound in enumerate(LATENCY_BUCKETS):
-            h[i] += seconds <= bound
-        h[-2] += 1
-        h[-1] += seconds
-
-    def render(self) -> str:
-        lines = ["# HELP alexnet_requests_total HTTP requests answered, by route and status.",
-                 "# TYPE alexnet_requests_total counter"]  # fmt: skip
-        lines += [f'alexnet_requests_total{{route="{r}",status="{s}"}} {n}' for (r, s), n in sorted(self.requests.items())]
-        lines += ["# HELP alexnet_request_duration_seconds Time from a request's arrival to the end of its answer.",
-                  "# TYPE alexnet_request_duration_seconds histogram"]  # fmt: skip
-        for route, h in sorted(self.latency.items()):
-            for bound, n in zip(LATENCY_BUCKETS, h):
-                lines.append(f'alexnet_request_duration_seconds_bucket{{route="{route}",le="{bound}"}} {n}')
-            lines.append(f'alexnet_request_duration_seconds_bucket{{route="{route}",le="+Inf"}} {h[-2]}')
-            lines.append(f'alexnet_request_duration_seconds_count{{route="{route}"}} {h[-2]}')
-            lines.append(f'alexnet_request_duration_seconds_sum{{route="{route}"}} {h[-1]:.6f}')
-        lines += ["# HELP alexnet_batches_total Forward passes run.", "# TYPE alexnet_batches_total counter",
-                  f"alexnet_batches_total {self.batches}",
-                  "# HELP alexnet_batch_images_total Images in those forward passes (divided by the passes: the mean batch).",
-                  "# TYPE alexnet_batch_images_total counter", f"alexnet_batch_images_total {self.images}"]  # fmt: skip
-        return "\n".join(lines) + "\n"
-
-
-class MetricsMiddleware:
-    """ASGI middleware: each HTTP request's status and time from arrival to the end of its answer."""
-
-    def __init__(self, app, metrics: Metrics):
-        self.app, self.metrics = app, metrics
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        start, status = time.perf_counter(), [500]
-
-        async def sending(message):
-            if message["type"] == "http.response.start":
-                status[0] = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, sending)
-        finally:
-            route = scope["path"] if scope["path"] in ROUTES else "other"
-            self.metrics.observe(route, status[0], time.perf_counter() - start)
 
 
 # --------------------------------------------------------------------------------------------
@@ -256,7 +192,7 @@ def build_app(predictor: Predictor, settings: ServeSettings) -> Starlette:
                              "max_batch": settings.max_batch, "max_bytes": settings.max_bytes})  # fmt: skip
 
     async def show_metrics(request: Request) -> Response:
-        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+        return PlainTextResponse(metrics.render(), media_type=CONTENT_TYPE)
 
     async def index(request: Request) -> Response:
         return HTMLResponse(page, headers={"Content-Security-Policy": PAGE_POLICY})

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import torch
 
-from alexnet import distributed, engine, parallel, runtime
+from alexnet import distributed, engine, launch, parallel, runtime
 from alexnet.budget import Fit, fit_epochs
 from alexnet.config import TrainConfig
-from alexnet.data import Data, build_data
+from alexnet.data import Data
 from alexnet.distributed import World
 from alexnet.errors import CheckpointError, ConfigError, DataError, Interrupted, RunError, brief, first_line
 from alexnet.formats import FORMAT, Resume, check_weights, read_resume
@@ -144,13 +144,13 @@ def start(cfg: TrainConfig, ckpt: Resume | None, folder: RunFolder | None, argv:
     precision = fast.precision
     if cfg.batch_size < world.size:
         raise ConfigError(f"--batch-size {cfg.batch_size} is the global batch and must be at least the {world.size} processes (one image each per step)")
-    data = _build_data_writer_first(cfg, device, ckpt, world)
+    data = launch.data_writer_first(cfg, device, ckpt, world)
     if ckpt is not None:
         _check_same_data(ckpt, data)
     fit = None
     if cfg.time_budget and folder is None:  # a fresh run: a resumed one keeps the epochs chosen then
         fit, cfg = _fit_budget(cfg, data, device, fast, world)
-    folder = _writer_folder(world, folder, cfg, argv)
+    folder = launch.writer_folder(world, folder, cfg, argv)
     torch.manual_seed(cfg.seed)  # the same initial weights in every process
     runtime.prepare(device)
     model = _network(cfg, data, device, fast, towers)
@@ -185,30 +185,6 @@ def _fit_budget(cfg: TrainConfig, data: Data, device: torch.device, fast, world:
     return fit, replace(cfg, epochs=fit.epochs)
 
 
-def _build_data_writer_first(cfg: TrainConfig, device: torch.device, ckpt: Resume | None, world: World) -> Data:
-    """The data, built by the writer first: its bad-file scan fills the scan cache the other
-    processes on its machine then read instead of decoding every image again, and bad data stops
-    every process with rank 0's one line."""
-    # a resumed run keeps its checkpoint's normalization and JPEG decode: the inputs it was trained on
-    stats, decode = (ckpt.model.preprocess.stats, ckpt.model.preprocess.decode) if ckpt else (None, None)
-    built: list[Data] = []
-    world.from_writer(lambda: built.append(build_data(cfg, device, stats=stats, world=world, decode=decode)))
-    return built[0] if built else build_data(cfg, device, stats=stats, world=world, decode=decode)
-
-
-def _writer_folder(world: World, folder: RunFolder | None, cfg: TrainConfig, argv: list[str] | None) -> RunFolder:
-    """The run folder: the writer makes it (or holds the one it resumes); every process learns its
-    path, and only the writer's RunFolder is ever written to."""
-    made: list[RunFolder] = []
-
-    def make() -> str:
-        made.append(folder or RunFolder.create(cfg, argv))
-        return str(made[0])
-
-    path = world.from_writer(make)
-    return made[0] if world.writer else RunFolder(path)
-
-
 def train(cfg: TrainConfig, *, argv: list[str] | None = None, resume: str | Path | None = None,
           epochs: int | None = None, quiet: bool = False) -> dict:  # fmt: skip
     """Run training; returns the last epoch's metrics and the run folder.
@@ -235,7 +211,7 @@ def train(cfg: TrainConfig, *, argv: list[str] | None = None, resume: str | Path
                 again = f"continue with: alexnet train --resume {box[0]}" if box[0] else "run the same command again"
                 raise Interrupted(f"{e}: stopped while preparing the run, before any training step; {again}", e.signum) from None
             if isinstance(e, RuntimeError):
-                raise _process_failed(e, world, box[0]) from None
+                raise launch.process_failed(e, world, box[0]) from None
             raise
         signals.defer()  # from here on a signal ends the run at the next step or batch, saved
         try:
@@ -253,7 +229,7 @@ def train(cfg: TrainConfig, *, argv: list[str] | None = None, resume: str | Path
                     _after_nan(run, e, say)
             distributed.finish(world)  # every process leaves together, after rank 0's last write
         except RuntimeError as e:
-            raise _process_failed(e, world, run.folder) from None
+            raise launch.process_failed(e, world, run.folder) from None
         finally:
             run.folder.close()
             run.net = run.model  # DDP's reducer goes before the process group it uses
@@ -278,35 +254,14 @@ def _prepare(cfg: TrainConfig, resume, epochs: int | None, argv, world: World, s
     world = distributed.start(world, device)
     if resume is not None and world.from_writer(lambda: str(box[0])) != str(box[0]):
         raise RunError(f"--resume {resume}: the processes found different runs in it; name the run folder itself")
-    if resume is None and world.restart:
-        box[0], cfg, ckpt = _after_restart(world, cfg, argv, say)
+    if resume is None and world.restart:  # continue the folder the earlier attempt made; none: start afresh
+        box[0] = launch.restart_folder(world, cfg, argv, say)
+        if box[0] is not None:
+            cfg, ckpt = _resumed_settings(box[0], None)
         resume = box[0]
     run = start(cfg, ckpt, box[0], argv, world, device)
     box[0] = run.folder
     return run, resume is not None, resume is not None and ckpt is None
-
-
-def _process_failed(e: RuntimeError, world: World, folder) -> BaseException:
-    """A process of the group died (killed, out of memory, its machine lost) and the collectives of
-    the others failed: one line for them. A single process's RuntimeError is its own."""
-    if not world.distributed:
-        return e
-    again = f"alexnet train --resume {folder}" if folder is not None else "run the same command again"
-    return RunError(f"a process of the run failed ({first_line(e)}); torchrun --max-restarts continues it by itself, or: {again}")
-
-
-def _after_restart(world: World, cfg: TrainConfig, argv: list[str] | None, say) -> tuple[RunFolder | None, TrainConfig, Resume | None]:
-    """torchrun restarted the group (``--max-restarts``): find the run folder the earlier attempt
-    of this launch made, and continue it; none (it failed before making one): start afresh."""
-    path = world.from_writer(lambda: RunFolder.find_launch(cfg, argv, world.run_id))
-    if path is None:
-        return None, cfg, None
-    folder = RunFolder(path)
-    if world.writer:
-        folder.acquire()
-    say(f"torchrun restarted the run (restart {world.restart}): continuing {folder} from its last checkpoint")
-    cfg, ckpt = _resumed_settings(folder, None)
-    return folder, cfg, ckpt
 
 
 def _resumed_settings(folder: RunFolder, epochs: int | None) -> tuple[TrainConfig, Resume | None]:

@@ -24,10 +24,8 @@ from alexnet.data.base import Data, EvalData
 from alexnet.data.images import IMAGE_EXTENSIONS, MIN_IMAGE_SIDE, open_image
 from alexnet.data.sampling import EpochOrder, subset_indices
 from alexnet.data.scancache import ScanCache
-from alexnet.data.transforms import (
-    IMAGENET_EIGVAL, IMAGENET_EIGVEC, STATS_IMAGES, STATS_SIDE, PixelMoments, Preprocess, is_imagenet_like,
-    lighting_from_covariance, seeded, stats_problem,
-)
+from alexnet.data.stats import lighting_stats, pixel_moments, stats_problem
+from alexnet.data.transforms import Preprocess, seeded
 from alexnet.distributed import SINGLE, World
 from alexnet.errors import DataError, ImageError
 from alexnet.signals import held, ignore_in_worker
@@ -178,38 +176,6 @@ def collate_images(batch, empty: tuple[int, int] = (3, 0)):
         if isinstance(x, ImageError):
             return x
     return default_collate(batch)
-
-
-def pixel_moments(samples, mode: str, limit: int = STATS_IMAGES, size: int = STATS_SIDE, seed: int = 0) -> PixelMoments:
-    """Pixel moments (mean, std, RGB covariance) of values in [0, 1] over up to ``limit`` training
-    images, seeded.
-
-    Each image is resized to ``size`` x ``size`` first: the statistics barely change and a
-    million-image set is summarized in seconds.
-    """
-    from torchvision.transforms import v2
-
-    chosen = random.Random(seed).sample(samples, min(limit, len(samples)))
-    prep = v2.Compose([v2.PILToTensor(), v2.Resize((size, size), antialias=True), v2.ToDtype(torch.float64, scale=True)])
-    moments = PixelMoments()
-    for path, _ in chosen:
-        moments.add(prep(open_image(path, mode)))
-    return moments
-
-
-def channel_stats(samples, mode: str, limit: int = STATS_IMAGES, size: int = STATS_SIDE, seed: int = 0):
-    """Per-channel mean and std of pixel values in [0, 1] over up to ``limit`` training images (:func:`pixel_moments`)."""
-    moments = pixel_moments(samples, mode, limit, size, seed)
-    return moments.mean.tolist(), moments.std.tolist()
-
-
-def lighting_stats(classes: list[str], moments: PixelMoments | None) -> dict:
-    """PCA lighting's eigen-decomposition as ``stats`` entries: ImageNet's published values for a
-    folder of WordNet-id classes, else that of the sampled training pixels' RGB covariance."""
-    if is_imagenet_like(classes) or moments is None:
-        return {"eigval": list(IMAGENET_EIGVAL), "eigvec": [list(v) for v in IMAGENET_EIGVEC]}
-    eigval, eigvec = lighting_from_covariance(moments.covariance)
-    return {"eigval": list(eigval), "eigvec": [list(v) for v in eigvec]}
 
 
 class EpochLoader:

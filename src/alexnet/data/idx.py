@@ -18,7 +18,8 @@ import torch
 
 from alexnet.data.base import Data, EvalData
 from alexnet.data.sampling import EpochOrder, subset_indices
-from alexnet.data.transforms import Preprocess, random_flips_and_shifts, stats_problem
+from alexnet.data.stats import stats_problem
+from alexnet.data.transforms import Preprocess, random_flips_and_shifts
 from alexnet.distributed import SINGLE, World
 from alexnet.errors import DataError
 from alexnet.models import MAX_IMAGE_SIZE

@@ -19,10 +19,10 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from alexnet.config import TrainConfig
-from alexnet.data.folder import channel_stats, split_folder
+from alexnet.data.folder import split_folder
 from alexnet.data.images import MIN_IMAGE_SIDE, open_image, resized_size
 from alexnet.data.shards import BAD_IMAGES, CLASSES, INDEX, SHARD_NAME, ShardIndex, ShardWriter, parse_size
-from alexnet.data.transforms import stats_problem
+from alexnet.data.stats import channel_stats, stats_problem
 from alexnet.errors import ConfigError, DataError, ImageError
 from alexnet.models import MAX_IMAGE_SIZE
 from alexnet.signals import held, ignore_in_worker

@@ -31,10 +31,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from alexnet.data.base import Data, EvalData
-from alexnet.data.folder import EpochLoader, collate_images, lighting_stats
+from alexnet.data.folder import EpochLoader, collate_images
 from alexnet.data.sampling import epoch_generator
 from alexnet.data.shards import Shard, ShardIndex, ShardReader, decode_jpeg, file_size, join
-from alexnet.data.transforms import STATS_IMAGES, STATS_SIDE, PixelMoments, Preprocess, is_imagenet_like, seeded
+from alexnet.data.stats import STATS_IMAGES, PixelMoments, is_imagenet_like, lighting_stats, stats_transform
+from alexnet.data.transforms import Preprocess, seeded
 from alexnet.distributed import SINGLE, World
 from alexnet.errors import DataError, ImageError
 from alexnet.signals import ignore_in_worker
@@ -161,14 +162,11 @@ def _preprocess(location: str, index: ShardIndex, image_size: int, stats, decode
 
 
 def _lighting(location: str, index: ShardIndex, seed: int) -> dict:
-    """PCA lighting's ``stats`` entries for shards (:func:`alexnet.data.folder.lighting_stats`): the
+    """PCA lighting's ``stats`` entries for shards (:func:`alexnet.data.stats.lighting_stats`): the
     RGB covariance of up to STATS_IMAGES seeded training images at STATS_SIDE, as for a folder."""
     if is_imagenet_like(index.classes):
         return lighting_stats(index.classes, None)
-    from torchvision.transforms import v2
-
-    prep = v2.Compose([v2.PILToTensor(), v2.Resize((STATS_SIDE, STATS_SIDE), antialias=True), v2.ToDtype(torch.float64, scale=True)])
-    ds = ShardSamples(location, index.splits["train"], index.mode, prep)
+    ds = ShardSamples(location, index.splits["train"], index.mode, stats_transform())
     g = torch.Generator().manual_seed(seed)
     moments = PixelMoments()
     for i in torch.randperm(len(ds), generator=g)[:STATS_IMAGES].tolist():

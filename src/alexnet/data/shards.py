@@ -34,7 +34,7 @@ from pathlib import Path
 from PIL import Image
 
 from alexnet.data.images import check_size, convert, reduce_decode
-from alexnet.data.transforms import stats_problem
+from alexnet.data.stats import stats_problem
 from alexnet.errors import DataError, ImageError
 
 INDEX = "index.json"

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import re
 from dataclasses import asdict, dataclass
 from typing import Literal, Mapping, Sequence
 
@@ -37,70 +36,16 @@ import torch.nn.functional as F
 from PIL import Image
 
 from alexnet.config import is_number
+from alexnet.data.stats import IMAGENET_EIGVAL, IMAGENET_EIGVEC, STATS_IMAGES, STATS_SIDE, stats_problem
 from alexnet.errors import brief
 from alexnet.models import MAX_IMAGE_SIZE
 
 MAX_SHIFT = 2.0  # Fashion-MNIST random crops: shifts of up to 2 of the 28 source pixels
-# The smallest pixel std normalization divides by: a quarter of one 8-bit grey level. Below it
-# the images are all but one flat shade (nothing to learn), and dividing would blow each one-level
-# step of an 8-bit pixel up past 4 units; at 0, or a std too small for float32, it gives inf.
-MIN_STD = 1e-3
 # Ten-crop views, in torchvision's ten_crop order: corners tl, tr, bl, br, the centre, then the same
 # five of the mirrored image. View 4, the centre unmirrored, is the single-crop input exactly.
 TEN_CROPS, CENTRE_VIEW = 10, 4
 # PCA lighting (section 4.1): alpha_i ~ N(0, LIGHTING_STD), once per image per epoch.
 LIGHTING_STD = 0.1
-# The sample the pixel statistics (mean, std, RGB covariance) come from: up to STATS_IMAGES seeded
-# training images, each resized to STATS_SIDE x STATS_SIDE (8.2 M pixels in all).
-STATS_IMAGES, STATS_SIDE = 2000, 64
-# ImageNet's RGB eigen-decomposition (pixels in [0, 1]) as published with fb.resnet.torch
-# (datasets/imagenet.lua) and used by most reimplementations; rows are the eigenvectors p_i.
-IMAGENET_EIGVAL = (0.2175, 0.0188, 0.0045)
-IMAGENET_EIGVEC = ((-0.5675, -0.5808, -0.5836), (0.7192, -0.0045, -0.6948), (0.4009, -0.8140, 0.4203))
-_WORDNET_ID = re.compile(r"n[0-9]{8}")
-
-
-def is_imagenet_like(classes: Sequence[str]) -> bool:
-    """A folder whose classes are all WordNet ids (n01440764, ...), as ImageNet's are: PCA lighting
-    then takes ImageNet's published eigen-decomposition instead of computing one."""
-    return bool(classes) and all(_WORDNET_ID.fullmatch(c) for c in classes)
-
-
-class PixelMoments:
-    """Running sums over pixels of (C, H, W) images in [0, 1], in float64: the per-channel mean and
-    std that normalization uses, and the C x C covariance that PCA lighting decomposes."""
-
-    def __init__(self):
-        self.count, self.sum, self.outer = 0, None, None
-
-    def add(self, x: torch.Tensor) -> None:
-        """Add one image's pixels, (C, H, W)."""
-        p = x.double().flatten(1)  # (C, H*W)
-        s, o = p.sum(1), p @ p.T
-        self.sum, self.outer = (s, o) if self.sum is None else (self.sum + s, self.outer + o)
-        self.count += p.shape[1]
-
-    @property
-    def mean(self) -> torch.Tensor:
-        return self.sum / self.count
-
-    @property
-    def covariance(self) -> torch.Tensor:
-        m = self.mean
-        return self.outer / self.count - torch.outer(m, m)
-
-    @property
-    def std(self) -> torch.Tensor:
-        return self.covariance.diagonal().clamp_min(1e-12).sqrt()
-
-
-def lighting_from_covariance(cov) -> tuple[tuple[float, ...], tuple[tuple[float, ...], ...]]:
-    """The eigenvalues (largest first, at least 0) and eigenvectors (rows, unit length) of a
-    symmetric RGB covariance: the lambda_i and p_i of the paper's lighting."""
-    values, vectors = torch.linalg.eigh(torch.as_tensor(cov, dtype=torch.float64))  # ascending, columns
-    order = values.argsort(descending=True)
-    values, vectors = values[order].clamp_min(0), vectors[:, order].T
-    return tuple(values.tolist()), tuple(tuple(v) for v in vectors.tolist())
 
 
 class Lighting:
@@ -115,17 +60,6 @@ class Lighting:
         alpha = torch.randn(len(self.eigval)) * self.std
         rgb = (alpha * self.eigval) @ self.eigvec  # sum_i alpha_i lambda_i p_i, (C,)
         return x + rgb.to(x.dtype).view(-1, 1, 1)
-
-
-def stats_problem(mean, std, scale: int = 1) -> str | None:
-    """What is wrong with per-channel statistics of pixels in [0, scale] (a mean in [0, scale], a
-    std in [MIN_STD, 1] times scale), or None: one rule for statistics computed from training
-    images and stored ones."""
-    if not all(0 <= m <= scale for m in mean):
-        return f"pixel mean {list(mean)} is outside [0, {scale}]"
-    if not all(MIN_STD * scale <= s <= scale for s in std):
-        return f"pixel std {list(std)} is outside [{MIN_STD * scale:g}, {scale}] (below it the images are all one flat shade)"
-    return None
 
 
 def resize_size(image_size: int) -> int:
