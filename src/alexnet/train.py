@@ -9,16 +9,14 @@ every checkpoint beside the weights, is :class:`RunState`. Files are written by
 from __future__ import annotations
 
 import math
-import os
 import signal
-import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 
-from alexnet import distributed, engine, launch, parallel, runtime
+from alexnet import distributed, engine, launch, parallel, progress, runtime
 from alexnet.budget import Fit, fit_epochs
 from alexnet.config import TrainConfig
 from alexnet.data import Data
@@ -198,7 +196,7 @@ def train(cfg: TrainConfig, *, argv: list[str] | None = None, resume: str | Path
     (``--max-restarts``) the run continues from its last checkpoint by itself.
     """
     world = distributed.from_environment()
-    say = _printer(quiet or not world.writer)
+    say = progress.printer(quiet or not world.writer)
     with StopSignals() as signals:  # while preparing, SIGINT/SIGTERM stop at once: nothing to save yet
         box: list = [None]  # the run folder, once known
         try:
@@ -215,7 +213,7 @@ def train(cfg: TrainConfig, *, argv: list[str] | None = None, resume: str | Path
             raise
         signals.defer()  # from here on a signal ends the run at the next step or batch, saved
         try:
-            _announce(run, restarted=restarted, say=say)
+            progress.announce(run, restarted=restarted, say=say)
             if resumed and world.writer:  # the folder's records catch up with its checkpoint
                 run.folder.write_config(run.cfg)
                 repaired = run.folder.repair_metrics(run.state.epoch, run.state.metrics)
@@ -285,45 +283,10 @@ def _check_same_data(ckpt: Resume, data: Data) -> None:
             raise DataError(f"--data {data.source}: its images give preprocess {key} {ours.get(key)!r}, but {ckpt.path} was trained with {theirs.get(key)!r}")
 
 
-def _announce(run: Run, restarted: bool, say) -> None:
-    cfg, d = run.cfg, run.data
-    say(
-        f"run {run.folder}: {cfg.model} on {d.source} ({d.num_train} train / {d.num_val} val images, "
-        f"{len(d.classes)} classes) at {cfg.image_size}x{cfg.image_size}, "
-        f"{f'towers on {cfg.model_parallel}' if cfg.model_parallel else run.device} {run.precision}"
-    )
-    if run.fit is not None:
-        say(run.fit.describe(cfg.time_budget))
-    if cfg.lighting and not d.preprocess.eigval:
-        say(f"PCA lighting skipped: {d.source} is grayscale (one channel has no colour to relight)")
-    if d.decode_on == "gpu":
-        say(f"JPEGs decoded, cropped and flipped on {run.device} (nvJPEG); loader workers read the files (--decode cpu: in the workers)")
-    if restarted:
-        say(f"{run.folder} stopped before its first checkpoint: starting it again from step 0 with its recorded settings")
-    if d.bad_files:
-        say(f"skipped {len(d.bad_files)} bad image file(s), listed in {run.folder.path / 'bad_images.json'}")
-    if run.state.epoch >= cfg.epochs:
-        say(f"{run.folder} already finished all {cfg.epochs} epochs")
-
-
-def _printer(quiet: bool):
-    """``print`` for progress lines; a reader that leaves (``| head``) never stops the run."""
-
-    def say(*args) -> None:
-        if quiet:
-            return
-        try:
-            print(*args, flush=True)
-        except BrokenPipeError:  # stdout closed: keep training, print nowhere from now on
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-
-    return say
-
-
 def _one_epoch(run: Run, signals: StopSignals, say, quiet: bool) -> None:
     cfg, s, epoch, world = run.cfg, run.state, run.state.epoch, run.world
     run.data.train.set_epoch(epoch, start=s.totals["steps"] if s.totals else 0)
-    bar = _progress(epoch, cfg.epochs, run.data.num_train, s.totals["seen"] if s.totals else 0, quiet or not world.writer)
+    bar = progress.bar(epoch, cfg.epochs, run.data.num_train, s.totals["seen"] if s.totals else 0, quiet or not world.writer)
     every_steps, every_seconds = cfg.checkpoint_interval()
     # several processes stop and save at the same step: they decide together, every step on the
     # CPU, every AGREE_EVERY steps on a GPU (the decision waits for the device)
@@ -390,11 +353,7 @@ def _one_epoch(run: Run, signals: StopSignals, say, quiet: bool) -> None:
     s.epoch, s.totals = epoch + 1, None
     if world.writer:
         run.folder.log_epoch(s.metrics)
-    say(
-        f"epoch {epoch + 1}/{cfg.epochs}: train loss {tr['loss']:.4f} acc {100 * tr['acc']:.2f}% | "
-        f"val top-1 {100 * ev['top1']:.2f}% top-5 {100 * ev['top5']:.2f}% loss {ev['loss']:.4f} | "
-        f"{tr['seconds']:.0f}s train ({s.metrics['images_per_second']:.0f} img/s) + {ev['seconds']:.0f}s val"
-    )
+    say(progress.epoch_line(epoch, cfg.epochs, tr, ev, s.metrics["images_per_second"]))
 
 
 def _log_steps(run: Run, epoch: int, before: dict, now: dict) -> dict:
@@ -422,27 +381,3 @@ def _after_nan(run: Run, error: FloatingPointError, say) -> None:
         halve_lr(run.optimizer, run.schedule)
     run.state.rollbacks = done + 1
     say(f"{error}: rolled back to {last} and halved the learning rate (rollback {run.state.rollbacks}/{MAX_ROLLBACKS})")
-
-
-class _Bar:
-    """tqdm progress bar in images, with loss and learning rate; reads the loss every 20 steps."""
-
-    def __init__(self, bar):
-        self.bar, self.steps = bar, 0
-
-    def update(self, images: int, info: dict) -> None:
-        self.steps += 1
-        self.bar.update(images)
-        if self.steps % 20 == 1:
-            self.bar.set_postfix(loss=f"{info['loss'].item():.3f}", lr=f"{info['lr']:.4g}", refresh=False)
-
-    def close(self) -> None:
-        self.bar.close()
-
-
-def _progress(epoch: int, epochs: int, total: int, done: int, quiet: bool):
-    if quiet or not sys.stderr.isatty():
-        return None
-    from tqdm import tqdm
-
-    return _Bar(tqdm(total=total, initial=done, desc=f"epoch {epoch + 1}/{epochs}", unit="img", dynamic_ncols=True, leave=False))
