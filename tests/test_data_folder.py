@@ -4,6 +4,7 @@ as one line from the main process, never a loader worker's traceback."""
 
 from __future__ import annotations
 
+import multiprocessing
 import random
 import shutil
 
@@ -96,9 +97,12 @@ def test_a_file_gone_bad_after_the_scan_is_one_line_from_the_main_process(tmp_pa
     victim = data.train.loader.dataset.samples[3][0]
     with open(victim, "r+b") as f:
         f.truncate(100)
+    before = set(multiprocessing.active_children())
     with pytest.raises(ImageError) as e:
         for _ in data.train:
             pass
     message = str(e.value)
     assert message.startswith(f"{victim}: ") and "changed since" in message
     assert "\n" not in message and "Traceback" not in message and "worker" not in message
+    # the loader's workers ended with the epoch, though the error (and through it the loader) is kept
+    assert set(multiprocessing.active_children()) <= before

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import multiprocessing
 
 import numpy as np
 import pytest
@@ -198,10 +199,12 @@ def test_a_file_gone_bad_stops_the_run_in_one_line_naming_it(tmp_path, workers):
     victim = samples[4][0]
     data = open(victim, "rb").read()
     open(victim, "wb").write(data[: len(data) // 2])  # the header still reads: the decoders find it out
+    before = set(multiprocessing.active_children())
     with pytest.raises(ImageError) as e:
         _batches(loader)
     message = str(e.value)
     assert message.startswith(f"{victim}: ") and "changed since" in message and "\n" not in message
+    assert set(multiprocessing.active_children()) <= before  # the workers ended with the epoch
 
 
 def test_leaving_an_epoch_early_ends_the_prefetch_thread(folder):

@@ -197,9 +197,23 @@ class EpochLoader:
             batches = iter(self.loader)
         for batch in batches:
             if isinstance(batch, ImageError):
+                self.end_workers()
                 raise ImageError(batch.path, f"{batch.reason}; {self.changed}")
             x, y = batch
             yield self.preprocess.to_input(x.to(self.device, non_blocking=True)), y
+
+    def end_workers(self) -> None:
+        """End the loader's worker processes now (an epoch stopped by a file gone bad).
+
+        They persist between epochs and would otherwise wait for work until the loader is freed; a
+        caller that keeps the error (its traceback holds the loader) leaves that to the garbage
+        collector, and a DataLoader freed by it cannot reach its workers any more: it waits 5 s for
+        each, and they stay. PyTorch has no public call for this; ``_shutdown_workers`` is what its
+        own iterator runs when it is freed. The next epoch starts new workers."""
+        iterator = getattr(self.loader, "_iterator", None)
+        if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+            iterator._shutdown_workers()
+            self.loader._iterator = None
 
 
 def folder_loader(samples, preprocess: Preprocess, *, train: bool, batch_size: int, workers: int, seed: int, device,

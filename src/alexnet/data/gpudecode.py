@@ -362,6 +362,10 @@ class GpuEpochLoader(EpochLoader):
         try:
             while (item := ready.get()) is not None:
                 if isinstance(item, BaseException):
+                    stop.set()
+                    thread.join()
+                    if isinstance(item, ImageError):
+                        self.end_workers()
                     raise item
                 x, y, event = item
                 if cuda:  # the step's stream waits for the batch, and keeps its memory until it is done with it
