@@ -362,9 +362,8 @@ class GpuEpochLoader(EpochLoader):
         try:
             while (item := ready.get()) is not None:
                 if isinstance(item, BaseException):
-                    stop.set()
-                    thread.join()
                     if isinstance(item, ImageError):
+                        thread.join()  # it handed over its last item: no batch is being read any more
                         self.end_workers()
                     raise item
                 x, y, event = item
