@@ -6,13 +6,17 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: run test test-all setup data browser clean
+.PHONY: run test lint setup data browser clean
 
 run: setup data
 	$(VENV)/bin/alexnet train $(ARGS)
 
-test: setup data browser
+test: setup data browser lint
 	$(VENV)/bin/python -m pytest -q $(ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check src tests benchmarks scripts
+	$(VENV)/bin/ruff format --check src tests benchmarks scripts
 
 setup: $(STAMP)
 

@@ -1,7 +1,7 @@
 """The benchmark suite as a script: the same as ``alexnet bench`` (src/alexnet/bench/).
 
-    .venv/bin/python benchmarks/bench.py --quick --json bench.json
-    .venv/bin/python benchmarks/bench.py --only pipeline --workers 2
+.venv/bin/python benchmarks/bench.py --quick --json bench.json
+.venv/bin/python benchmarks/bench.py --only pipeline --workers 2
 """
 
 import sys

@@ -63,8 +63,8 @@ cuda=$($py -c 'import torch; print(int(torch.cuda.is_available()))' 2>/dev/null 
 # test_train: env.json's device. Modules needing packages this machine lacks skip themselves.
 say "pytest"
 timeout -k 5 60 $py -m pytest -q -p no:cacheprovider -m "not slow" -ra \
-  tests/test_data_gpudecode.py tests/test_parallel.py tests/test_runtime.py tests/test_models.py tests/test_engine.py \
-  tests/test_bench.py >"$out/pytest.txt" 2>&1
+  tests/data/test_gpudecode.py tests/training/test_towers.py tests/system/test_runtime.py tests/test_models.py tests/training/test_engine.py \
+  tests/bench/test_bench.py >"$out/pytest.txt" 2>&1
 say "pytest rc=$? (0 passed, 1 failures, 124 timed out): $(tail -1 "$out/pytest.txt")"
 
 # -- 3. the benchmarks on CUDA (docs/performance.md): each group its own JSON, so a timeout costs one --

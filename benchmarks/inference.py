@@ -32,12 +32,12 @@ import onnx
 import onnxruntime
 import torch
 
-from alexnet import runtime
 from alexnet.data.transforms import Preprocess
-from alexnet.engine import autocast
 from alexnet.formats.network import ModelFile
 from alexnet.formats.onnx import INPUT, OPSET, to_onnx
 from alexnet.models import build_model
+from alexnet.system import runtime
+from alexnet.training.engine import autocast
 
 MODEL, IMAGE_SIZE, CLASSES = "alexnet", 227, 1000
 
@@ -54,8 +54,17 @@ def _busy_jiffies() -> tuple[int, int]:
 def model_file() -> ModelFile:
     torch.manual_seed(0)
     net = build_model(MODEL, num_classes=CLASSES)
-    preprocess = Preprocess.for_folder(image_size=IMAGE_SIZE, stats={"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]})
-    config = {"model": MODEL, "activation": "relu", "lrn": None, "pooling": "overlap", "dropout": 0.5, "image_size": IMAGE_SIZE}
+    preprocess = Preprocess.for_folder(
+        image_size=IMAGE_SIZE, stats={"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+    )
+    config = {
+        "model": MODEL,
+        "activation": "relu",
+        "lrn": None,
+        "pooling": "overlap",
+        "dropout": 0.5,
+        "image_size": IMAGE_SIZE,
+    }
     return ModelFile(net.state_dict(), config, [f"class {i}" for i in range(CLASSES)], preprocess, source="benchmark")
 
 
@@ -77,7 +86,9 @@ def runners(model: ModelFile, threads: int) -> dict[str, tuple[str, callable]]:
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-    session = onnxruntime.InferenceSession(to_onnx(model).SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session = onnxruntime.InferenceSession(
+        to_onnx(model).SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
 
     def ort(x):
         return session.run(None, {INPUT: x})[0]
@@ -117,12 +128,27 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     model = model_file()
     rows = runners(model, args.threads)
-    print(f"machine: {runtime.cpu_name()}, {os.cpu_count()} cores; threads {args.threads} (torch and onnxruntime intra-op)")
-    print(f"versions: python {platform.python_version()}, torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, onnx {onnx.__version__}")
-    print(f"model: {MODEL} {IMAGE_SIZE}x{IMAGE_SIZE}, {CLASSES} classes; {args.repeats} repeats of {args.batches} batches (x 8 at batch 1) after {args.warmup} warm-up")
+    print(
+        f"machine: {runtime.cpu_name()}, {os.cpu_count()} cores; threads {args.threads} (torch and onnxruntime "
+        "intra-op)"
+    )
+    print(
+        f"versions: python {platform.python_version()}, torch {torch.__version__}, onnxruntime "
+        f"{onnxruntime.__version__}, onnx {onnx.__version__}"
+    )
+    print(
+        f"model: {MODEL} {IMAGE_SIZE}x{IMAGE_SIZE}, {CLASSES} classes; {args.repeats} repeats of {args.batches} "
+        f"batches (x 8 at batch 1) after {args.warmup} warm-up"
+    )
     print()
-    print(f"| {'runtime':<14} | {'how':<36} | batch | images/s (median) | spread (min - max) | vs torch fp32 | max abs diff | others' cores |")
-    print(f"|{'-' * 16}|{'-' * 38}|------:|------------------:|-------------------:|--------------:|-------------:|--------------:|")
+    print(
+        f"| {'runtime':<14} | {'how':<36} | batch | images/s (median) | spread (min - max) | vs torch fp32 | max "
+        "abs diff | others' cores |"
+    )
+    print(
+        f"|{'-' * 16}|{'-' * 38}|------:|------------------:|-------------------:"
+        "|--------------:|-------------:|--------------:|"
+    )
     for batch in args.batch_sizes:
         x = torch.randn(batch, 3, IMAGE_SIZE, IMAGE_SIZE, generator=torch.Generator().manual_seed(batch)).numpy()
         reference = rows["torch fp32"][1](x)
@@ -132,7 +158,10 @@ def main() -> None:
             median = statistics.median(rates)
             baseline = baseline or median
             diff = float(np.abs(run(x) - reference).max())
-            print(f"| {name:<14} | {how:<36} | {batch:>5} | {median:>17.1f} | {min(rates):>7.1f} - {max(rates):<8.1f} | {median / baseline:>12.2f}x | {diff:>12.1e} | {others:>13.2f} |")
+            print(
+                f"| {name:<14} | {how:<36} | {batch:>5} | {median:>17.1f} | {min(rates):>7.1f} - {max(rates):<8.1f} "
+                f"| {median / baseline:>12.2f}x | {diff:>12.1e} | {others:>13.2f} |"
+            )
 
 
 if __name__ == "__main__":

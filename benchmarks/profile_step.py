@@ -17,11 +17,11 @@ import time
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from alexnet import runtime
 from alexnet.config import TrainConfig
-from alexnet.engine import train_step
 from alexnet.models import build_model
-from alexnet.optim import make_optimizer
+from alexnet.system import runtime
+from alexnet.training.engine import train_step
+from alexnet.training.optim import make_optimizer
 
 
 def per_layer(model: torch.nn.Module, x: torch.Tensor, repeats: int) -> list[tuple[str, str, float, float]]:
@@ -29,7 +29,10 @@ def per_layer(model: torch.nn.Module, x: torch.Tensor, repeats: int) -> list[tup
     gets in a forward pass of ``x`` (median of ``repeats``)."""
     inputs = {}
     leaves = [(n, m) for n, m in model.named_modules() if not list(m.children())]
-    hooks = [m.register_forward_pre_hook(lambda mod, inp, n=n: inputs.__setitem__(n, inp[0].detach().clone()) or None) for n, m in leaves]
+    hooks = [
+        m.register_forward_pre_hook(lambda mod, inp, n=n: inputs.__setitem__(n, inp[0].detach().clone()) or None)
+        for n, m in leaves
+    ]
     with torch.no_grad():
         model(x)
     for h in hooks:
@@ -71,9 +74,12 @@ def main() -> None:
             train_step(model, x, y, opt, device=device)
     events = prof.key_averages()
     total = sum(e.self_cpu_time_total for e in events)
-    print(f"{runtime.cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}; alexnet {args.image_size}px "
-          f"batch {args.batch_size} fp32 {'NCHW' if args.contiguous else 'channels-last'}; {args.steps} steps, "
-          f"{total / 1e3 / args.steps:.0f} ms a step (profiled)\n")  # fmt: skip
+    print(
+        f"{runtime.cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}; alexnet "
+        f"{args.image_size}px "
+        f"batch {args.batch_size} fp32 {'NCHW' if args.contiguous else 'channels-last'}; {args.steps} steps, "
+        f"{total / 1e3 / args.steps:.0f} ms a step (profiled)\n"
+    )
     print("| op | self CPU ms/step | share |\n|---|---:|---:|")
     for e in sorted(events, key=lambda e: -e.self_cpu_time_total)[:12]:
         print(f"| {e.key} | {e.self_cpu_time_total / 1e3 / args.steps:.1f} | {e.self_cpu_time_total / total:.0%} |")
@@ -83,6 +89,7 @@ def main() -> None:
     print("| layer | kind | forward ms | backward ms | share |\n|---|---|---:|---:|---:|")
     for name, kind, f, b in rows:
         print(f"| {name} | {kind} | {f:.1f} | {b:.1f} | {(f + b) / layers:.0%} |")
+
 
 if __name__ == "__main__":
     main()

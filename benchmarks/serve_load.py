@@ -41,7 +41,7 @@ import torch
 import uvicorn
 from PIL import Image
 
-from alexnet.runtime import cpu_name
+from alexnet.system.runtime import cpu_name
 
 
 def make_checkpoint(folder: Path, image_size: int) -> Path:
@@ -55,12 +55,22 @@ def make_checkpoint(folder: Path, image_size: int) -> Path:
 
     cfg = TrainConfig(image_size=image_size)
     model = build_model(cfg.model, num_classes=10, in_channels=1)
-    preprocess = Preprocess.for_tensors(mode="L", source_size=28, image_size=image_size, stats={"mean": [0.286], "std": [0.353]})
+    preprocess = Preprocess.for_tensors(
+        mode="L", source_size=28, image_size=image_size, stats={"mean": [0.286], "std": [0.353]}
+    )
     state = {
-        "format": FORMAT, "model": model.state_dict(), "optimizer": None, "scheduler": None, "epoch": 0, "best_top1": 0.0,
-        "metrics": {"epoch": 0, "val_top1": 0.0}, "rng": {"torch": torch.get_rng_state(), "cuda": None},
-        "preprocess": preprocess.to_dict(), "classes": [str(i) for i in range(10)], "config": cfg.to_dict(),
-    }  # fmt: skip
+        "format": FORMAT,
+        "model": model.state_dict(),
+        "optimizer": None,
+        "scheduler": None,
+        "epoch": 0,
+        "best_top1": 0.0,
+        "metrics": {"epoch": 0, "val_top1": 0.0},
+        "rng": {"torch": torch.get_rng_state(), "cuda": None},
+        "preprocess": preprocess.to_dict(),
+        "classes": [str(i) for i in range(10)],
+        "config": cfg.to_dict(),
+    }
     path = folder / "untrained.pt"
     save_checkpoint(state, path)
     return path
@@ -80,8 +90,22 @@ class Server:
     """``alexnet serve`` in a child process on 127.0.0.1 and a free port."""
 
     def __init__(self, checkpoint: Path, max_batch: int, wait_ms: float):
-        cmd = [sys.executable, "-m", "alexnet", "serve", "--checkpoint", str(checkpoint), "--port", "0", "--device", "cpu",
-               "--max-batch", str(max_batch), "--batch-wait-ms", str(wait_ms)]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "alexnet",
+            "serve",
+            "--checkpoint",
+            str(checkpoint),
+            "--port",
+            "0",
+            "--device",
+            "cpu",
+            "--max-batch",
+            str(max_batch),
+            "--batch-wait-ms",
+            str(wait_ms),
+        ]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         line = self.proc.stdout.readline()
         match = re.search(r"http://\S+", line)
@@ -140,15 +164,21 @@ def percentile(values: list[float], q: float) -> float:
 
 def header(args, checkpoint: Path) -> str:
     load = os.getloadavg()
-    return "\n".join([
-        f"machine : {cpu_name()} | {os.cpu_count()} logical cores | {platform.system()} {platform.release()}",
-        f"versions: python {platform.python_version()} | torch {torch.__version__} ({torch.get_num_threads()} threads) | "
-        f"starlette {starlette.__version__} | uvicorn {uvicorn.__version__} | httpx {httpx.__version__}",
-        f"model   : {checkpoint} | served on the CPU | request: a 28x28 grey PNG as multipart/form-data",
-        f"timing  : {args.warmup} warm-up requests, then {args.repeats} repeats x {args.requests} requests per row; "
-        f"req/s median (min-max) over repeats; latency percentiles over all {args.repeats * args.requests} timed requests",
-        f"load avg: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (1/5/15 min) at start",
-    ])  # fmt: skip
+    return "\n".join(
+        [
+            f"machine : {cpu_name()} | {os.cpu_count()} logical cores | {platform.system()} {platform.release()}",
+            f"versions: python {platform.python_version()} | torch {torch.__version__} ({torch.get_num_threads()} "
+            "threads) | "
+            f"starlette {starlette.__version__} | uvicorn {uvicorn.__version__} | httpx {httpx.__version__}",
+            f"model   : {checkpoint} | served on the CPU | request: a 28x28 grey PNG as multipart/form-data",
+            f"timing  : {args.warmup} warm-up requests, then {args.repeats} repeats x {args.requests} "
+            "requests per row; "
+            "req/s median (min-max) over repeats; latency percentiles over all "
+            f"{args.repeats * args.requests} "
+            "timed requests",
+            f"load avg: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (1/5/15 min) at start",
+        ]
+    )
 
 
 def measure(servers: dict[int, Server], image: bytes, args) -> dict[tuple[int, int], dict]:
@@ -157,16 +187,33 @@ def measure(servers: dict[int, Server], image: bytes, args) -> dict[tuple[int, i
     for server in servers.values():
         run_load(server.url, image, args.warmup, 1)
     configs = [(b, c) for c in args.clients for b in servers]
-    results = {k: {"rates": [], "latencies": [], "failures": 0, "others": 0.0, "span": 0.0, "server_cpu": 0.0, "batches": 0.0, "images": 0.0} for k in configs}
+    results = {
+        k: {
+            "rates": [],
+            "latencies": [],
+            "failures": 0,
+            "others": 0.0,
+            "span": 0.0,
+            "server_cpu": 0.0,
+            "batches": 0.0,
+            "images": 0.0,
+        }
+        for k in configs
+    }
     for round_ in range(args.repeats):
         for max_batch, clients in configs:
             server, r = servers[max_batch], results[max_batch, clients]
             counts = server.metric("alexnet_batches_total"), server.metric("alexnet_batch_images_total")
             ticks, t0 = [cpu_ticks(pid) for pid in (os.getpid(), server.proc.pid)], time.perf_counter()
             wall, latencies, failures = run_load(server.url, image, args.requests, clients)
-            now, r["span"] = [cpu_ticks(pid) for pid in (os.getpid(), server.proc.pid)], r["span"] + time.perf_counter() - t0
+            now, r["span"] = (
+                [cpu_ticks(pid) for pid in (os.getpid(), server.proc.pid)],
+                r["span"] + time.perf_counter() - t0,
+            )
             # CPU that other processes of the machine used meanwhile, in core-seconds: the noise
-            r["others"] += (now[0][0] - ticks[0][0] - sum(b[1] - a[1] for a, b in zip(ticks, now))) / os.sysconf("SC_CLK_TCK")
+            r["others"] += (now[0][0] - ticks[0][0] - sum(b[1] - a[1] for a, b in zip(ticks, now))) / os.sysconf(
+                "SC_CLK_TCK"
+            )
             r["server_cpu"] += (now[1][1] - ticks[1][1]) / os.sysconf("SC_CLK_TCK")
             r["batches"] += server.metric("alexnet_batches_total") - counts[0]
             r["images"] += server.metric("alexnet_batch_images_total") - counts[1]
@@ -180,7 +227,9 @@ def measure(servers: dict[int, Server], image: bytes, args) -> dict[tuple[int, i
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", type=Path, default=None, help="default: an untrained alexnet, 1 channel, 10 classes")
-    p.add_argument("--image-size", type=int, default=99, help="input size of the untrained model (default: 99, alexnet train's)")
+    p.add_argument(
+        "--image-size", type=int, default=99, help="input size of the untrained model (default: 99, alexnet train's)"
+    )
     p.add_argument("--requests", type=int, default=200, help="timed requests per repeat (default: 200)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--warmup", type=int, default=16)
@@ -204,13 +253,32 @@ def main(argv=None) -> None:
     for (max_batch, clients), r in results.items():
         rate = statistics.median(r["rates"])
         baseline.setdefault(clients, rate)
-        rows.append([f"{max_batch}", f"{clients}", f"{rate:.1f} ({min(r['rates']):.1f}-{max(r['rates']):.1f})",
-                     f"{rate / baseline[clients]:.2f}x", f"{r['images'] / r['batches']:.2f}",
-                     *(f"{1000 * percentile(r['latencies'], q):.1f}" for q in (50, 90, 99)),
-                     f"{1000 * r['server_cpu'] / len(r['latencies']):.1f}", f"{r['failures']}",
-                     f"{r['others'] / r['span']:.2f}"])  # fmt: skip
-    names = ["max-batch", "clients", "req/s median (min-max)", "vs max-batch " + str(args.max_batch[0]), "mean batch",
-             "p50 ms", "p90 ms", "p99 ms", "server CPU ms/req", "errors", "others (cores)"]  # fmt: skip
+        rows.append(
+            [
+                f"{max_batch}",
+                f"{clients}",
+                f"{rate:.1f} ({min(r['rates']):.1f}-{max(r['rates']):.1f})",
+                f"{rate / baseline[clients]:.2f}x",
+                f"{r['images'] / r['batches']:.2f}",
+                *(f"{1000 * percentile(r['latencies'], q):.1f}" for q in (50, 90, 99)),
+                f"{1000 * r['server_cpu'] / len(r['latencies']):.1f}",
+                f"{r['failures']}",
+                f"{r['others'] / r['span']:.2f}",
+            ]
+        )
+    names = [
+        "max-batch",
+        "clients",
+        "req/s median (min-max)",
+        "vs max-batch " + str(args.max_batch[0]),
+        "mean batch",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "server CPU ms/req",
+        "errors",
+        "others (cores)",
+    ]
     widths = [max(len(n), *(len(r[i]) for r in rows)) for i, n in enumerate(names)]
     print("| " + " | ".join(n.ljust(w) for n, w in zip(names, widths)) + " |")
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")

@@ -36,7 +36,7 @@ from alexnet.config import TrainConfig
 from alexnet.data import build_data
 from alexnet.data.folder import scan_folder, scan_images
 from alexnet.data.prepare import prepare
-from alexnet.runtime import cpu_name
+from alexnet.system.runtime import cpu_name
 
 STATS = {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}  # fixed: statistics are not what is timed
 
@@ -50,7 +50,9 @@ def make_images(root: Path, n: int, classes: int, size=(500, 375)) -> None:
         folder = root / f"class{i % classes:02d}"
         folder.mkdir(parents=True, exist_ok=True)
         base = rng.uniform(0, 255, 3)
-        field = base + 60 * np.sin(xx[..., None] / rng.uniform(10, 80) + rng.uniform(0, 6, 3)) * np.cos(yy[..., None] / rng.uniform(10, 80))
+        field = base + 60 * np.sin(xx[..., None] / rng.uniform(10, 80) + rng.uniform(0, 6, 3)) * np.cos(
+            yy[..., None] / rng.uniform(10, 80)
+        )
         field += rng.normal(0, 8, (h, w, 3))
         Image.fromarray(np.clip(field, 0, 255).astype(np.uint8)).save(folder / f"{i:05d}.jpg", quality=90)
 
@@ -73,7 +75,10 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args()
     print(f"machine : {cpu_name()}, {os.cpu_count()} cores | load avg {os.getloadavg()[0]:.2f} at start")
-    print(f"versions: torch {torch.__version__} | torchvision {torchvision.__version__} | Pillow {PIL.__version__} | python {platform.python_version()}")
+    print(
+        f"versions: torch {torch.__version__} | torchvision {torchvision.__version__} | Pillow {PIL.__version__} | "
+        f"python {platform.python_version()}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["ALEXNET_CACHE"] = str(Path(tmp) / "scan-cache")  # leave the user's cache alone
         src, dst = Path(tmp) / "images", Path(tmp) / "shards"
@@ -84,35 +89,50 @@ def main() -> None:
             t0 = time.perf_counter()
             scan_images(samples, "RGB", args.workers, cache=cache)
             scans[label] = time.perf_counter() - t0
-        print("scan    : " + " | ".join(f"{k} {v:.2f} s" for k, v in scans.items()) + f" ({len(samples)} files, {args.workers} workers)")
+        print(
+            "scan    : "
+            + " | ".join(f"{k} {v:.2f} s" for k, v in scans.items())
+            + f" ({len(samples)} files, {args.workers} workers)"
+        )
         os.environ["ALEXNET_CACHE"] = str(Path(tmp) / "cache")  # prepare scans afresh
         t0 = time.perf_counter()
         prepare(src, dst, workers=args.workers, quiet=True)
         prepared = time.perf_counter() - t0
         source_mb = sum(f.stat().st_size for f in src.rglob("*.jpg")) / 1e6
         shard_mb = sum(f.stat().st_size for f in dst.glob("*.tar")) / 1e6
-        print(f"data    : {args.images} JPEGs 500x375 q90 ({source_mb:.1f} MB) -> shards at 256 ({shard_mb:.1f} MB), "
-              f"prepare took {prepared:.1f} s with {args.workers} workers")  # fmt: skip
+        print(
+            f"data    : {args.images} JPEGs 500x375 q90 ({source_mb:.1f} MB) -> shards at 256 ({shard_mb:.1f} MB), "
+            f"prepare took {prepared:.1f} s with {args.workers} workers"
+        )
         settings = dict(workers=args.workers, batch_size=args.batch_size, image_size=args.image_size, val_fraction=0.1)
         sources = {
             "folder": build_data(TrainConfig(data=str(src), **settings), torch.device("cpu"), STATS),
             "shards": build_data(TrainConfig(data=str(dst), **settings), torch.device("cpu"), STATS),
         }
         times = {name: [] for name in sources}
-        for name, data in sources.items():  # untimed: starts the persistent workers
+        for data in sources.values():  # untimed: starts the persistent workers
             epoch_seconds(data, 0)
         for r in range(args.repeats):
             for name, data in sources.items():
                 times[name].append(epoch_seconds(data, r + 1))
     rates = {name: [sources[name].num_train / t for t in ts] for name, ts in times.items()}
-    print(f"\nworkers {args.workers} | batch {args.batch_size} | image size {args.image_size} | repeats {args.repeats} "
-          f"(one epoch of {sources['folder'].num_train} training images each)\n")  # fmt: skip
+    print(
+        f"\nworkers {args.workers} | batch {args.batch_size} | image size {args.image_size} | repeats {args.repeats} "
+        f"(one epoch of {sources['folder'].num_train} training images each)\n"
+    )
     print(f"{'source':<8} {'median img/s':>13} {'min':>8} {'max':>8} {'spread':>8} {'ratio':>7}")
     base = statistics.median(rates["folder"])
     for name, rs in rates.items():
         med = statistics.median(rs)
-        print(f"{name:<8} {med:>13.1f} {min(rs):>8.1f} {max(rs):>8.1f} {100 * (max(rs) - min(rs)) / med:>7.1f}% {med / base:>7.2f}")
-    print(f"\nspread = (max - min) / median; ratio = median / the folder's median | load avg {os.getloadavg()[0]:.2f} at end")
+        print(
+            f"{name:<8} {med:>13.1f} {min(rs):>8.1f} {max(rs):>8.1f} {100 * (max(rs) - min(rs)) / med:>7.1f}% "
+            f"{med / base:>7.2f}"
+        )
+    print(
+        "\nspread = (max - min) / median; ratio = median / the folder's median | load avg "
+        f"{os.getloadavg()[0]:.2f} "
+        "at end"
+    )
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 
 TIMINGS = {"train_seconds", "val_seconds", "images_per_second", "seconds"}
-PATHS = {"checkpoints", "confusion_png", "model", "table"}  # evaluate's paths (its table holds them too)
+PATHS = {"checkpoint", "checkpoints", "confusion_png", "model", "table"}  # evaluate's paths (its table holds them too)
 
 
 def _hash(t: torch.Tensor) -> str:
@@ -46,7 +46,9 @@ def _tensors(obj, prefix=""):
 def _lines(path: Path) -> list[dict]:
     if not path.is_file():
         return []
-    return [{k: v for k, v in json.loads(s).items() if k not in TIMINGS} for s in path.read_text().splitlines() if s.strip()]
+    return [
+        {k: v for k, v in json.loads(s).items() if k not in TIMINGS} for s in path.read_text().splitlines() if s.strip()
+    ]
 
 
 def _run_record(run: Path) -> dict:
@@ -84,14 +86,65 @@ def main() -> None:
     common = ["--image-size", "67", "--out", str(runs), "--seed", "3", "--step-log", "2"]
     record: dict = {"torch": torch.__version__}
     plans = {
-        "idx-fp32": ["--device", "cpu", "--subset", "1024", "--batch-size", "64", "--epochs", "2", "--precision", "fp32"],
-        "idx-bf16-plateau": ["--device", "cpu", "--subset", "256", "--batch-size", "64", "--epochs", "2", "--precision", "bf16",
-                             "--schedule", "plateau", "--label-smoothing", "0.1"],
-        "towers": ["--model", "alexnet2012", "--model-parallel", "cpu,cpu", "--subset", "128", "--batch-size", "32",
-                   "--epochs", "1", "--precision", "fp32"],
-        "folder": ["--device", "cpu", "--data", str(_folder(work / "photos")), "--batch-size", "16", "--epochs", "2", "--workers", "2",
-                   "--precision", "fp32", "--model", "alexnet_owt"],
-    }  # fmt: skip
+        "idx-fp32": [
+            "--device",
+            "cpu",
+            "--subset",
+            "1024",
+            "--batch-size",
+            "64",
+            "--epochs",
+            "2",
+            "--precision",
+            "fp32",
+        ],
+        "idx-bf16-plateau": [
+            "--device",
+            "cpu",
+            "--subset",
+            "256",
+            "--batch-size",
+            "64",
+            "--epochs",
+            "2",
+            "--precision",
+            "bf16",
+            "--schedule",
+            "plateau",
+            "--label-smoothing",
+            "0.1",
+        ],
+        "towers": [
+            "--model",
+            "alexnet2012",
+            "--model-parallel",
+            "cpu,cpu",
+            "--subset",
+            "128",
+            "--batch-size",
+            "32",
+            "--epochs",
+            "1",
+            "--precision",
+            "fp32",
+        ],
+        "folder": [
+            "--device",
+            "cpu",
+            "--data",
+            str(_folder(work / "photos")),
+            "--batch-size",
+            "16",
+            "--epochs",
+            "2",
+            "--workers",
+            "2",
+            "--precision",
+            "fp32",
+            "--model",
+            "alexnet_owt",
+        ],
+    }
     for name, flags in plans.items():
         _alexnet("train", *common, "--name", name, *flags)
         record[name] = _run_record(runs / name)

@@ -27,7 +27,6 @@ from PIL import Image
 
 from helpers import make_folder
 
-
 # Runs write checkpoints of ~230-470 MB, each written, fsynced and renamed (formats/files.py). On
 # disk that costs about 1.8 s per checkpoint here, against 0.3 s on tmpfs (where fsync is free),
 # and the suite writes hundreds: so the temporary folders go to /dev/shm when the machine has the
@@ -296,6 +295,18 @@ def trained_run(idx_folder, tmp_path_factory) -> Path:
     from alexnet.cli import main
 
     out = tmp_path_factory.mktemp("trained")
-    argv = ["train", "--data", str(idx_folder.path), "--batch-size", "32", "--image-size", "67", "--seed", "1", "--epochs", "1"]
+    argv = [
+        "train",
+        "--data",
+        str(idx_folder.path),
+        "--batch-size",
+        "32",
+        "--image-size",
+        "67",
+        "--seed",
+        "1",
+        "--epochs",
+        "1",
+    ]
     assert main([*argv, "--out", str(out), "--name", "run"]) == 0
     return out / "run"

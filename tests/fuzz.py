@@ -10,12 +10,13 @@ import torch
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
-
 # --------------------------------------------------------------------------------------------
 # Fuzzing: derandomized and bounded, so the fuzz tests repeat exactly and take seconds
 
 
-FUZZ = settings(max_examples=300, deadline=None, derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=300, deadline=None, derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
 # The same for fuzz tests that run ``alexnet`` in this process, reading capsys after each example;
 # each example loads a whole network, so they set far fewer examples.
 FUZZ_CLI = settings(FUZZ, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
@@ -23,10 +24,43 @@ FUZZ_CLI = settings(FUZZ, suppress_health_check=[HealthCheck.too_slow, HealthChe
 
 # Values a damaged or hand-edited file may hold where something else belongs: other types, empty
 # and nested containers, numbers out of every range, and (in a .pt) tensors of odd shapes.
-ODD_VALUES = [None, "", "x", "nan", [], [1, "a"], [[]], {}, {"a": {"b": None}}, 2**70, -(2**70), 10**400, -1, 0, 1, 7,
-              50, 10**6, 0.5, -0.5, 1e-300, 1e308, math.nan, math.inf, -math.inf, True, False]  # fmt: skip
-ODD_TENSORS = [torch.zeros(3), torch.full((2, 2), math.nan), torch.zeros(5056, dtype=torch.uint8), torch.zeros((), dtype=torch.int64),
-               torch.ones(96, 1, 11, 11), torch.zeros(0)]  # fmt: skip
+ODD_VALUES = [
+    None,
+    "",
+    "x",
+    "nan",
+    [],
+    [1, "a"],
+    [[]],
+    {},
+    {"a": {"b": None}},
+    2**70,
+    -(2**70),
+    10**400,
+    -1,
+    0,
+    1,
+    7,
+    50,
+    10**6,
+    0.5,
+    -0.5,
+    1e-300,
+    1e308,
+    math.nan,
+    math.inf,
+    -math.inf,
+    True,
+    False,
+]
+ODD_TENSORS = [
+    torch.zeros(3),
+    torch.full((2, 2), math.nan),
+    torch.zeros(5056, dtype=torch.uint8),
+    torch.zeros((), dtype=torch.int64),
+    torch.ones(96, 1, 11, 11),
+    torch.zeros(0),
+]
 
 
 @st.composite
@@ -35,7 +69,12 @@ def changes(draw, state, *, tensors: bool):
     into it, chosen level by level (stopping early, to replace a whole part, one time in six), and
     a deletion, or a replacement by an odd value (:data:`ODD_VALUES`; :data:`ODD_TENSORS` with
     ``tensors``, for a .pt) or by a value near the one there but wrong (:func:`_near`)."""
-    odd = st.sampled_from(ODD_VALUES + (ODD_TENSORS if tensors else [])) | st.integers() | st.floats() | st.text(max_size=6)
+    odd = (
+        st.sampled_from(ODD_VALUES + (ODD_TENSORS if tensors else []))
+        | st.integers()
+        | st.floats()
+        | st.text(max_size=6)
+    )
     out = []
     for _ in range(draw(st.integers(1, 3))):
         path, node = [], state
@@ -67,8 +106,13 @@ def _near(value) -> list:
     if isinstance(value, torch.Tensor):
         shape = tuple(value.shape)
         longer = shape[:-1] + (shape[-1] + 1,) if shape else (2,)
-        return [torch.zeros(()).expand(longer), torch.full((), math.nan).expand(shape), torch.zeros((), dtype=torch.long).expand(shape),
-                value.unsqueeze(0), torch.zeros((), dtype=value.dtype).expand(shape)]  # fmt: skip
+        return [
+            torch.zeros(()).expand(longer),
+            torch.full((), math.nan).expand(shape),
+            torch.zeros((), dtype=torch.long).expand(shape),
+            value.unsqueeze(0),
+            torch.zeros((), dtype=value.dtype).expand(shape),
+        ]
     return [None, 0]
 
 
@@ -84,7 +128,9 @@ def _edit(node, path, action, value):
     if not path:
         return node
     key, rest = path[0], path[1:]
-    present = isinstance(node, dict) and key in node or isinstance(node, list) and isinstance(key, int) and key < len(node)
+    present = (
+        isinstance(node, dict) and key in node or isinstance(node, list) and isinstance(key, int) and key < len(node)
+    )
     if not present and not (isinstance(node, dict) and not rest and action == "replace"):  # a new entry may be added
         return node  # an earlier edit removed or replaced this part
     copy = dict(node) if isinstance(node, dict) else list(node)

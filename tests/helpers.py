@@ -27,7 +27,6 @@ from alexnet.data.transforms import Preprocess
 from alexnet.formats import FORMAT
 from alexnet.models import build_model
 
-
 CPU = torch.device("cpu")
 
 
@@ -67,11 +66,17 @@ def make_folder(root, *, bad: bool = True) -> dict[str, str]:
         return {}
     jpeg = _image_bytes("JPEG", (64, 48), quality=95)
     files = {
-        root / "a" / "corrupt.jpg": (random.Random(0).randbytes(3000), ("not a readable image", "truncated or corrupt")),
+        root / "a" / "corrupt.jpg": (
+            random.Random(0).randbytes(3000),
+            ("not a readable image", "truncated or corrupt"),
+        ),
         root / "a" / "truncated.jpg": (jpeg[: len(jpeg) // 2], ("truncated or corrupt image",)),
         root / "b" / "empty.png": (b"", ("empty file",)),
         root / "b" / "text.jpg": (b"just some notes, saved with the wrong name\n" * 5, ("not a readable image",)),
-        root / "b" / "tiny.png": (_image_bytes("PNG", (1, 1)), (f"image of 1x1 pixels is too small (minimum {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE})",)),
+        root / "b" / "tiny.png": (
+            _image_bytes("PNG", (1, 1)),
+            (f"image of 1x1 pixels is too small (minimum {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE})",),
+        ),
     }
     for path, (raw, _) in files.items():
         path.write_bytes(raw)
@@ -79,7 +84,9 @@ def make_folder(root, *, bad: bool = True) -> dict[str, str]:
 
 
 def _cfg(root, **kw):
-    return TrainConfig(**{"data": str(root), "workers": 0, "image_size": 67, "batch_size": 8, "val_fraction": 0.25, **kw})
+    return TrainConfig(
+        **{"data": str(root), "workers": 0, "image_size": 67, "batch_size": 8, "val_fraction": 0.25, **kw}
+    )
 
 
 def _check_reasons(bad_files: list[dict], expected: dict[str, tuple]) -> None:
@@ -102,9 +109,16 @@ def _folder_cfg(folder, **kw):
 
 def _batches(images, labels, *, train, batch_size=16, image_size=67, mean=(0.0,), std=(1.0,), seed=0):
     return TensorBatches(
-        images, labels, batch_size=batch_size, train=train, device=CPU, seed=seed,
-        preprocess=Preprocess.for_tensors(mode="L", source_size=images.shape[-1], image_size=image_size, stats={"mean": mean, "std": std}),
-    )  # fmt: skip
+        images,
+        labels,
+        batch_size=batch_size,
+        train=train,
+        device=CPU,
+        seed=seed,
+        preprocess=Preprocess.for_tensors(
+            mode="L", source_size=images.shape[-1], image_size=image_size, stats={"mean": mean, "std": std}
+        ),
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -124,11 +138,18 @@ def _fake_weights(name: str, **kwargs) -> dict[str, torch.Tensor]:
 def _checkpoint(weights: dict, *, model="alexnet", classes=10, preprocess=PREPROCESS, **config) -> dict:
     """The dict train.py writes, with the given weights and settings (no optimizer state)."""
     return {
-        "format": FORMAT, "model": weights, "optimizer": None, "scheduler": None, "epoch": 0, "best_top1": 0.0,
-        "metrics": {"epoch": 0, "val_top1": 0.0}, "rng": {"torch": torch.get_rng_state(), "cuda": None},
-        "preprocess": preprocess, "classes": [f"c{i}" for i in range(classes)],
+        "format": FORMAT,
+        "model": weights,
+        "optimizer": None,
+        "scheduler": None,
+        "epoch": 0,
+        "best_top1": 0.0,
+        "metrics": {"epoch": 0, "val_top1": 0.0},
+        "rng": {"torch": torch.get_rng_state(), "cuda": None},
+        "preprocess": preprocess,
+        "classes": [f"c{i}" for i in range(classes)],
         "config": TrainConfig(model=model, image_size=67, **config).to_dict(),
-    }  # fmt: skip
+    }
 
 
 # --------------------------------------------------------------------------------------------

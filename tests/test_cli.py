@@ -5,7 +5,7 @@ The error tests hold the CLI to its promise (cli.py's docstring): one line on st
 wrong, no traceback, exit code 2 for usage errors (argparse, and settings rejected by
 :class:`TrainConfig`) and 1 for the rest (missing data, checkpoints and images). Nothing here
 trains: the cases that reach ``train()`` fail before the first step, and the tests that need a
-successful ``train`` sub-command replace ``alexnet.train.train`` with a recorder.
+successful ``train`` sub-command replace ``alexnet.training.loop.train`` with a recorder.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ import torch
 
 from alexnet.cli import _train_settings, build_parser
 from alexnet.config import DEFAULTS, ConfigError, TrainConfig
+
 from conftest import write_idx_set
 from helpers import VARIANTS, _image_bytes, _main, make_folder
-
 
 # --------------------------------------------------------------------------------------------
 # Precedence: defaults < --config file < flags
@@ -38,7 +38,9 @@ def test_no_file_and_no_flags_give_the_defaults():
 
 def test_file_overrides_defaults_and_flags_override_the_file(tmp_path):
     path = tmp_path / "c.json"
-    path.write_text(json.dumps({"epochs": 5, "lr": 0.1, "batch_size": 64, "channels_last": True, "model": "alexnet2012"}))
+    path.write_text(
+        json.dumps({"epochs": 5, "lr": 0.1, "batch_size": 64, "channels_last": True, "model": "alexnet2012"})
+    )
     from_file = _settings("--config", str(path))
     assert (from_file.epochs, from_file.lr, from_file.batch_size, from_file.model) == (5, 0.1, 64, "alexnet2012")
     assert from_file.momentum == DEFAULTS.momentum  # not in the file: the default
@@ -61,18 +63,44 @@ def test_file_errors_name_the_file_and_key(tmp_path):
 
 # A value different from the default for every field: each must have a flag that reaches TrainConfig.
 FLAG_VALUES = {
-    "model": ("alexnet_owt", "alexnet_owt"), "activation": ("tanh", "tanh"), "lrn": (None, True), "lrn_k": ("1", 1.0),
-    "pooling": ("plain", "plain"), "dropout": ("0.25", 0.25), "init": ("paper", "paper"),
-    "data": ("/some/where", "/some/where"), "image_size": ("131", 131), "val_fraction": ("0.2", 0.2),
-    "workers": ("0", 0), "epochs": ("9", 9), "time_budget": ("15m", "15m"), "batch_size": ("32", 32), "lr": ("0.5", 0.5),
-    "momentum": ("0.8", 0.8), "weight_decay": ("0.001", 0.001), "schedule": ("cosine", "cosine"),
-    "warmup": ("0.3", 0.3), "label_smoothing": ("0.1", 0.1), "seed": ("42", 42), "device": ("cpu", "cpu"),
-    "precision": ("fp32", "fp32"), "channels_last": (None, False), "out": ("elsewhere", "elsewhere"),
-    "name": ("r1", "r1"), "checkpoint_every": ("10m", "10m"), "on_nan": ("rollback", "rollback"),
-    "skip_bad_images": (None, True), "model_parallel": ("cpu,cpu", "cpu,cpu"), "decode": ("cpu", "cpu"),
-    "recipe": ("paper", "paper"), "optimizer": ("paper", "paper"), "lighting": (None, True),
-    "augment": (None, False), "subset": ("500", 500), "step_log": ("5", 5),
-}  # fmt: skip
+    "model": ("alexnet_owt", "alexnet_owt"),
+    "activation": ("tanh", "tanh"),
+    "lrn": (None, True),
+    "lrn_k": ("1", 1.0),
+    "pooling": ("plain", "plain"),
+    "dropout": ("0.25", 0.25),
+    "init": ("paper", "paper"),
+    "data": ("/some/where", "/some/where"),
+    "image_size": ("131", 131),
+    "val_fraction": ("0.2", 0.2),
+    "workers": ("0", 0),
+    "epochs": ("9", 9),
+    "time_budget": ("15m", "15m"),
+    "batch_size": ("32", 32),
+    "lr": ("0.5", 0.5),
+    "momentum": ("0.8", 0.8),
+    "weight_decay": ("0.001", 0.001),
+    "schedule": ("cosine", "cosine"),
+    "warmup": ("0.3", 0.3),
+    "label_smoothing": ("0.1", 0.1),
+    "seed": ("42", 42),
+    "device": ("cpu", "cpu"),
+    "precision": ("fp32", "fp32"),
+    "channels_last": (None, False),
+    "out": ("elsewhere", "elsewhere"),
+    "name": ("r1", "r1"),
+    "checkpoint_every": ("10m", "10m"),
+    "on_nan": ("rollback", "rollback"),
+    "skip_bad_images": (None, True),
+    "model_parallel": ("cpu,cpu", "cpu,cpu"),
+    "decode": ("cpu", "cpu"),
+    "recipe": ("paper", "paper"),
+    "optimizer": ("paper", "paper"),
+    "lighting": (None, True),
+    "augment": (None, False),
+    "subset": ("500", 500),
+    "step_log": ("5", 5),
+}
 # Flags a setting only takes together with another (TrainConfig refuses it alone).
 FLAG_NEEDS = {"model_parallel": ["--model", "alexnet2012"]}
 
@@ -116,7 +144,7 @@ def test_summary_json_has_totals(capsys):
 
 
 def test_train_gets_the_resolved_settings_and_its_command_line(capsys, monkeypatch, tmp_path):
-    import alexnet.train
+    import alexnet.training.loop
 
     seen = {}
 
@@ -124,7 +152,7 @@ def test_train_gets_the_resolved_settings_and_its_command_line(capsys, monkeypat
         seen.update(cfg=cfg, argv=argv, resume=resume)
         return {"val_top1": 0.5, "val_top5": 0.75, "run_dir": str(tmp_path / "r")}
 
-    monkeypatch.setattr(alexnet.train, "train", fake_train)
+    monkeypatch.setattr(alexnet.training.loop, "train", fake_train)
     config = tmp_path / "c.json"
     config.write_text(json.dumps({"epochs": 5, "lr": 0.1}))
     code, out, err = _main(capsys, "train", "--config", str(config), "--epochs", "2", "--out", str(tmp_path))
@@ -134,10 +162,14 @@ def test_train_gets_the_resolved_settings_and_its_command_line(capsys, monkeypat
 
 
 def test_train_records_the_command_line_it_was_given(capsys, monkeypatch, tmp_path):
-    import alexnet.train
+    import alexnet.training.loop
 
     seen = {}
-    monkeypatch.setattr(alexnet.train, "train", lambda cfg, **kw: seen.update(kw) or {"val_top1": 0, "val_top5": 0, "run_dir": ""})
+    monkeypatch.setattr(
+        alexnet.training.loop,
+        "train",
+        lambda cfg, **kw: seen.update(kw) or {"val_top1": 0, "val_top5": 0, "run_dir": ""},
+    )
     monkeypatch.setattr(sys, "argv", ["python", "-m", "pytest", "-q"])
     argv = ["train", "--epochs", "2", "--out", str(tmp_path)]
     assert _main(capsys, *argv)[0] == 0
@@ -182,7 +214,12 @@ BAD_INPUT = [
     ("data-no-images", ["train", "--data", "{tmp}/empty", "--out", "{tmp}/runs"], 1, "{tmp}/empty"),
     ("resume-empty", ["train", "--resume", "{tmp}/empty"], 1, "{tmp}/empty"),
     ("predict-no-model", ["predict", "{tmp}/img.png"], 2, "--checkpoint"),
-    ("predict-two-models", ["predict", "{tmp}/img.png", "--checkpoint", "a.pt", "--weights", "b.pth"], 2, "--checkpoint"),
+    (
+        "predict-two-models",
+        ["predict", "{tmp}/img.png", "--checkpoint", "a.pt", "--weights", "b.pth"],
+        2,
+        "--checkpoint",
+    ),
     ("predict-missing-checkpoint", ["predict", "{tmp}/missing.png", "--checkpoint", "{tmp}/x.pt"], 1, "x.pt"),
     ("predict-corrupt-checkpoint", ["predict", "{tmp}/img.png", "--checkpoint", "{tmp}/junk.pt"], 1, "junk.pt"),
     ("predict-corrupt-weights", ["predict", "{tmp}/img.png", "--weights", "{tmp}/junk.pt"], 1, "junk.pt"),
@@ -196,16 +233,26 @@ BAD_INPUT = [
     ("out-unwritable", ["train", "--data", "{idx}", "--out", "{tmp}/img.png/runs"], 2, "--out"),
     # the ends of the settings' ranges
     ("image-size-5000", ["train", "--image-size", "5000", "--out", "{tmp}/runs"], 2, "maximum 4096"),
-    ("batch-size-huge", ["train", "--batch-size", "100000", "--out", "{tmp}/runs"], 2, "--batch-size 100000 is above the maximum 65536"),
+    (
+        "batch-size-huge",
+        ["train", "--batch-size", "100000", "--out", "{tmp}/runs"],
+        2,
+        "--batch-size 100000 is above the maximum 65536",
+    ),
     ("workers-1000", ["train", "--workers", "1000", "--out", "{tmp}/runs"], 2, "--workers"),
     ("seed-negative", ["train", "--seed", "-1", "--out", "{tmp}/runs"], 2, "--seed"),
     ("seed-2**64", ["train", "--seed", str(2**64), "--out", "{tmp}/runs"], 2, "--seed"),
     ("warmup-1", ["train", "--warmup", "1", "--out", "{tmp}/runs"], 2, "--warmup"),
     ("label-smoothing-1", ["train", "--label-smoothing", "1", "--out", "{tmp}/runs"], 2, "--label-smoothing"),
-    # data that lies (tests/test_data_idx.py and test_data_build.py have every case)
+    # data that lies (tests/data/test_idx.py and test_data_build.py have every case)
     ("data-half-split", ["train", "--data", "{tmp}/half", "--out", "{tmp}/runs"], 1, "has train/ but no val/"),
     ("data-label-gap", ["train", "--data", "{tmp}/lies", "--out", "{tmp}/runs"], 1, "train-labels-idx1-ubyte"),
-    ("val-fraction-all", ["train", "--data", "{tmp}/few", "--val-fraction", "0.9", "--out", "{tmp}/runs"], 1, "--val-fraction 0.9 of 4 images"),
+    (
+        "val-fraction-all",
+        ["train", "--data", "{tmp}/few", "--val-fraction", "0.9", "--out", "{tmp}/runs"],
+        1,
+        "--val-fraction 0.9 of 4 images",
+    ),
 ]
 
 
@@ -213,7 +260,11 @@ BAD_INPUT = [
 def bad_input_files(tmp_path, idx_folder):
     """The files the BAD_INPUT cases point at; missing.json, x.pt and missing.png stay missing."""
     make_folder(tmp_path / "half" / "train", bad=False)  # and no val/
-    write_idx_set(tmp_path / "lies", idx_folder, train_labels=torch.where(idx_folder.train_labels == 9, 200, idx_folder.train_labels))
+    write_idx_set(
+        tmp_path / "lies",
+        idx_folder,
+        train_labels=torch.where(idx_folder.train_labels == 9, 200, idx_folder.train_labels),
+    )
     for name in ("few/a/0.png", "few/a/1.png", "few/b/0.png", "few/b/1.png"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(_image_bytes("PNG"))
@@ -253,7 +304,9 @@ def test_bad_input_gives_one_line_and_the_right_exit_code(capsys, bad_input_file
         pytest.param(["train", "--label-smoothing", "1.5", "--data", "{idx}"], id="label-smoothing-1.5"),
         pytest.param(["train", "--data", "{tmp}/half"], id="data-half-split"),
         pytest.param(["train", "--data", "{tmp}/lies"], id="data-label-gap"),
-        pytest.param(["train", "--data", "{tmp}/few", "--val-fraction", "0.9", "--workers", "0"], id="val-fraction-all"),
+        pytest.param(
+            ["train", "--data", "{tmp}/few", "--val-fraction", "0.9", "--workers", "0"], id="val-fraction-all"
+        ),
     ],
 )
 def test_rejected_runs_leave_no_run_folder(capsys, bad_input_files, idx_folder, argv):
@@ -268,7 +321,9 @@ def test_rejected_runs_leave_no_run_folder(capsys, bad_input_files, idx_folder, 
 
 
 def _run_module(*argv: str, cwd) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "alexnet", *argv], capture_output=True, text=True, cwd=cwd, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "alexnet", *argv], capture_output=True, text=True, cwd=cwd, timeout=120
+    )
 
 
 def test_python_m_alexnet_models(tmp_path):

@@ -11,6 +11,7 @@ import torch
 
 from alexnet.config import DEFAULTS, SEED_RANGE, ConfigError, TrainConfig, load_config_file
 from alexnet.data.sampling import epoch_generator
+
 from helpers import VARIANTS
 
 
@@ -39,18 +40,30 @@ def test_from_dict_rejects_unknown_keys_naming_them():
 @pytest.mark.parametrize(
     "key, value",
     [
-        ("epochs", "3"), ("epochs", 3.0), ("epochs", True), ("lr", "x"), ("lr", None), ("lr", False),
-        ("channels_last", 1), ("channels_last", "true"), ("lrn", "yes"), ("data", 5), ("batch_size", [128]),
-        ("model", None), ("init", 1),
+        ("epochs", "3"),
+        ("epochs", 3.0),
+        ("epochs", True),
+        ("lr", "x"),
+        ("lr", None),
+        ("lr", False),
+        ("channels_last", 1),
+        ("channels_last", "true"),
+        ("lrn", "yes"),
+        ("data", 5),
+        ("batch_size", [128]),
+        ("model", None),
+        ("init", 1),
     ],
-)  # fmt: skip
+)
 def test_from_dict_rejects_wrong_types_naming_the_key(key, value):
     with pytest.raises(ConfigError) as e:
         TrainConfig.from_dict({key: value}, source="settings.json")
     assert key in str(e.value) and "settings.json" in str(e.value)
 
 
-@pytest.mark.parametrize("values", [{"lr": 1}, {"lrn": None}, {"lrn": False}, {"data": None}, {"init": "paper"}, {"dropout": 0}])
+@pytest.mark.parametrize(
+    "values", [{"lr": 1}, {"lrn": None}, {"lrn": False}, {"data": None}, {"init": "paper"}, {"dropout": 0}]
+)
 def test_from_dict_accepts_the_right_types(values):
     cfg = TrainConfig.from_dict(values)
     for key, value in values.items():
@@ -60,16 +73,40 @@ def test_from_dict_accepts_the_right_types(values):
 @pytest.mark.parametrize(
     "key, value",
     [
-        ("epochs", 0), ("epochs", -1), ("batch_size", 0), ("batch_size", -8), ("lr", 0.0), ("lr", -1.0),
-        ("image_size", 0), ("image_size", -67), ("workers", -1), ("momentum", -0.1), ("weight_decay", -1e-4),
-        ("dropout", 1.0), ("dropout", -0.5), ("val_fraction", 0.0), ("val_fraction", 1.0),
-        ("model", "nope"), ("activation", "gelu"), ("pooling", "max"), ("schedule", "step"),
-        ("precision", "fp16"), ("init", "xavier"),
+        ("epochs", 0),
+        ("epochs", -1),
+        ("batch_size", 0),
+        ("batch_size", -8),
+        ("lr", 0.0),
+        ("lr", -1.0),
+        ("image_size", 0),
+        ("image_size", -67),
+        ("workers", -1),
+        ("momentum", -0.1),
+        ("weight_decay", -1e-4),
+        ("dropout", 1.0),
+        ("dropout", -0.5),
+        ("val_fraction", 0.0),
+        ("val_fraction", 1.0),
+        ("model", "nope"),
+        ("activation", "gelu"),
+        ("pooling", "max"),
+        ("schedule", "step"),
+        ("precision", "fp16"),
+        ("init", "xavier"),
         # the upper ends of the ranges: memory, torch's seeds, OneCycleLR, the loss
-        ("image_size", 4097), ("batch_size", 65537), ("workers", 257), ("seed", -1), ("seed", 2**64),
-        ("warmup", 1.0), ("warmup", 1.5), ("label_smoothing", 1.0), ("lr", 10**400), ("val_fraction", 10**400),
+        ("image_size", 4097),
+        ("batch_size", 65537),
+        ("workers", 257),
+        ("seed", -1),
+        ("seed", 2**64),
+        ("warmup", 1.0),
+        ("warmup", 1.5),
+        ("label_smoothing", 1.0),
+        ("lr", 10**400),
+        ("val_fraction", 10**400),
     ],
-)  # fmt: skip
+)
 def test_bad_values_are_rejected_naming_the_flag(key, value):
     flag = "--" + key.replace("_", "-")
     for make in (lambda: TrainConfig(**{key: value}), lambda: TrainConfig.from_dict({key: value})):
@@ -96,9 +133,17 @@ def test_load_config_file_errors_name_the_file(tmp_path):
 
 @pytest.mark.parametrize(
     "key, value",
-    [("image_size", 4096), ("batch_size", 65536), ("workers", 256), ("seed", 0), ("seed", 2**64 - 1),
-     ("warmup", 0.0), ("warmup", 0.999), ("label_smoothing", 0.999)],
-)  # fmt: skip
+    [
+        ("image_size", 4096),
+        ("batch_size", 65536),
+        ("workers", 256),
+        ("seed", 0),
+        ("seed", 2**64 - 1),
+        ("warmup", 0.0),
+        ("warmup", 0.999),
+        ("label_smoothing", 0.999),
+    ],
+)
 def test_the_largest_values_in_range_are_taken(key, value):
     assert getattr(TrainConfig.from_dict({key: value}), key) == value
 
@@ -113,5 +158,7 @@ def test_the_seed_range_is_the_one_torch_takes():
     with pytest.raises((RuntimeError, ValueError)):
         torch.manual_seed(top + 1)  # one more and torch refuses it: the bound is torch's
     # seeds torch took before the fold give the same stream as before
-    assert torch.equal(torch.randperm(50, generator=epoch_generator(7, 3)),
-                       torch.randperm(50, generator=torch.Generator().manual_seed(7 * 1_000_003 + 3)))  # fmt: skip
+    assert torch.equal(
+        torch.randperm(50, generator=epoch_generator(7, 3)),
+        torch.randperm(50, generator=torch.Generator().manual_seed(7 * 1_000_003 + 3)),
+    )

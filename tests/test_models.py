@@ -11,6 +11,7 @@ import torchvision
 from torch import nn
 
 from alexnet.models import MODELS, build_model, native_image_size
+
 from reference_seed import AlexNet as SeedAlexNet
 
 VARIANTS = list(MODELS)
@@ -135,8 +136,16 @@ def _params(k: int, c_in: int, c_out: int) -> int:
 def test_half_width_tower_parameters_by_hand(num_classes, in_channels):
     """Section 3.2's one-GPU net: 48/128/192/192 kernels with no groups, conv5 256 and the FC
     layers as alexnet2012's (footnote 2), counted layer by layer with the formula."""
-    expected = (_params(11, in_channels, 48) + _params(5, 48, 128) + _params(3, 128, 192) + _params(3, 192, 192)
-                + _params(3, 192, 256) + _params(6, 256, 4096) + _params(1, 4096, 4096) + _params(1, 4096, num_classes))  # fmt: skip
+    expected = (
+        _params(11, in_channels, 48)
+        + _params(5, 48, 128)
+        + _params(3, 128, 192)
+        + _params(3, 192, 192)
+        + _params(3, 192, 256)
+        + _params(6, 256, 4096)
+        + _params(1, 4096, 4096)
+        + _params(1, 4096, num_classes)
+    )
     model = build_model("alexnet2012_half", num_classes=num_classes, in_channels=in_channels)
     assert sum(p.numel() for p in model.parameters()) == expected
     assert all(c.groups == 1 for c in _layers(model, nn.Conv2d))

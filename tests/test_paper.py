@@ -17,11 +17,9 @@ from torchvision.transforms.v2 import functional as TF
 from alexnet.config import RECIPES, TrainConfig
 from alexnet.data.stats import IMAGENET_EIGVAL, IMAGENET_EIGVEC, PixelMoments, lighting_from_covariance
 from alexnet.data.transforms import LIGHTING_STD, Lighting, Preprocess
-from alexnet.errors import ConfigError
-from alexnet.models import build_model
-from alexnet.optim import PaperSGD, make_optimizer, make_schedule
-from helpers import _run as _cli
+from alexnet.training.optim import PaperSGD, make_optimizer, make_schedule
 
+from helpers import _run as _cli
 
 # --------------------------------------------------------------------------------------------
 # The update rule
@@ -40,7 +38,11 @@ def _two_steps(opt_factory, lrs, w0, grads):
 
 def test_paper_sgd_is_the_papers_rule_by_hand_also_when_the_rate_changes():
     m, wd = 0.9, 5e-4
-    w0, grads, lrs = np.array([0.5, -1.0, 2.0]), [np.array([0.1, 0.2, -0.3]), np.array([-0.4, 0.0, 0.6]), np.array([1.0, -1.0, 0.5])], [0.1, 0.01, 0.001]
+    w0, grads, lrs = (
+        np.array([0.5, -1.0, 2.0]),
+        [np.array([0.1, 0.2, -0.3]), np.array([-0.4, 0.0, 0.6]), np.array([1.0, -1.0, 0.5])],
+        [0.1, 0.01, 0.001],
+    )
     w, v = w0.copy(), np.zeros(3)
     for eps, g in zip(lrs, grads):  # section 5, written out
         v = m * v - wd * eps * w - eps * g
@@ -99,10 +101,20 @@ def test_plateau_divides_by_ten_three_times_at_most():
 
 
 PAPER_DOCUMENTED = {  # PAPER.md section 3 and docs/paper.md, written out here independently
-    "model": "alexnet2012", "lrn": True, "image_size": 227, "lighting": True, "optimizer": "paper",
-    "batch_size": 128, "momentum": 0.9, "weight_decay": 0.0005, "dropout": 0.5, "lr": 0.01,
-    "schedule": "plateau", "epochs": 90, "label_smoothing": 0.0,
-}  # fmt: skip
+    "model": "alexnet2012",
+    "lrn": True,
+    "image_size": 227,
+    "lighting": True,
+    "optimizer": "paper",
+    "batch_size": 128,
+    "momentum": 0.9,
+    "weight_decay": 0.0005,
+    "dropout": 0.5,
+    "lr": 0.01,
+    "schedule": "plateau",
+    "epochs": 90,
+    "label_smoothing": 0.0,
+}
 
 
 def test_the_paper_recipe_sets_what_it_documents():
@@ -119,12 +131,19 @@ def test_recipe_precedence_defaults_recipe_file_flags(tmp_path, capsys, monkeypa
     import alexnet.cli
 
     seen = {}  # the settings train would get; no training
-    monkeypatch.setattr(alexnet.cli, "_cmd_train", lambda args: seen.setdefault("cfg", alexnet.cli._train_settings(args)) and 0)
+    monkeypatch.setattr(
+        alexnet.cli, "_cmd_train", lambda args: seen.setdefault("cfg", alexnet.cli._train_settings(args)) and 0
+    )
     settings = tmp_path / "s.json"
     settings.write_text(json.dumps({"image_size": 99, "lr": 0.03}))
     assert _cli(capsys, "train", "--recipe", "paper", "--config", settings, "--lr", "0.05")[0] == 0
     cfg = seen["cfg"]
-    assert (cfg.model, cfg.optimizer, cfg.image_size, cfg.lr) == ("alexnet2012", "paper", 99, 0.05)  # recipe < file < flag
+    assert (cfg.model, cfg.optimizer, cfg.image_size, cfg.lr) == (
+        "alexnet2012",
+        "paper",
+        99,
+        0.05,
+    )  # recipe < file < flag
     seen.clear()
     settings.write_text(json.dumps({"recipe": "paper", "epochs": 2}))  # the file may name the recipe too
     assert _cli(capsys, "train", "--config", settings)[0] == 0
@@ -171,12 +190,19 @@ def test_lighting_adds_the_papers_colour_shift():
     y = lighting(x)
     torch.manual_seed(7)
     alpha = torch.randn(3).numpy() * LIGHTING_STD
-    shift = sum(alpha[i] * IMAGENET_EIGVAL[i] * np.array(IMAGENET_EIGVEC[i]) for i in range(3))  # sum_i alpha_i lambda_i p_i
+    shift = sum(
+        alpha[i] * IMAGENET_EIGVAL[i] * np.array(IMAGENET_EIGVEC[i]) for i in range(3)
+    )  # sum_i alpha_i lambda_i p_i
     np.testing.assert_allclose((y - x).numpy(), np.broadcast_to(shift.reshape(3, 1, 1), (3, 5, 5)), atol=1e-6)
 
 
 def test_preprocess_stores_the_lighting_and_old_files_still_load():
-    stats = {"mean": [0.5] * 3, "std": [0.2] * 3, "eigval": list(IMAGENET_EIGVAL), "eigvec": [list(v) for v in IMAGENET_EIGVEC]}
+    stats = {
+        "mean": [0.5] * 3,
+        "std": [0.2] * 3,
+        "eigval": list(IMAGENET_EIGVAL),
+        "eigvec": [list(v) for v in IMAGENET_EIGVEC],
+    }
     pre = Preprocess.for_folder(image_size=67, stats=stats)
     assert Preprocess.from_dict(json.loads(json.dumps(pre.to_dict()))) == pre
     old = {k: v for k, v in pre.to_dict().items() if k not in ("eigval", "eigvec")}
@@ -204,8 +230,23 @@ def test_tensor_ten_crop_is_torchvisions_ten_crop_of_the_padded_image():
 
 
 def _train(capsys, tmp_path, name, *args):
-    rc, _, err = _cli(capsys, "train", *args, "--epochs", "1", "--batch-size", "16", "--image-size", "67", "--workers", "0",
-                      "--out", tmp_path, "--name", name)  # fmt: skip
+    rc, _, err = _cli(
+        capsys,
+        "train",
+        *args,
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--image-size",
+        "67",
+        "--workers",
+        "0",
+        "--out",
+        tmp_path,
+        "--name",
+        name,
+    )
     assert rc == 0, err
     return tmp_path / name / "checkpoints" / "last.pt"
 
@@ -218,8 +259,35 @@ def folder_models(image_folder, tmp_path_factory):
 
     paths = []
     for name, init in (("a", "kaiming"), ("b", "torch")):
-        assert main([str(a) for a in ("train", "--data", image_folder, "--epochs", "1", "--batch-size", "16", "--image-size", "67",
-                                       "--workers", "0", "--init", init, "--val-fraction", "0.5", "--out", out, "--name", name)]) == 0  # fmt: skip
+        assert (
+            main(
+                [
+                    str(a)
+                    for a in (
+                        "train",
+                        "--data",
+                        image_folder,
+                        "--epochs",
+                        "1",
+                        "--batch-size",
+                        "16",
+                        "--image-size",
+                        "67",
+                        "--workers",
+                        "0",
+                        "--init",
+                        init,
+                        "--val-fraction",
+                        "0.5",
+                        "--out",
+                        out,
+                        "--name",
+                        name,
+                    )
+                ]
+            )
+            == 0
+        )
         paths.append(out / name / "checkpoints" / "last.pt")
     return paths
 
@@ -246,7 +314,9 @@ def _explicit(paths, ten_crop: bool):
         probs = []
         for f, net in zip(files, nets):
             for crop in crops:
-                x = TF.normalize(TF.to_dtype(crop, torch.float32, scale=True), list(f.preprocess.mean), list(f.preprocess.std))
+                x = TF.normalize(
+                    TF.to_dtype(crop, torch.float32, scale=True), list(f.preprocess.mean), list(f.preprocess.std)
+                )
                 with torch.no_grad():
                     probs.append(net(x[None]).softmax(-1)[0])
         p = torch.stack(probs).mean(0)
@@ -258,7 +328,9 @@ def _explicit(paths, ten_crop: bool):
 @pytest.mark.slow
 def test_ten_crop_and_ensemble_match_an_explicit_loop(folder_models, tmp_path, capsys):
     a, b = folder_models
-    rc, out, err = _cli(capsys, "evaluate", "--checkpoint", a, "--checkpoint", b, "--ten-crop", "--json", "--out", tmp_path)
+    rc, out, err = _cli(
+        capsys, "evaluate", "--checkpoint", a, "--checkpoint", b, "--ten-crop", "--json", "--out", tmp_path
+    )
     assert rc == 0, err
     result = json.loads(out)
     rows = {(r["model"], r["crop"]): r for r in result["table"]}
@@ -271,7 +343,9 @@ def test_ten_crop_and_ensemble_match_an_explicit_loop(folder_models, tmp_path, c
     assert result["top1"] == rows["ensemble of 2", "ten-crop"]["top1"]  # the headline
     # a model's single-crop number is what a plain evaluation reports
     plain = json.loads(_cli(capsys, "evaluate", "--checkpoint", a, "--json", "--out", tmp_path / "plain")[1])
-    assert plain["top1"] == rows[str(a), "single-crop"]["top1"] and plain["loss"] == pytest.approx(rows[str(a), "single-crop"]["loss"], rel=1e-6)
+    assert plain["top1"] == rows[str(a), "single-crop"]["top1"] and plain["loss"] == pytest.approx(
+        rows[str(a), "single-crop"]["loss"], rel=1e-6
+    )
     rc, out, _ = _cli(capsys, "evaluate", "--checkpoint", a, "--checkpoint", b, "--ten-crop", "--out", tmp_path)
     assert "ten-crop" in out and "ensemble of 2" in out
 
@@ -283,12 +357,29 @@ def test_an_ensemble_of_models_of_other_classes_or_data_is_refused(folder_models
 
 
 def test_idx_ten_crop_evaluates_and_lighting_is_skipped_with_a_note(idx_folder, tmp_path, capsys):
-    rc, out, err = _cli(capsys, "train", "--data", idx_folder.path, "--lighting", "--epochs", "1", "--batch-size", "32",
-                        "--image-size", "67", "--out", tmp_path, "--name", "g")  # fmt: skip
+    rc, out, err = _cli(
+        capsys,
+        "train",
+        "--data",
+        idx_folder.path,
+        "--lighting",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "32",
+        "--image-size",
+        "67",
+        "--out",
+        tmp_path,
+        "--name",
+        "g",
+    )
     assert rc == 0, err
     assert sum("PCA lighting skipped" in line for line in out.splitlines()) == 1
     assert not (tmp_path / "g" / "lighting.json").exists()
-    rc, out, _ = _cli(capsys, "evaluate", "--checkpoint", tmp_path / "g" / "checkpoints" / "last.pt", "--ten-crop", "--json")
+    rc, out, _ = _cli(
+        capsys, "evaluate", "--checkpoint", tmp_path / "g" / "checkpoints" / "last.pt", "--ten-crop", "--json"
+    )
     result = json.loads(out)
     assert rc == 0 and result["view"] == "ten-crop" and result["images"] == 80 and len(result["table"]) == 2
 
@@ -314,8 +405,24 @@ def test_folder_lighting_is_recorded_in_the_run_folder_and_checkpoint(image_fold
 
 @pytest.mark.slow
 def test_the_paper_recipe_with_its_departure_leaves_chance_on_tiny_data(idx_folder, tmp_path, capsys):
-    rc, out, err = _cli(capsys, "train", "--recipe", "paper", "--data", idx_folder.path, "--image-size", "67", "--epochs", "3",
-                        "--batch-size", "32", "--out", tmp_path, "--name", "p")  # fmt: skip
+    rc, out, err = _cli(
+        capsys,
+        "train",
+        "--recipe",
+        "paper",
+        "--data",
+        idx_folder.path,
+        "--image-size",
+        "67",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "32",
+        "--out",
+        tmp_path,
+        "--name",
+        "p",
+    )
     assert rc == 0, err
     assert json.loads((tmp_path / "p" / "config.json").read_text())["recipe"] == "paper"
     lines = [json.loads(line) for line in (tmp_path / "p" / "metrics.jsonl").read_text().splitlines()]
@@ -325,10 +432,23 @@ def test_the_paper_recipe_with_its_departure_leaves_chance_on_tiny_data(idx_fold
 
 @pytest.mark.slow
 def test_a_paper_optimizer_run_resumed_ends_with_the_same_weights(idx_folder, tmp_path, capsys):
-    common = ["--recipe", "paper", "--data", idx_folder.path, "--image-size", "67", "--batch-size", "64", "--lr", "0.001"]
+    common = [
+        "--recipe",
+        "paper",
+        "--data",
+        idx_folder.path,
+        "--image-size",
+        "67",
+        "--batch-size",
+        "64",
+        "--lr",
+        "0.001",
+    ]
     assert _cli(capsys, "train", *common, "--epochs", "2", "--out", tmp_path, "--name", "whole")[0] == 0
     assert _cli(capsys, "train", *common, "--epochs", "1", "--out", tmp_path, "--name", "part")[0] == 0
-    rc, _, err = _cli(capsys, "train", "--resume", tmp_path / "part", "--epochs", "2")  # the velocity is checked and loaded
+    rc, _, err = _cli(
+        capsys, "train", "--resume", tmp_path / "part", "--epochs", "2"
+    )  # the velocity is checked and loaded
     assert rc == 0, err
     whole, part = (torch.load(tmp_path / n / "checkpoints" / "last.pt", weights_only=True) for n in ("whole", "part"))
     assert set(part["optimizer"]["state"][0]) == {"velocity"}

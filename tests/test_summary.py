@@ -36,9 +36,7 @@ def test_totals_are_exact(default_models, name):
 
 @pytest.mark.parametrize("name", VARIANTS)
 @pytest.mark.parametrize("in_channels, num_classes, size", [(3, 1000, None), (1, 10, 99)])
-def test_formula_matches_the_count_on_every_row(
-    default_models, name, in_channels, num_classes, size
-):
+def test_formula_matches_the_count_on_every_row(default_models, name, in_channels, num_classes, size):
     if (in_channels, num_classes) == (3, 1000):
         model = default_models[name]
     else:
@@ -60,10 +58,28 @@ def test_alexnet_rows_read_like_the_paper(default_models):
     spatial = [r["shape"][1] for r in rows if r["type"] in ("Conv2d", "MaxPool2d")]
     assert spatial == [55, 27, 27, 13, 13, 13, 13, 6]  # PAPER.md section 2, the errata corrected
     assert [r["name"] for r in rows] == [
-        "conv1", "relu1", "pool1", "conv2", "relu2", "pool2", "conv3", "relu3", "conv4", "relu4",
-        "conv5", "relu5", "pool5", "avgpool", "drop6", "fc6", "relu6", "drop7", "fc7", "relu7",
+        "conv1",
+        "relu1",
+        "pool1",
+        "conv2",
+        "relu2",
+        "pool2",
+        "conv3",
+        "relu3",
+        "conv4",
+        "relu4",
+        "conv5",
+        "relu5",
+        "pool5",
+        "avgpool",
+        "drop6",
+        "fc6",
+        "relu6",
+        "drop7",
+        "fc7",
+        "relu7",
         "fc8",
-    ]  # fmt: skip
+    ]
     assert [r["module"] for r in rows][:3] == ["features.0", "features.1", "features.2"]
     by_name = {r["name"]: r for r in rows}
     assert by_name["fc6"]["shape"] == [4096] and by_name["fc8"]["shape"] == [1000]

@@ -1,4 +1,5 @@
-"""The ``alexnet`` command: models, recipes, summary, train, experiment, evaluate, predict, visualize, report, export, convert, prepare, serve, bench.
+"""The ``alexnet`` command: models, recipes, summary, train, experiment, evaluate, predict, visualize,
+report, export, convert, prepare, serve, bench.
 
 Every sub-command parses its flags and calls the library (``train``, ``evaluate_checkpoint``,
 ``Predictor``, ``formats.export``, ...); errors in what the user gave come out as one line on
@@ -15,8 +16,8 @@ import shlex
 import sys
 
 from alexnet.config import TrainConfig, load_config_file, setting_types
-from alexnet.distributed import Forwarded
 from alexnet.errors import CheckpointError, ConfigError, DataError, Interrupted, RunError
+from alexnet.system.distributed import Forwarded
 
 
 def _cmd_models(args) -> int:
@@ -62,26 +63,31 @@ def _train_settings(args) -> TrainConfig:
 
 
 def _cmd_train(args) -> int:
-    from alexnet import distributed
-    from alexnet.train import train
+    from alexnet.system import distributed
+    from alexnet.training.loop import train
 
     if args.resume:
         # a resumed run keeps its own settings; only its length may grow (where its schedule allows)
         given = [f.name for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name) and f.name != "epochs"]
         if given or args.config:
             flags = ", ".join("--" + g.replace("_", "-") for g in given) or "--config"
-            raise ConfigError(f"--resume continues with the run's own settings (only --epochs may be given); drop {flags}")
+            raise ConfigError(
+                f"--resume continues with the run's own settings (only --epochs may be given); drop {flags}"
+            )
         result = train(TrainConfig(), resume=args.resume, epochs=getattr(args, "epochs", None))
     else:
         result = train(_train_settings(args), argv=["alexnet", *args.argv])
     if not distributed.from_environment().writer:  # under torchrun rank 0 speaks for the run
         return 0
-    print(f"done: validation top-1 {100 * result['val_top1']:.2f}% top-5 {100 * result['val_top5']:.2f}%; run folder {result['run_dir']}")
+    print(
+        "done: validation top-1 "
+        f"{100 * result['val_top1']:.2f}% top-5 {100 * result['val_top5']:.2f}%; run folder {result['run_dir']}"
+    )
     return 0
 
 
 def _cmd_experiment(args) -> int:
-    from alexnet.experiments import EXPERIMENTS, Options, list_lines, run_all, run_experiment
+    from alexnet.analysis.experiments import EXPERIMENTS, Options, list_lines, run_all, run_experiment
 
     if args.list:
         print("\n".join(list_lines()))
@@ -89,9 +95,14 @@ def _cmd_experiment(args) -> int:
     if args.name is None:
         raise ConfigError(f"name an experiment: {', '.join(EXPERIMENTS)}, or all (--list describes them)")
     number = lambda flag, text: None if text is None else _positive_flag(flag, text)  # noqa: E731
-    opts = Options(epochs=number("--epochs", args.epochs), seeds=number("--seeds", args.seeds),
-                   subset=None if args.subset == "all" else number("--subset", args.subset),
-                   image_size=number("--image-size", args.image_size), data=args.data, device=args.device)  # fmt: skip
+    opts = Options(
+        epochs=number("--epochs", args.epochs),
+        seeds=number("--seeds", args.seeds),
+        subset=None if args.subset == "all" else number("--subset", args.subset),
+        image_size=number("--image-size", args.image_size),
+        data=args.data,
+        device=args.device,
+    )
     argv = ["alexnet", *args.argv]
     if args.name == "all":
         run_all(opts, args.out, argv=argv)
@@ -112,7 +123,7 @@ def _positive_flag(flag: str, text: str) -> int:
 
 
 def _cmd_evaluate(args) -> int:
-    from alexnet.evaluate import evaluate_models, format_report
+    from alexnet.inference.evaluate import evaluate_models, format_report
 
     result = evaluate_models(args.checkpoint, data=args.data, device=args.device, out=args.out, ten_crop=args.ten_crop)
     print(json.dumps(result, indent=2) if args.json else format_report(result))
@@ -120,7 +131,7 @@ def _cmd_evaluate(args) -> int:
 
 
 def _cmd_predict(args) -> int:
-    from alexnet.predict import Predictor
+    from alexnet.inference.predict import Predictor
 
     if (args.checkpoint is None) == (args.weights is None):
         raise ConfigError("give exactly one of --checkpoint CKPT or --weights FILE")
@@ -140,7 +151,7 @@ def _cmd_predict(args) -> int:
 
 
 def _cmd_visualize(args) -> int:
-    from alexnet import visualize
+    from alexnet.analysis import visualize
 
     common = dict(seed=args.seed, data=args.data, device=args.device) if args.figure != "filters" else {}
     if args.figure == "filters":
@@ -148,15 +159,21 @@ def _cmd_visualize(args) -> int:
     elif args.figure == "predictions":
         out, _ = visualize.visualize_predictions(args.checkpoint, args.images, args.out, count=args.count, **common)
     else:
-        out, found = visualize.visualize_neighbours(args.checkpoint, args.out, count=args.count, neighbours=args.neighbours,
-                                                    train_images=args.train_images, **common)  # fmt: skip
+        out, found = visualize.visualize_neighbours(
+            args.checkpoint,
+            args.out,
+            count=args.count,
+            neighbours=args.neighbours,
+            train_images=args.train_images,
+            **common,
+        )
         print(f"searched {found['searched']:,} training images")
     print(f"wrote {out}")
     return 0
 
 
 def _cmd_report(args) -> int:
-    from alexnet.report import write_report
+    from alexnet.analysis.report import write_report
 
     print(f"wrote {write_report(args.folder, args.out, device=args.device, train_images=args.train_images)}")
     return 0
@@ -173,11 +190,23 @@ def _cmd_export(args) -> int:
 def _cmd_prepare(args) -> int:
     from alexnet.data.prepare import prepare
 
-    index = prepare(args.src, args.dst, resize=args.resize, shard_size=args.shard_size, workers=args.workers,
-                    skip_bad_images=args.skip_bad_images, seed=args.seed, val_fraction=args.val_fraction, force=args.force)  # fmt: skip
+    index = prepare(
+        args.src,
+        args.dst,
+        resize=args.resize,
+        shard_size=args.shard_size,
+        workers=args.workers,
+        skip_bad_images=args.skip_bad_images,
+        seed=args.seed,
+        val_fraction=args.val_fraction,
+        force=args.force,
+    )
     counts = {k: (index.count(k), len(v)) for k, v in index.splits.items()}
-    print(f"wrote {counts['train'][0]} train images in {counts['train'][1]} shard(s) and {counts['val'][0]} val images in "
-          f"{counts['val'][1]} to {args.dst}; train with: alexnet train --data {args.dst}")  # fmt: skip
+    print(
+        f"wrote {counts['train'][0]} train images in {counts['train'][1]} shard(s) and {counts['val'][0]} val "
+        "images in "
+        f"{counts['val'][1]} to {args.dst}; train with: alexnet train --data {args.dst}"
+    )
     return 0
 
 
@@ -187,10 +216,20 @@ def _cmd_bench(args) -> int:
     if args.only == "accuracy":  # whole training runs: never part of the default set
         from alexnet.bench.accuracy import run_accuracy
 
-        run_accuracy(shlex.split(args.train), args.seeds, out=args.out, json_path=args.json)
+        flags = shlex.split(args.train)
+        cfg = _train_settings(build_parser().parse_args(["train", *flags]))
+        run_accuracy(cfg, flags, args.seeds, out=args.out, json_path=args.json)
         return 0
-    run_bench(device=args.device, only=args.only, quick=args.quick, json_path=args.json, workers=args.workers,
-              warmup=args.warmup, repeats=args.repeats, batch_size=args.batch_size)  # fmt: skip
+    run_bench(
+        device=args.device,
+        only=args.only,
+        quick=args.quick,
+        json_path=args.json,
+        workers=args.workers,
+        warmup=args.warmup,
+        repeats=args.repeats,
+        batch_size=args.batch_size,
+    )
     return 0
 
 
@@ -203,10 +242,19 @@ def _cmd_convert(args) -> int:
 
 
 def _cmd_serve(args) -> int:
-    from alexnet.serve import ServeSettings, serve
+    from alexnet.inference.serve import ServeSettings, serve
 
-    return serve(ServeSettings(checkpoint=args.checkpoint, host=args.host, port=args.port, max_bytes=args.max_bytes,
-                               max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms, device=args.device))  # fmt: skip
+    return serve(
+        ServeSettings(
+            checkpoint=args.checkpoint,
+            host=args.host,
+            port=args.port,
+            max_bytes=args.max_bytes,
+            max_batch=args.max_batch,
+            batch_wait_ms=args.batch_wait_ms,
+            device=args.device,
+        )
+    )
 
 
 def _positive_int(text: str) -> int:
@@ -235,15 +283,24 @@ def build_parser() -> argparse.ArgumentParser:
     from alexnet.formats import EXPORTERS
     from alexnet.models import MODELS
 
-    parser = argparse.ArgumentParser(prog="alexnet", description="AlexNet: the source document's, the 2012 paper's and torchvision's.")
+    parser = argparse.ArgumentParser(
+        prog="alexnet", description="AlexNet: the source document's, the 2012 paper's and torchvision's."
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     sub.add_parser("models", help="list the AlexNet variants").set_defaults(func=_cmd_models)
-    sub.add_parser("recipes", help="list the named recipes (train --recipe NAME) and what each sets").set_defaults(func=_cmd_recipes)
+    sub.add_parser("recipes", help="list the named recipes (train --recipe NAME) and what each sets").set_defaults(
+        func=_cmd_recipes
+    )
 
     p = sub.add_parser("summary", help="per-layer shapes, parameters, multiply-accumulates and memory")
     p.add_argument("--model", default="alexnet", choices=list(MODELS))
-    p.add_argument("--image-size", type=_positive_int, default=None, help="default: the variant's native size (227, or 224 for alexnet_owt)")
+    p.add_argument(
+        "--image-size",
+        type=_positive_int,
+        default=None,
+        help="default: the variant's native size (227, or 224 for alexnet_owt)",
+    )
     p.add_argument("--num-classes", type=_positive_int, default=1000)
     p.add_argument("--in-channels", type=_positive_int, default=3)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -251,27 +308,62 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train (Fashion-MNIST by default, or --data FOLDER), evaluate each epoch")
     p.add_argument("--config", help="JSON file of settings (flags override it)")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR (or the newest run in a folder of runs) from its last checkpoint; with --epochs N, extend it to N epochs")
+    p.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help=(
+            "continue the run in RUN_DIR (or the newest run in a folder of runs) from its last checkpoint; with "
+            "--epochs N, extend it to N epochs"
+        ),
+    )
     _add_config_flags(p)
     p.set_defaults(func=_cmd_train)
 
-    from alexnet.experiments import BASE
+    from alexnet.analysis.experiments import BASE
 
-    p = sub.add_parser("experiment", help="one of the paper's ablations, measured over arms and seeds: a table and a figure (--list)")
-    p.add_argument("name", nargs="?", metavar="NAME", help="relu-vs-tanh, lrn, pooling, dropout, augmentation, towers, or all")
-    p.add_argument("--list", action="store_true", help="list the experiments, their defaults and their time on 2 CPU cores")
+    p = sub.add_parser(
+        "experiment", help="one of the paper's ablations, measured over arms and seeds: a table and a figure (--list)"
+    )
+    p.add_argument(
+        "name", nargs="?", metavar="NAME", help="relu-vs-tanh, lrn, pooling, dropout, augmentation, towers, or all"
+    )
+    p.add_argument(
+        "--list", action="store_true", help="list the experiments, their defaults and their time on 2 CPU cores"
+    )
     p.add_argument("--epochs", default=None, help="epochs of every run (default: the experiment's)")
     p.add_argument("--seeds", default=None, help="seeds 0..K-1 of every arm (default: the experiment's)")
-    p.add_argument("--subset", default=str(BASE["subset"]), help="training images per run, a seeded subset, or all (default: %(default)s)")
+    p.add_argument(
+        "--subset",
+        default=str(BASE["subset"]),
+        help="training images per run, a seeded subset, or all (default: %(default)s)",
+    )
     p.add_argument("--image-size", default=str(BASE["image_size"]), help="input side (default: %(default)s)")
     p.add_argument("--data", default=None, help="as train --data (default: Fashion-MNIST)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    p.add_argument("--out", default=None, help="the experiment's folder; the same folder again skips finished arm-seeds (default: runs/experiment-NAME-<time>)")
+    p.add_argument(
+        "--out",
+        default=None,
+        help=(
+            "the experiment's folder; the same folder again skips finished arm-seeds (default: "
+            "runs/experiment-NAME-<time>)"
+        ),
+    )
     p.set_defaults(func=_cmd_experiment)
 
-    p = sub.add_parser("evaluate", help="top-1/top-5, per-class accuracy and confusion matrix of a checkpoint, or of an ensemble")
-    p.add_argument("--checkpoint", required=True, action="append", help="a checkpoint or export; repeat it for an ensemble (the models' softmax averaged)")
-    p.add_argument("--ten-crop", action="store_true", help="also the paper's ten-crop testing: softmax averaged over four corners, the centre and their mirrors")
+    p = sub.add_parser(
+        "evaluate", help="top-1/top-5, per-class accuracy and confusion matrix of a checkpoint, or of an ensemble"
+    )
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        action="append",
+        help="a checkpoint or export; repeat it for an ensemble (the models' softmax averaged)",
+    )
+    p.add_argument(
+        "--ten-crop",
+        action="store_true",
+        help="also the paper's ten-crop testing: softmax averaged over four corners, the centre and their mirrors",
+    )
     p.add_argument("--data", default=None, help="evaluate on this data instead of the checkpoint's own")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", default=None, help="folder for evaluation.json and confusion.png (default: the run folder)")
@@ -280,89 +372,250 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="top-k classes of image files")
     p.add_argument("images", nargs="+", metavar="IMAGE")
-    p.add_argument("--checkpoint", default=None, help="a checkpoint written by alexnet train or convert, a .safetensors from alexnet export, or a .caffemodel")
+    p.add_argument(
+        "--checkpoint",
+        default=None,
+        help="a checkpoint written by alexnet train or convert, a .safetensors from alexnet export, or a .caffemodel",
+    )
     p.add_argument("--weights", default=None, help="a torchvision AlexNet weights file (alexnet-owt-*.pth)")
     p.add_argument("--top", type=_positive_int, default=5)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_predict)
 
-    p = sub.add_parser("visualize", help="the paper's figures 3 and 4 for a checkpoint: conv1 filters, top-5 predictions, FC7 neighbours")
+    p = sub.add_parser(
+        "visualize",
+        help="the paper's figures 3 and 4 for a checkpoint: conv1 filters, top-5 predictions, FC7 neighbours",
+    )
     figures = p.add_subparsers(dest="figure", required=True, metavar="FIGURE")
-    for name, text in (("filters", "conv1's kernels as an image grid (figure 3); alexnet2012's two towers as two blocks"),
-                       ("predictions", "images with their top-5 classes as bars (figure 4, left)"),
-                       ("neighbours", "test images beside the training images nearest in FC7 feature space (figure 4, right)")):  # fmt: skip
+    for name, text in (
+        ("filters", "conv1's kernels as an image grid (figure 3); alexnet2012's two towers as two blocks"),
+        ("predictions", "images with their top-5 classes as bars (figure 4, left)"),
+        ("neighbours", "test images beside the training images nearest in FC7 feature space (figure 4, right)"),
+    ):
         f = figures.add_parser(name, help=text)
-        f.add_argument("--checkpoint", required=True, help="a checkpoint written by alexnet train (or any model file predict reads)")
+        f.add_argument(
+            "--checkpoint",
+            required=True,
+            help="a checkpoint written by alexnet train (or any model file predict reads)",
+        )
         if name == "predictions":
-            f.add_argument("images", nargs="*", metavar="IMAGE", help="image files (default: a sample of the model's test/validation images)")
-        f.add_argument("--out", default=None, help=f"the PNG to write (default: {name}.png in the checkpoint's run folder)")
+            f.add_argument(
+                "images",
+                nargs="*",
+                metavar="IMAGE",
+                help="image files (default: a sample of the model's test/validation images)",
+            )
+        f.add_argument(
+            "--out", default=None, help=f"the PNG to write (default: {name}.png in the checkpoint's run folder)"
+        )
         if name == "filters":
             continue
-        f.add_argument("--count", type=_positive_int, default=8 if name == "predictions" else 5, help="test images to show (default: %(default)s)")
+        f.add_argument(
+            "--count",
+            type=_positive_int,
+            default=8 if name == "predictions" else 5,
+            help="test images to show (default: %(default)s)",
+        )
         if name == "neighbours":
-            f.add_argument("--neighbours", type=_positive_int, default=6, help="training images shown per test image (default: %(default)s, the paper's)")
-            f.add_argument("--train-images", type=_positive_int, default=10_000, help="training images searched, a seeded subset (default: %(default)s)")
+            f.add_argument(
+                "--neighbours",
+                type=_positive_int,
+                default=6,
+                help="training images shown per test image (default: %(default)s, the paper's)",
+            )
+            f.add_argument(
+                "--train-images",
+                type=_positive_int,
+                default=10_000,
+                help="training images searched, a seeded subset (default: %(default)s)",
+            )
         f.add_argument("--seed", type=int, default=0, help="seeds which images are drawn (default: %(default)s)")
-        f.add_argument("--data", default=None, help="draw images from this data instead of the checkpoint's own (same kind and classes)")
+        f.add_argument(
+            "--data",
+            default=None,
+            help="draw images from this data instead of the checkpoint's own (same kind and classes)",
+        )
         f.add_argument("--device", default="auto")
     p.set_defaults(func=_cmd_visualize)
 
     p = sub.add_parser("report", help="one self-contained HTML page for a run folder or an experiment folder")
-    p.add_argument("folder", metavar="RUN_DIR", help="a run folder (alexnet train's), or a folder of tables, figures and runs")
-    p.add_argument("--out", default=None, help="the HTML file to write (default: RUN_DIR/report.html); a file not written by alexnet report is never replaced")
-    p.add_argument("--train-images", type=_positive_int, default=10_000, help="training images the neighbour search covers (default: %(default)s)")
+    p.add_argument(
+        "folder", metavar="RUN_DIR", help="a run folder (alexnet train's), or a folder of tables, figures and runs"
+    )
+    p.add_argument(
+        "--out",
+        default=None,
+        help=(
+            "the HTML file to write (default: RUN_DIR/report.html); a file not written by alexnet report is never "
+            "replaced"
+        ),
+    )
+    p.add_argument(
+        "--train-images",
+        type=_positive_int,
+        default=10_000,
+        help="training images the neighbour search covers (default: %(default)s)",
+    )
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("export", help="write a checkpoint as safetensors (+ JSON sidecar), ONNX or torch.export's .pt2")
-    p.add_argument("--checkpoint", required=True, help="a checkpoint written by alexnet train (or any model file predict reads)")
-    p.add_argument("--format", default="safetensors", choices=list(EXPORTERS), help="file format (default: safetensors): " + "; ".join(f"{n}: {f.description}" for n, f in EXPORTERS.items()))
-    p.add_argument("--out", default=None, help="the output file or a folder (default: next to the checkpoint, same stem); a safetensors export's sidecar is <same stem>.json")
+    p.add_argument(
+        "--checkpoint", required=True, help="a checkpoint written by alexnet train (or any model file predict reads)"
+    )
+    p.add_argument(
+        "--format",
+        default="safetensors",
+        choices=list(EXPORTERS),
+        help="file format (default: safetensors): " + "; ".join(f"{n}: {f.description}" for n, f in EXPORTERS.items()),
+    )
+    p.add_argument(
+        "--out",
+        default=None,
+        help=(
+            "the output file or a folder (default: next to the checkpoint, same stem); a safetensors export's "
+            "sidecar is <same stem>.json"
+        ),
+    )
     p.add_argument("--force", action="store_true", help="replace existing files")
     p.set_defaults(func=_cmd_export)
 
-    p = sub.add_parser("prepare", help="an image folder to pre-resized WebDataset tar shards with an index, for train --data DST")
+    p = sub.add_parser(
+        "prepare", help="an image folder to pre-resized WebDataset tar shards with an index, for train --data DST"
+    )
     p.add_argument("src", metavar="SRC", help="an image folder: one sub-folder per class, or train/ and val/ of them")
-    p.add_argument("dst", metavar="DST", help="an empty folder for the shards, index.json, classes.txt and bad_images.json")
-    p.add_argument("--resize", type=_positive_int, default=256, help="shorter side of the stored images (default: 256, the paper's)")
+    p.add_argument(
+        "dst", metavar="DST", help="an empty folder for the shards, index.json, classes.txt and bad_images.json"
+    )
+    p.add_argument(
+        "--resize",
+        type=_positive_int,
+        default=256,
+        help="shorter side of the stored images (default: 256, the paper's)",
+    )
     p.add_argument("--shard-size", default="1GB", help="largest shard, e.g. 1GB, 500MB, 2GiB (default: 1GB)")
-    p.add_argument("--workers", type=int, default=TrainConfig.workers, help="processes decoding and encoding (default: %(default)s)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=TrainConfig.workers,
+        help="processes decoding and encoding (default: %(default)s)",
+    )
     p.add_argument("--skip-bad-images", action="store_true", help="leave bad files out, listed in DST/bad_images.json")
-    p.add_argument("--seed", type=int, default=TrainConfig.seed, help="seeds the hold-out of a plain folder and the training images' order")
-    p.add_argument("--val-fraction", type=float, default=TrainConfig.val_fraction, help="hold-out share of a plain folder (default: %(default)s)")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=TrainConfig.seed,
+        help="seeds the hold-out of a plain folder and the training images' order",
+    )
+    p.add_argument(
+        "--val-fraction",
+        type=float,
+        default=TrainConfig.val_fraction,
+        help="hold-out share of a plain folder (default: %(default)s)",
+    )
     p.add_argument("--force", action="store_true", help="replace an earlier prepare's files in DST")
     p.set_defaults(func=_cmd_prepare)
 
-    p = sub.add_parser("convert", help="convert torchvision's alexnet-owt-*.pth or Caffe's bvlc_alexnet.caffemodel to our formats")
-    p.add_argument("file", metavar="FILE", help="alexnet-owt-*.pth (into alexnet_owt) or a .caffemodel (into alexnet2012)")
-    p.add_argument("--to", required=True, metavar="OUT", help="the file to write; its suffix picks the format: .pt (checkpoint), .safetensors (+ .json sidecar), .onnx, .pt2")
-    p.add_argument("--mean-file", default=None, metavar="BINARYPROTO", help="Caffe only: a mean image (imagenet_mean.binaryproto) whose per-channel mean to subtract instead of ilsvrc_2012_mean's (104.0, 116.7, 122.7 BGR)")
+    p = sub.add_parser(
+        "convert", help="convert torchvision's alexnet-owt-*.pth or Caffe's bvlc_alexnet.caffemodel to our formats"
+    )
+    p.add_argument(
+        "file", metavar="FILE", help="alexnet-owt-*.pth (into alexnet_owt) or a .caffemodel (into alexnet2012)"
+    )
+    p.add_argument(
+        "--to",
+        required=True,
+        metavar="OUT",
+        help=(
+            "the file to write; its suffix picks the format: .pt (checkpoint), .safetensors (+ .json sidecar), "
+            ".onnx, .pt2"
+        ),
+    )
+    p.add_argument(
+        "--mean-file",
+        default=None,
+        metavar="BINARYPROTO",
+        help=(
+            "Caffe only: a mean image (imagenet_mean.binaryproto) whose per-channel mean to subtract instead of "
+            "ilsvrc_2012_mean's (104.0, 116.7, 122.7 BGR)"
+        ),
+    )
     p.add_argument("--force", action="store_true", help="replace existing files")
     p.set_defaults(func=_cmd_convert)
 
-    p = sub.add_parser("serve", help="an HTTP prediction service: POST /predict, GET /health, /metrics, and a page at /")
-    p.add_argument("--checkpoint", required=True, help="a checkpoint written by alexnet train, or a .safetensors from alexnet export")
+    p = sub.add_parser(
+        "serve", help="an HTTP prediction service: POST /predict, GET /health, /metrics, and a page at /"
+    )
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        help="a checkpoint written by alexnet train, or a .safetensors from alexnet export",
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0: any free port)")
-    p.add_argument("--max-bytes", type=_positive_int, default=20_000_000, help="largest request body accepted, in bytes (default: 20000000)")
-    p.add_argument("--max-batch", type=_positive_int, default=8, help="images per forward pass when requests arrive together (default: 8; 1: no batching)")
-    p.add_argument("--batch-wait-ms", type=float, default=0.0, help="how long a forward pass waits for more requests to join it (default: 0)")
+    p.add_argument(
+        "--max-bytes",
+        type=_positive_int,
+        default=20_000_000,
+        help="largest request body accepted, in bytes (default: 20000000)",
+    )
+    p.add_argument(
+        "--max-batch",
+        type=_positive_int,
+        default=8,
+        help="images per forward pass when requests arrive together (default: 8; 1: no batching)",
+    )
+    p.add_argument(
+        "--batch-wait-ms",
+        type=float,
+        default=0.0,
+        help="how long a forward pass waits for more requests to join it (default: 0)",
+    )
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_cmd_serve)
 
-    p = sub.add_parser("bench", help="speed benchmarks, each against a baseline in the same process (docs/performance.md)")
-    p.add_argument("--quick", action="store_true", help="the CPU set in a few minutes: alexnet only, small batches, 3 repeats")
-    p.add_argument("--only", choices=("step", "compile", "pipeline", "e2e", "accuracy"),
-                   help="one benchmark: model step, torch.compile (CUDA), input pipeline, end to end, or accuracy (time to 90%% and 91%%: whole training runs, never in the default set)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="--only accuracy: one training run per seed (default: 0 1 2)")
-    p.add_argument("--train", default="", metavar="FLAGS", help="--only accuracy: alexnet train's flags, quoted (default: none, the default recipe)")
-    p.add_argument("--out", help="--only accuracy: parent folder of the runs (default: a temporary folder, removed after)")
+    p = sub.add_parser(
+        "bench", help="speed benchmarks, each against a baseline in the same process (docs/performance.md)"
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="the CPU set in a few minutes: alexnet only, small batches, 3 repeats"
+    )
+    p.add_argument(
+        "--only",
+        choices=("step", "compile", "pipeline", "e2e", "accuracy"),
+        help=(
+            "one benchmark: model step, torch.compile (CUDA), input pipeline, end to end, or accuracy (time to 90%% "
+            "and 91%%: whole training runs, never in the default set)"
+        ),
+    )
+    p.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=[0, 1, 2],
+        help="--only accuracy: one training run per seed (default: 0 1 2)",
+    )
+    p.add_argument(
+        "--train",
+        default="",
+        metavar="FLAGS",
+        help="--only accuracy: alexnet train's flags, quoted (default: none, the default recipe)",
+    )
+    p.add_argument(
+        "--out", help="--only accuracy: parent folder of the runs (default: a temporary folder, removed after)"
+    )
     p.add_argument("--json", metavar="PATH", help="also write the record (machine, settings, rows, checks) as JSON")
     p.add_argument("--device", default="auto", help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps")
     p.add_argument("--workers", type=int, default=1, help="loader worker processes of both pipelines (default: 1)")
     p.add_argument("--warmup", type=int, help="untimed runs of each side first (default: 1 with --quick, else 2)")
-    p.add_argument("--repeats", type=_positive_int, help="timed runs of each side, interleaved (default: 3 with --quick, else 5)")
-    p.add_argument("--batch-size", type=_positive_int, help="the step and choice rows' batch (default: 32 with --quick, else 128; 256 on CUDA)")
+    p.add_argument(
+        "--repeats", type=_positive_int, help="timed runs of each side, interleaved (default: 3 with --quick, else 5)"
+    )
+    p.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        help="the step and choice rows' batch (default: 32 with --quick, else 128; 256 on CUDA)",
+    )
     p.set_defaults(func=_cmd_bench)
     return parser
 

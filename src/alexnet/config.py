@@ -20,10 +20,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
-from alexnet.budget import budget_seconds
 from alexnet.errors import ConfigError, brief
 from alexnet.models import LRN_K, Activation, Init, ModelName, Pooling, check_image_size
-from alexnet.parallel import parse_devices
+from alexnet.system.runtime import parse_devices
 
 Schedule = Literal["onecycle", "plateau", "cosine", "constant"]
 Recipe = Literal["fast", "paper"]
@@ -32,6 +31,17 @@ SCHEDULES = get_args(Schedule)
 # Schedules whose shape does not depend on the run's length: such a run can be extended with
 # `--resume RUN --epochs N`. onecycle and cosine are laid out over all steps from the start.
 EXTENDABLE_SCHEDULES = ("plateau", "constant")
+
+
+_BUDGET = re.compile(r"([0-9]*\.?[0-9]+)([smh])")
+
+
+def budget_seconds(text: str) -> float:
+    """``90s``, ``15m``, ``1.5h`` -> seconds; anything else is a ConfigError naming the flag."""
+    match = _BUDGET.fullmatch(text.strip()) if isinstance(text, str) else None
+    if not match or float(match[1]) <= 0:
+        raise ConfigError(f"--time-budget {text!r}: give a duration such as 90s, 15m or 1.5h")
+    return float(match[1]) * {"s": 1, "m": 60, "h": 3600}[match[2]]
 
 
 # The largest batch: AlexNet has been trained with batches of 32K (You et al. 2017, LARS); twice
@@ -54,57 +64,156 @@ def _f(default, help: str):
 class TrainConfig:
     """Everything that defines a training run. Stored in the run folder and in every checkpoint."""
 
-    recipe: Recipe = _f("fast", "named settings under --config and the flags (alexnet recipes lists them): fast (these defaults) or paper (the 2012 paper's, docs/paper.md)")
+    recipe: Recipe = _f(
+        "fast",
+        (
+            "named settings under --config and the flags (alexnet recipes lists them): fast (these defaults) or paper "
+            "(the 2012 paper's, docs/paper.md)"
+        ),
+    )
 
     # -- model (models.py) --
-    model: ModelName = _f("alexnet", "variant: alexnet (the source document's), alexnet2012 (the paper's), alexnet2012_half (its one-GPU baseline), alexnet_owt (torchvision's)")
+    model: ModelName = _f(
+        "alexnet",
+        (
+            "variant: alexnet (the source document's), alexnet2012 (the paper's), alexnet2012_half (its one-GPU "
+            "baseline), alexnet_owt (torchvision's)"
+        ),
+    )
     activation: Activation = _f("relu", "relu, or tanh for the paper's figure-1 ablation")
-    lrn: bool | None = _f(None, "local response normalization after conv1/conv2; None = the variant's own (on for alexnet2012)")
+    lrn: bool | None = _f(
+        None, "local response normalization after conv1/conv2; None = the variant's own (on for alexnet2012)"
+    )
     lrn_k: float = _f(LRN_K, "LRN's additive constant k (the paper: 2; Caffe's bvlc_alexnet was trained with 1)")
     pooling: Pooling = _f("overlap", "overlap (3x3 stride 2, the paper's) or plain (2x2 stride 2)")
     dropout: float = _f(0.5, "dropout probability in FC6 and FC7 (the paper: 0.5)")
-    init: Init | None = _f(None, "paper, caffe (the paper's with Caffe's bias 0.1), kaiming or torch; None = the variant's default (kaiming for alexnet, see models.py)")
+    init: Init | None = _f(
+        None,
+        (
+            "paper, caffe (the paper's with Caffe's bias 0.1), kaiming or torch; None = the variant's default (kaiming "
+            "for alexnet, see models.py)"
+        ),
+    )
 
     # -- data (data/) --
-    data: str | None = _f(None, "None = Fashion-MNIST from Debian's dataset-fashion-mnist; or a folder of IDX files; or an ImageFolder-style folder of images (one sub-folder per class, optionally train/ and val/); or shards from alexnet prepare (a folder or fsspec URL holding index.json)")
-    image_size: int = _f(99, "input height and width: 99 = 32k+35 gives whole-number maps (final 2x2); 227 is the document's input; 67 the smallest")
-    val_fraction: float = _f(0.1, 'hold-out share for an image folder without train/ and val/ sub-folders')
-    workers: int = _f(2, 'data-loader worker processes (image folders only; Fashion-MNIST is augmented on tensors)')
-    augment: bool = _f(True, "the paper's random crops and horizontal flips of the training images (section 4.1); off: they are only resized (centre crop), as evaluation's are")
-    lighting: bool = _f(False, "the paper's PCA colour (lighting) augmentation, from the training images' RGB covariance; skipped on grayscale data")
-    decode: Literal["auto", "cpu", "gpu"] = _f("auto", "image folders: where JPEGs are decoded, cropped and flipped: auto (on the GPU with nvJPEG when training on CUDA and torchvision's decoder works there, else cpu), cpu (in the loader workers), gpu (refused without a working nvJPEG)")
-    subset: int | None = _f(None, "train on a seeded random N of the training images (the whole set when N is larger); None = all. The validation/test images stay whole")
-    skip_bad_images: bool = _f(False, "train on the readable images of a folder and list the bad ones in the run folder's bad_images.json")
+    data: str | None = _f(
+        None,
+        (
+            "None = Fashion-MNIST from Debian's dataset-fashion-mnist; or a folder of IDX files; or an "
+            "ImageFolder-style folder of images (one sub-folder per class, optionally train/ and val/); or shards "
+            "from alexnet prepare (a folder or fsspec URL holding index.json)"
+        ),
+    )
+    image_size: int = _f(
+        99,
+        (
+            "input height and width: 99 = 32k+35 gives whole-number maps (final 2x2); 227 is the document's input; 67 "
+            "the smallest"
+        ),
+    )
+    val_fraction: float = _f(0.1, "hold-out share for an image folder without train/ and val/ sub-folders")
+    workers: int = _f(2, "data-loader worker processes (image folders only; Fashion-MNIST is augmented on tensors)")
+    augment: bool = _f(
+        True,
+        (
+            "the paper's random crops and horizontal flips of the training images (section 4.1); off: they are only "
+            "resized (centre crop), as evaluation's are"
+        ),
+    )
+    lighting: bool = _f(
+        False,
+        (
+            "the paper's PCA colour (lighting) augmentation, from the training images' RGB covariance; skipped on "
+            "grayscale data"
+        ),
+    )
+    decode: Literal["auto", "cpu", "gpu"] = _f(
+        "auto",
+        (
+            "image folders: where JPEGs are decoded, cropped and flipped: auto (on the GPU with nvJPEG when training "
+            "on CUDA and torchvision's decoder works there, else cpu), cpu (in the loader workers), gpu (refused "
+            "without a working nvJPEG)"
+        ),
+    )
+    subset: int | None = _f(
+        None,
+        (
+            "train on a seeded random N of the training images (the whole set when N is larger); None = all. The "
+            "validation/test images stay whole"
+        ),
+    )
+    skip_bad_images: bool = _f(
+        False, "train on the readable images of a folder and list the bad ones in the run folder's bad_images.json"
+    )
 
     # -- optimization (optim.py); the paper's values are named where they differ --
-    optimizer: Optimizer = _f("sgd", "sgd (PyTorch's, fused) or paper (the paper's update rule exactly, also when the rate changes)")
+    optimizer: Optimizer = _f(
+        "sgd", "sgd (PyTorch's, fused) or paper (the paper's update rule exactly, also when the rate changes)"
+    )
     epochs: int = _f(4, "passes over the training set")
-    time_budget: str | None = _f(None, "as many epochs as fit this wall-clock budget here (90s, 15m, 1.5h), measured on the run's own data before it starts; sets --epochs (budget.py)")
+    time_budget: str | None = _f(
+        None,
+        (
+            "as many epochs as fit this wall-clock budget here (90s, 15m, 1.5h), measured on the run's own data before "
+            "it starts; sets --epochs (budget.py)"
+        ),
+    )
     batch_size: int = _f(128, "images per SGD step (the paper: 128)")
-    lr: float = _f(0.02, 'peak learning rate (the paper: 0.01, constant until validation error stops improving)')
+    lr: float = _f(0.02, "peak learning rate (the paper: 0.01, constant until validation error stops improving)")
     momentum: float = _f(0.9, "SGD momentum (the paper: 0.9)")
     weight_decay: float = _f(5e-4, "L2 weight decay (the paper: 0.0005)")
-    schedule: Schedule = _f("onecycle", "onecycle (warm-up then cosine decay, per step), plateau (the paper's /10 on a plateau), cosine (per step, no warm-up), constant")
-    warmup: float = _f(0.15, 'onecycle: fraction of all steps spent warming up')
+    schedule: Schedule = _f(
+        "onecycle",
+        (
+            "onecycle (warm-up then cosine decay, per step), plateau (the paper's /10 on a plateau), cosine (per step, "
+            "no warm-up), constant"
+        ),
+    )
+    warmup: float = _f(0.15, "onecycle: fraction of all steps spent warming up")
     label_smoothing: float = _f(0.0, "label smoothing of the cross-entropy loss (not in the paper)")
 
     # -- run --
     seed: int = _f(0, "seeds the init, the data order, the augmentation and the hold-out split")
-    device: str = _f("auto", 'auto (CUDA when present, else Apple MPS, else CPU), cpu, cuda, cuda:N, mps')
-    model_parallel: str | None = _f(None, "alexnet2012 only: the paper's two towers on two devices, e.g. cuda:0,cuda:1 (cpu,cpu runs the same code on the CPU); None = one device (--device)")
-    precision: Literal["auto", "fp32", "bf16"] = _f("auto", 'auto (bf16 autocast where the hardware runs it fast), fp32, bf16')
-    step_log: int = _f(20, "every N steps, append the training loss and error of those N steps to the run folder's steps.jsonl (0 = off)")
-    checkpoint_every: str | None = _f("30m", "also save last.pt during an epoch: every N steps (500) or minutes (10m); the 30-minute default only matters when epochs are long")
-    on_nan: Literal["stop", "rollback"] = _f("stop", "on a NaN or infinite loss: stop (keeping the last good checkpoint), or rollback to it with half the learning rate (at most 3 times)")
+    device: str = _f("auto", "auto (CUDA when present, else Apple MPS, else CPU), cpu, cuda, cuda:N, mps")
+    model_parallel: str | None = _f(
+        None,
+        (
+            "alexnet2012 only: the paper's two towers on two devices, e.g. cuda:0,cuda:1 (cpu,cpu runs the same code "
+            "on the CPU); None = one device (--device)"
+        ),
+    )
+    precision: Literal["auto", "fp32", "bf16"] = _f(
+        "auto", "auto (bf16 autocast where the hardware runs it fast), fp32, bf16"
+    )
+    step_log: int = _f(
+        20,
+        "every N steps, append the training loss and error of those N steps to the run folder's steps.jsonl (0 = off)",
+    )
+    checkpoint_every: str | None = _f(
+        "30m",
+        (
+            "also save last.pt during an epoch: every N steps (500) or minutes (10m); the 30-minute default only "
+            "matters when epochs are long"
+        ),
+    )
+    on_nan: Literal["stop", "rollback"] = _f(
+        "stop",
+        (
+            "on a NaN or infinite loss: stop (keeping the last good checkpoint), or rollback to it with half the "
+            "learning rate (at most 3 times)"
+        ),
+    )
     channels_last: bool = _f(True, "NHWC memory format (faster convolutions on CPU and GPU)")
-    out: str = _f("runs", 'parent folder of run folders')
-    name: str | None = _f(None, 'run folder name; None = model and a timestamp')
+    out: str = _f("runs", "parent folder of run folders")
+    name: str | None = _f(None, "run folder name; None = model and a timestamp")
 
     def __post_init__(self) -> None:
         for key, allowed in _choices().items():
             value = getattr(self, key)
             if value not in allowed and not (value is None and None in allowed):
-                raise ConfigError(f"--{_flag(key)} {value!r} is not one of: {', '.join(a for a in allowed if a is not None)}")
+                raise ConfigError(
+                    f"--{_flag(key)} {value!r} is not one of: {', '.join(a for a in allowed if a is not None)}"
+                )
         for key in ("epochs", "batch_size", "image_size"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"--{_flag(key)} must be a positive integer, got {getattr(self, key)}")
@@ -125,7 +234,9 @@ class TrainConfig:
             raise ConfigError(f"--lrn-k must be a positive number, got {self.lrn_k}")
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"--dropout must be in [0, 1), got {self.dropout}")
-        if self.checkpoint_every is not None and not re.fullmatch(r"[1-9][0-9]*m?|[0-9]*\.[0-9]+m", self.checkpoint_every):
+        if self.checkpoint_every is not None and not re.fullmatch(
+            r"[1-9][0-9]*m?|[0-9]*\.[0-9]+m", self.checkpoint_every
+        ):
             raise ConfigError(f"--checkpoint-every {self.checkpoint_every!r}: give steps (500) or minutes (10m)")
         if self.time_budget is not None:
             budget_seconds(self.time_budget)
@@ -134,8 +245,12 @@ class TrainConfig:
         self._check_upper_bounds()
         self._check_model_parallel()
         check_image_size(self.image_size, self.model, self.pooling)
-        if self.name is not None and (self.name in ("", ".", "..") or "/" in self.name or "\\" in self.name or "\0" in self.name):
-            raise ConfigError(f"--name {self.name!r} must be a plain folder name (no / or ..): the run folder is made inside --out")
+        if self.name is not None and (
+            self.name in ("", ".", "..") or "/" in self.name or "\\" in self.name or "\0" in self.name
+        ):
+            raise ConfigError(
+                f"--name {self.name!r} must be a plain folder name (no / or ..): the run folder is made inside --out"
+            )
 
     def _check_upper_bounds(self) -> None:
         """The ranges the libraries underneath take, refused here rather than mid-run."""
@@ -151,14 +266,19 @@ class TrainConfig:
             raise ConfigError(f"--seed must be in 0 .. 2**64-1 (what torch takes), got {self.seed}")
 
     def _check_model_parallel(self) -> None:
-        """Two devices of one kind (parallel.parse_devices), for the two-tower network only."""
+        """Two devices of one kind (runtime.parse_devices), for the two-tower network only."""
         if self.model_parallel is None:
             return
         if self.model != "alexnet2012":
-            raise ConfigError(f"--model-parallel splits alexnet2012's two towers; it does not apply to --model {self.model} (add --model alexnet2012)")
+            raise ConfigError(
+                f"--model-parallel splits alexnet2012's two towers; it does not apply to --model {self.model} (add "
+                "--model alexnet2012)"
+            )
         parse_devices(self.model_parallel)
         if self.device != "auto":
-            raise ConfigError(f"--model-parallel {self.model_parallel} places the towers itself; leave out --device {self.device}")
+            raise ConfigError(
+                f"--model-parallel {self.model_parallel} places the towers itself; leave out --device {self.device}"
+            )
 
     def checkpoint_interval(self) -> tuple[int, float]:
         """``checkpoint_every`` as (steps, seconds), 0 = off: "500" is 500 steps, "10m" ten minutes."""
@@ -171,7 +291,7 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any], source: str = "settings") -> "TrainConfig":
+    def from_dict(cls, values: dict[str, Any], source: str = "settings") -> TrainConfig:
         """Build from a mapping, rejecting unknown keys and wrong types; the settings of its
         ``recipe`` (:data:`RECIPES`) fill in what the mapping leaves out, over the defaults."""
         known = {f.name: f for f in fields(cls)}
@@ -258,15 +378,19 @@ RECIPES: dict[str, dict[str, Any]] = {
         "image_size": 227,  # photos: shorter side 256, random 227 crops and flips (section 4.1)
         "lighting": True,  # section 4.1: PCA colour augmentation
         "optimizer": "paper",  # section 5: v <- 0.9v - 0.0005*eps*w - eps*grad; w <- w + v
-        "batch_size": 128, "momentum": 0.9, "weight_decay": 5e-4, "dropout": 0.5,
-        "lr": 0.01, "schedule": "plateau",  # /10 when validation stops improving, three times at most
+        "batch_size": 128,
+        "momentum": 0.9,
+        "weight_decay": 5e-4,
+        "dropout": 0.5,
+        "lr": 0.01,
+        "schedule": "plateau",  # /10 when validation stops improving, three times at most
         "epochs": 90,  # "roughly 90 cycles through the training set"
         "label_smoothing": 0.0,
         # the one departure (docs/paper.md): He-normal weights and zero biases. The paper's init and
         # Caffe's bias 0.1 both sat at chance in the measured budget; --init paper is the faithful form
         "init": "kaiming",
     },
-}  # fmt: skip
+}
 assert all(TrainConfig(**r) for r in RECIPES.values())
 
 
@@ -279,8 +403,19 @@ def recipe_settings(name: str) -> dict[str, Any]:
     resolved = TrainConfig(**RECIPES[name])
     return {k: getattr(resolved, k) for k in keys}
 
+
 __all__ = [
-    "TrainConfig", "ConfigError", "load_config_file", "setting_types", "SCHEDULES", "EXTENDABLE_SCHEDULES", "DEFAULTS",
-    "RECIPES", "recipe_settings",
-    "MAX_BATCH_SIZE", "MAX_WORKERS", "SEED_RANGE", "is_number",
-]  # fmt: skip
+    "TrainConfig",
+    "ConfigError",
+    "load_config_file",
+    "setting_types",
+    "SCHEDULES",
+    "EXTENDABLE_SCHEDULES",
+    "DEFAULTS",
+    "RECIPES",
+    "recipe_settings",
+    "MAX_BATCH_SIZE",
+    "MAX_WORKERS",
+    "SEED_RANGE",
+    "is_number",
+]

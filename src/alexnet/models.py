@@ -30,8 +30,9 @@ the same shape. Every variant takes ``num_classes``, ``in_channels`` and the abl
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Literal, get_args
+from typing import Literal, get_args
 
 import torch
 from torch import nn
@@ -237,16 +238,43 @@ class Variant:
 MODELS: dict[str, Variant] = {
     v.name: v
     for v in (
-        Variant("alexnet", _alexnet, 227, "kaiming", False,
-                "the source document's network: 96/256/384/384/256, no LRN, dropout before FC6/FC7, 227x227"),
-        Variant("alexnet2012", _alexnet2012, 227, "paper", True,
-                "the 2012 paper's network: two towers (groups=2), LRN, dropout after FC6/FC7, paper init"),
-        Variant("alexnet2012_half", _alexnet2012_half, 227, "paper", True,
-                "the paper's one-GPU baseline (section 3.2): one tower of half the kernels 48/128/192/192, conv5 256 and FC kept"),
-        Variant("alexnet_owt", _alexnet_owt, 224, "torch", False,
-                "torchvision's 'one weird trick' variant: 64/192/384/256/256, pad 2, loads torchvision weights"),
+        Variant(
+            "alexnet",
+            _alexnet,
+            227,
+            "kaiming",
+            False,
+            "the source document's network: 96/256/384/384/256, no LRN, dropout before FC6/FC7, 227x227",
+        ),
+        Variant(
+            "alexnet2012",
+            _alexnet2012,
+            227,
+            "paper",
+            True,
+            "the 2012 paper's network: two towers (groups=2), LRN, dropout after FC6/FC7, paper init",
+        ),
+        Variant(
+            "alexnet2012_half",
+            _alexnet2012_half,
+            227,
+            "paper",
+            True,
+            (
+                "the paper's one-GPU baseline (section 3.2): one tower of half the kernels 48/128/192/192, conv5 256 "
+                "and FC kept"
+            ),
+        ),
+        Variant(
+            "alexnet_owt",
+            _alexnet_owt,
+            224,
+            "torch",
+            False,
+            "torchvision's 'one weird trick' variant: 64/192/384/256/256, pad 2, loads torchvision weights",
+        ),
     )
-}  # fmt: skip
+}
 assert tuple(MODELS) == get_args(ModelName)
 
 
@@ -290,7 +318,10 @@ def check_image_size(size: int, name: str, pooling: str = "overlap") -> None:
     if size < least:
         raise ConfigError(f"--image-size {size} is below the minimum {least} for {name}; use at least {least}")
     if size > MAX_IMAGE_SIZE:
-        raise ConfigError(f"--image-size {size} is above the maximum {MAX_IMAGE_SIZE} (memory for activations grows with its square); use at most {MAX_IMAGE_SIZE}")
+        raise ConfigError(
+            f"--image-size {size} is above the maximum {MAX_IMAGE_SIZE} (memory for activations grows with its "
+            f"square); use at most {MAX_IMAGE_SIZE}"
+        )
 
 
 def _out(size: int, kernel: int, stride: int, padding: int) -> int:
@@ -388,7 +419,9 @@ def build_model(
         raise ConfigError(f"lrn_k {lrn_k} must be a positive number")
     if num_classes < 1 or in_channels < 1:
         raise ConfigError("num_classes and in_channels must be at least 1")
-    features, classifier = spec.build(num_classes, in_channels, activation, resolve_lrn(name, lrn), lrn_k, pooling, dropout)
+    features, classifier = spec.build(
+        num_classes, in_channels, activation, resolve_lrn(name, lrn), lrn_k, pooling, dropout
+    )
     model = AlexNet(features, classifier, min_input_size(name, pooling))
     init_weights(model, init or spec.init)
     return model

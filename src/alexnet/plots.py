@@ -66,11 +66,20 @@ def plot_experiment(table: dict, out_png: str | Path) -> None:
     for i, arm in enumerate(a for a in table["arms"] if a.get("runs")):
         colour = f"C{i}"
         if table["curves"] == "steps":
-            series = [("train", [[s["step"] for s in r["steps"]] for r in arm["runs"]], [[s["train_error"] for s in r["steps"]] for r in arm["runs"]], "-")]
+            series = [
+                (
+                    "train",
+                    [[s["step"] for s in r["steps"]] for r in arm["runs"]],
+                    [[s["train_error"] for s in r["steps"]] for r in arm["runs"]],
+                    "-",
+                )
+            ]
         else:
             xs = [[e["epoch"] for e in r["epochs"]] for r in arm["runs"]]
-            series = [("test", xs, [[e["test_error"] for e in r["epochs"]] for r in arm["runs"]], "o-"),
-                      ("train", xs, [[e["train_error"] for e in r["epochs"]] for r in arm["runs"]], "s--")]  # fmt: skip
+            series = [
+                ("test", xs, [[e["test_error"] for e in r["epochs"]] for r in arm["runs"]], "o-"),
+                ("train", xs, [[e["train_error"] for e in r["epochs"]] for r in arm["runs"]], "s--"),
+            ]
         for kind, xs, ys, style in series:
             n = min(len(y) for y in ys)  # seeds share the grid; a shorter run cuts it
             if n == 0:
@@ -81,8 +90,11 @@ def plot_experiment(table: dict, out_png: str | Path) -> None:
             ax.fill_between(x, y.min(0), y.max(0), color=colour, alpha=0.2, linewidth=0)
     for level in table.get("levels", []):
         ax.axhline(level, color="grey", linestyle=":", linewidth=1)
-    ax.set(xlabel="step" if table["curves"] == "steps" else "epoch", ylabel="error (%)",
-           title=f"{table['experiment']}: {table['data']}, {table['subset'] or 'all'} images at {table['image_size']} px")  # fmt: skip
+    ax.set(
+        xlabel="step" if table["curves"] == "steps" else "epoch",
+        ylabel="error (%)",
+        title=f"{table['experiment']}: {table['data']}, {table['subset'] or 'all'} images at {table['image_size']} px",
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -168,17 +168,13 @@ def format_table(summary: dict) -> str:
         "MACs",
         "activation memory",
     )
-    rows = [
-        _cells(r["name"], r["module"], "×".join(map(str, r["shape"])), r) for r in summary["rows"]
-    ]
+    rows = [_cells(r["name"], r["module"], "×".join(map(str, r["shape"])), r) for r in summary["rows"]]
     total = _cells("total", "", "", summary["totals"])
     widths = [max(len(row[i]) for row in [header, *rows, total]) for i in range(len(header))]
 
     def fmt(cells):
         # text columns left-aligned, number columns right-aligned
-        return "  ".join(
-            c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))
-        )
+        return "  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
 
     size = summary["image_size"]
     title = f"input {summary['in_channels']}×{size}×{size}, {summary['num_classes']} classes"

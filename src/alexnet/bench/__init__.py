@@ -24,16 +24,24 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-
-from alexnet import runtime
 from alexnet.bench.core import Row, machine, table
+from alexnet.system import runtime
 
 GROUPS = ("step", "compile", "pipeline", "e2e")
 
 
-def run_bench(*, device: str = "auto", only: str | None = None, quick: bool = False, json_path: str | None = None,
-              workers: int = 1, warmup: int | None = None, repeats: int | None = None, batch_size: int | None = None,
-              say=print) -> dict:  # fmt: skip
+def run_bench(
+    *,
+    device: str = "auto",
+    only: str | None = None,
+    quick: bool = False,
+    json_path: str | None = None,
+    workers: int = 1,
+    warmup: int | None = None,
+    repeats: int | None = None,
+    batch_size: int | None = None,
+    say=print,
+) -> dict:
     """Run the benchmarks (``only`` one group of :data:`GROUPS`), print each table, return the record.
     ``batch_size`` sets the step and choice rows' batch (default: :func:`~alexnet.bench.step.batch_for`)."""
     from alexnet.bench.pipeline import e2e_rows, gpu_e2e_rows, pipeline_rows
@@ -44,17 +52,38 @@ def run_bench(*, device: str = "auto", only: str | None = None, quick: bool = Fa
     warmup = (1 if quick else 2) if warmup is None else warmup
     repeats = (3 if quick else 5) if repeats is None else repeats
     env = machine(dev, runtime.resolve_precision("auto", dev))
-    say(f"machine: {env['cpu']} ({env['cores']} cores, {env['threads']} threads, {', '.join(env['cpu_features']) or 'no AVX2'}), "
-        f"device {dev}{' ' + env['gpu'] if env['gpu'] else ''}, torch {env['torch']}, torchvision {env['torchvision']}, "
-        f"precision auto = {env['precision']}; warm-up {warmup}, repeats {repeats}, interleaved")  # fmt: skip
+    gpu = f" {env['gpu']}" if env["gpu"] else ""
+    say(
+        f"machine: {env['cpu']} ({env['cores']} cores, {env['threads']} threads, "
+        f"{', '.join(env['cpu_features']) or 'no AVX2'}), device {dev}{gpu}, "
+        f"torch {env['torch']}, torchvision {env['torchvision']}, "
+        f"precision auto = {env['precision']}; warm-up {warmup}, repeats {repeats}, interleaved"
+    )
     common = dict(quick=quick, warmup=warmup, repeats=repeats, say=say)
     rows: list[Row] = []
-    record = {"machine": env, "settings": {"quick": quick, "only": only, "workers": workers, "warmup": warmup, "repeats": repeats,
-                                           "batch_size": batch_size},
-              "ceiling_flops": None, "rows": [], "checks": [], "skipped": []}  # fmt: skip
+    record = {
+        "machine": env,
+        "settings": {
+            "quick": quick,
+            "only": only,
+            "workers": workers,
+            "warmup": warmup,
+            "repeats": repeats,
+            "batch_size": batch_size,
+        },
+        "ceiling_flops": None,
+        "rows": [],
+        "checks": [],
+        "skipped": [],
+    }
     if dev.type != "cuda":
-        record["skipped"].append({"group": "gpu", "reason": "no CUDA device here: the GPU rows (step against fp16 autocast + "
-                                  "GradScaler, bf16 ceiling, torch.compile, GPU decode) run with --device cuda, e.g. benchmarks/gpu.sh"})  # fmt: skip
+        record["skipped"].append(
+            {
+                "group": "gpu",
+                "reason": "no CUDA device here: the GPU rows (step against fp16 autocast + "
+                "GradScaler, bf16 ceiling, torch.compile, GPU decode) run with --device cuda, e.g. benchmarks/gpu.sh",
+            }
+        )
     if only in (None, "step"):
         step, record["ceiling_flops"] = step_rows(dev, batch_size=batch_size, **common)
         rows += step + ablation_rows(dev, batch_size=batch_size, **common)
@@ -72,8 +101,11 @@ def run_bench(*, device: str = "auto", only: str | None = None, quick: bool = Fa
     record["rows"] = [r.to_dict() for r in rows]
     say(table(rows))
     for check in record["checks"]:
-        say(f"{check['check']} on {check['device']}: max relative difference {check['max_relative_difference']:.2e} "
-            f"(tolerance {check['tolerance']}), top-1 agreement {check['top1_agreement']:.0%}: {'passed' if check['passed'] else 'FAILED'}")  # fmt: skip
+        say(
+            f"{check['check']} on {check['device']}: max relative difference {check['max_relative_difference']:.2e} "
+            f"(tolerance {check['tolerance']}), top-1 agreement {check['top1_agreement']:.0%}: "
+            f"{'passed' if check['passed'] else 'FAILED'}"
+        )
     for s in record["skipped"]:
         say(f"skipped {s['group']}: {s['reason']}")
     if json_path:

@@ -8,12 +8,12 @@ from __future__ import annotations
 import os
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Callable
 
 import torch
 
-from alexnet import runtime
+from alexnet.system import runtime
 
 
 def sync(device: torch.device) -> None:
@@ -63,8 +63,18 @@ class Row:
         return {**d, **extra}
 
 
-def compare(group: str, name: str, unit: str, baseline: tuple[str, Callable[[], int]], ours: tuple[str, Callable[[], int]], *,
-            device: torch.device, warmup: int, repeats: int, extra: dict | None = None) -> Row:  # fmt: skip
+def compare(
+    group: str,
+    name: str,
+    unit: str,
+    baseline: tuple[str, Callable[[], int]],
+    ours: tuple[str, Callable[[], int]],
+    *,
+    device: torch.device,
+    warmup: int,
+    repeats: int,
+    extra: dict | None = None,
+) -> Row:
     """Time ``baseline`` and ``ours`` (each a description and a function returning the items it
     did) ``repeats`` times, interleaved and in alternating order, after ``warmup`` untimed runs each."""
     (base_name, base_fn), (our_name, our_fn) = baseline, ours
@@ -99,6 +109,8 @@ def table(rows: list[Row]) -> str:
     for r in rows:
         b, o, q = r.baseline_rates, r.ours_rates, r.ratios
         cell = lambda v: f"{fmt(statistics.median(v))} [{fmt(min(v))}-{fmt(max(v))}]"  # noqa: E731
-        lines.append(f"| {r.group} | {r.name} | {r.unit} | {cell(b)} | {cell(o)} | "
-                     f"{statistics.median(q):.2f}x [{min(q):.2f}-{max(q):.2f}] |")  # fmt: skip
+        lines.append(
+            f"| {r.group} | {r.name} | {r.unit} | {cell(b)} | {cell(o)} | "
+            f"{statistics.median(q):.2f}x [{min(q):.2f}-{max(q):.2f}] |"
+        )
     return "\n".join(lines)

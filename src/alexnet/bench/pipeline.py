@@ -16,20 +16,23 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from alexnet import runtime
 from alexnet.bench.core import Row, compare
 from alexnet.config import TrainConfig
-from alexnet.data.folder import folder_loader, scan_folder
+from alexnet.data.folder import scan_folder
 from alexnet.data.gpudecode import gpu_folder_loader
+from alexnet.data.loader import folder_loader
 from alexnet.data.transforms import Preprocess
-from alexnet.engine import train_one_epoch
 from alexnet.models import build_model
-from alexnet.optim import make_optimizer
+from alexnet.system import runtime
+from alexnet.training.engine import train_one_epoch
+from alexnet.training.optim import make_optimizer
 
 IMAGENET_STATS = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}  # pytorch/examples' values
 
 
-def make_jpegs(root: Path, count: int, size: tuple[int, int], classes: int = 2, seed: int = 0, distinct: int | None = None) -> Path:
+def make_jpegs(
+    root: Path, count: int, size: tuple[int, int], classes: int = 2, seed: int = 0, distinct: int | None = None
+) -> Path:
     """``count`` photo-like JPEGs of ``size`` (quality 90) in ``classes`` class folders below ``root``;
     with ``distinct``, that many are drawn and the rest are copies of them (a decoder's work is the
     same, and the GPU rows' thousands of files are written in seconds)."""
@@ -43,7 +46,9 @@ def make_jpegs(root: Path, count: int, size: tuple[int, int], classes: int = 2, 
         if distinct is not None and i >= distinct:
             path.write_bytes(made[i % distinct].read_bytes())
             continue
-        coarse = Image.fromarray(rng.integers(0, 256, (h // 24 + 2, w // 24 + 2, 3), dtype=np.uint8)).resize((w, h), Image.BICUBIC)
+        coarse = Image.fromarray(rng.integers(0, 256, (h // 24 + 2, w // 24 + 2, 3), dtype=np.uint8)).resize(
+            (w, h), Image.BICUBIC
+        )
         pixels = np.asarray(coarse, dtype=np.float32) + rng.normal(0, 8, (h, w, 3)).astype(np.float32)
         Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(path, quality=90)
         made.append(path)
@@ -56,10 +61,21 @@ def examples_loader(root: Path, *, batch_size: int, workers: int) -> DataLoader:
     import torchvision.datasets as datasets
     import torchvision.transforms as transforms
 
-    transform = transforms.Compose([transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip(), transforms.ToTensor(),
-                                    transforms.Normalize(IMAGENET_STATS["mean"], IMAGENET_STATS["std"])])  # fmt: skip
-    return DataLoader(datasets.ImageFolder(str(root), transform), batch_size=batch_size, shuffle=True, num_workers=workers,
-                      persistent_workers=workers > 0)  # fmt: skip
+    transform = transforms.Compose(
+        [
+            transforms.RandomResizedCrop(224),
+            transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(),
+            transforms.Normalize(IMAGENET_STATS["mean"], IMAGENET_STATS["std"]),
+        ]
+    )
+    return DataLoader(
+        datasets.ImageFolder(str(root), transform),
+        batch_size=batch_size,
+        shuffle=True,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+    )
 
 
 def _epoch(loader, device: torch.device, set_epoch: bool):
@@ -95,25 +111,59 @@ def pipeline_rows(device: torch.device, *, quick: bool, warmup: int, repeats: in
             # the consumer on one thread (both sides): per core, the workers are the pipeline; an
             # OpenMP team on cores the workers hold makes our per-batch normalization wait for them
             torch.set_num_threads(1)
-            row = compare("pipeline", f"{size[0]}x{size[1]} JPEG q90 -> 224, {workers} worker(s)", "images/s",
-                          ("pytorch/examples: ImageFolder, RandomResizedCrop, flip, ToTensor, Normalize", _epoch(base, device, False)),
-                          (f"alexnet folder loader: {prep.decode} decode, uint8 from workers, normalized on {device.type}", _epoch(ours, device, True)),
-                          device=device, warmup=warmup, repeats=repeats)  # fmt: skip
+            row = compare(
+                "pipeline",
+                f"{size[0]}x{size[1]} JPEG q90 -> 224, {workers} worker(s)",
+                "images/s",
+                (
+                    "pytorch/examples: ImageFolder, RandomResizedCrop, flip, ToTensor, Normalize",
+                    _epoch(base, device, False),
+                ),
+                (
+                    f"alexnet folder loader: {prep.decode} decode, uint8 from workers, normalized on {device.type}",
+                    _epoch(ours, device, True),
+                ),
+                device=device,
+                warmup=warmup,
+                repeats=repeats,
+            )
             torch.set_num_threads(threads)
-            row.extra = {"images": count, "batch_size": batch, "workers": workers, "consumer_threads": 1,
-                         "baseline_per_worker": [r / per for r in row.baseline_rates], "ours_per_worker": [r / per for r in row.ours_rates]}  # fmt: skip
+            row.extra = {
+                "images": count,
+                "batch_size": batch,
+                "workers": workers,
+                "consumer_threads": 1,
+                "baseline_per_worker": [r / per for r in row.baseline_rates],
+                "ours_per_worker": [r / per for r in row.ours_rates],
+            }
             rows.append(row)
             if device.type == "cuda":  # the same loader against the GPU-fed one (data/gpudecode.py)
-                gpu = gpu_folder_loader(samples, prep, train=True, batch_size=batch, workers=workers, seed=0, device=device)
-                rows.append(compare("pipeline", f"{size[0]}x{size[1]} JPEG q90 -> 224, GPU decode vs CPU workers, {workers} worker(s)", "images/s",
-                                    (f"alexnet folder loader: {prep.decode} decode in {workers} CPU worker(s)", _epoch(ours, device, True)),
-                                    ("alexnet GPU-fed loader: workers read bytes, nvJPEG + crop + flip + normalize on the GPU", _epoch(gpu, device, True)),
-                                    device=device, warmup=warmup, repeats=repeats,
-                                    extra={"images": count, "batch_size": batch, "workers": workers}))  # fmt: skip
+                gpu = gpu_folder_loader(
+                    samples, prep, train=True, batch_size=batch, workers=workers, seed=0, device=device
+                )
+                rows.append(
+                    compare(
+                        "pipeline",
+                        f"{size[0]}x{size[1]} JPEG q90 -> 224, GPU decode vs CPU workers, {workers} worker(s)",
+                        "images/s",
+                        (
+                            f"alexnet folder loader: {prep.decode} decode in {workers} CPU worker(s)",
+                            _epoch(ours, device, True),
+                        ),
+                        (
+                            "alexnet GPU-fed loader: workers read bytes, nvJPEG + crop + flip + normalize on the GPU",
+                            _epoch(gpu, device, True),
+                        ),
+                        device=device,
+                        warmup=warmup,
+                        repeats=repeats,
+                        extra={"images": count, "batch_size": batch, "workers": workers},
+                    )
+                )
                 rows[-1].extra["cpu_fallbacks"] = gpu.decoder.fallbacks
                 del gpu
             del ours, base  # their worker processes end here, before the folder goes
-        for row in rows[-2 if device.type == "cuda" else -1:]:
+        for row in rows[-2 if device.type == "cuda" else -1 :]:
             say(f"  {row.name}: {sorted(row.ratios)[len(row.ratios) // 2]:.2f}x")
     return rows
 
@@ -130,8 +180,13 @@ def e2e_rows(device: torch.device, *, quick: bool, warmup: int, repeats: int, wo
         prep = Preprocess.for_folder(image_size=cfg.image_size, stats=IMAGENET_STATS)
         folder = folder_loader(samples, prep, train=True, batch_size=batch, workers=workers, seed=0, device=device)
         g = torch.Generator().manual_seed(0)
-        synthetic = [(torch.randn(min(batch, count - i), 3, cfg.image_size, cfg.image_size, generator=g).to(device),
-                      torch.randint(0, 10, (min(batch, count - i),), generator=g).to(device)) for i in range(0, count, batch)]  # fmt: skip
+        synthetic = [
+            (
+                torch.randn(min(batch, count - i), 3, cfg.image_size, cfg.image_size, generator=g).to(device),
+                torch.randint(0, 10, (min(batch, count - i),), generator=g).to(device),
+            )
+            for i in range(0, count, batch)
+        ]
         model = build_model(cfg.model, num_classes=10).to(device, memory_format=torch.channels_last)
         opt = make_optimizer(model, cfg)
         epochs = {"n": 0}
@@ -141,14 +196,22 @@ def e2e_rows(device: torch.device, *, quick: bool, warmup: int, repeats: int, wo
                 if set_epoch:
                     batches.set_epoch(epochs["n"])
                     epochs["n"] += 1
-                return train_one_epoch(model, batches, opt, device=device, precision=precision, channels_last=True)["images"]
+                return train_one_epoch(model, batches, opt, device=device, precision=precision, channels_last=True)[
+                    "images"
+                ]
 
             return run
 
-        row = compare("e2e", f"epoch of {count} 500x375 JPEGs, {cfg.model} {cfg.image_size}px b{batch}, {workers} worker(s)", "images/s",
-                      ("same model and steps on synthetic batches on the device", over(synthetic, False)),
-                      ("JPEG folder through the alexnet folder loader", over(folder, True)),
-                      device=device, warmup=warmup, repeats=repeats)  # fmt: skip
+        row = compare(
+            "e2e",
+            f"epoch of {count} 500x375 JPEGs, {cfg.model} {cfg.image_size}px b{batch}, {workers} worker(s)",
+            "images/s",
+            ("same model and steps on synthetic batches on the device", over(synthetic, False)),
+            ("JPEG folder through the alexnet folder loader", over(folder, True)),
+            device=device,
+            warmup=warmup,
+            repeats=repeats,
+        )
         del folder
     say(f"  {row.name}: {sorted(row.ratios)[len(row.ratios) // 2]:.2f}x")
     return [row]
@@ -168,8 +231,13 @@ def gpu_e2e_rows(device: torch.device, *, quick: bool, warmup: int, repeats: int
         common = dict(train=True, batch_size=batch, workers=workers, seed=0, device=device)
         gpu, cpu = gpu_folder_loader(samples, prep, **common), folder_loader(samples, prep, **common)
         g = torch.Generator().manual_seed(0)
-        synthetic = [(torch.randn(min(batch, count - i), 3, size, size, generator=g).to(device),
-                      torch.randint(0, 10, (min(batch, count - i),), generator=g).to(device)) for i in range(0, count, batch)]  # fmt: skip
+        synthetic = [
+            (
+                torch.randn(min(batch, count - i), 3, size, size, generator=g).to(device),
+                torch.randint(0, 10, (min(batch, count - i),), generator=g).to(device),
+            )
+            for i in range(0, count, batch)
+        ]
         model = build_model("alexnet", num_classes=10).to(device, memory_format=torch.channels_last)
         opt = make_optimizer(model, TrainConfig())
         epochs = {"n": 0}
@@ -179,18 +247,44 @@ def gpu_e2e_rows(device: torch.device, *, quick: bool, warmup: int, repeats: int
                 if set_epoch:
                     batches.set_epoch(epochs["n"])
                     epochs["n"] += 1
-                return train_one_epoch(model, batches, opt, device=device, precision=precision, channels_last=True)["images"]
+                return train_one_epoch(model, batches, opt, device=device, precision=precision, channels_last=True)[
+                    "images"
+                ]
 
             return run
 
         case = f"epoch of {count} 500x375 JPEGs, alexnet {size}px b{batch} {precision}, {workers} worker(s)"
         gpu_side = ("JPEG folder, GPU decode (nvJPEG, crop, flip, normalize on the GPU)", over(gpu, True))
-        rows = [compare("e2e", f"{case}: GPU decode vs synthetic", "images/s", ("same model and steps on synthetic batches on the device", over(synthetic, False)),
-                        gpu_side, device=device, warmup=warmup, repeats=repeats),
-                compare("e2e", f"{case}: GPU decode vs CPU workers", "images/s", (f"JPEG folder, {prep.decode} decode in {workers} CPU worker(s)", over(cpu, True)),
-                        gpu_side, device=device, warmup=warmup, repeats=repeats)]  # fmt: skip
+        rows = [
+            compare(
+                "e2e",
+                f"{case}: GPU decode vs synthetic",
+                "images/s",
+                ("same model and steps on synthetic batches on the device", over(synthetic, False)),
+                gpu_side,
+                device=device,
+                warmup=warmup,
+                repeats=repeats,
+            ),
+            compare(
+                "e2e",
+                f"{case}: GPU decode vs CPU workers",
+                "images/s",
+                (f"JPEG folder, {prep.decode} decode in {workers} CPU worker(s)", over(cpu, True)),
+                gpu_side,
+                device=device,
+                warmup=warmup,
+                repeats=repeats,
+            ),
+        ]
         for row in rows:
-            row.extra = {"images": count, "distinct_images": distinct, "batch_size": batch, "workers": workers, "cpu_fallbacks": gpu.decoder.fallbacks}
+            row.extra = {
+                "images": count,
+                "distinct_images": distinct,
+                "batch_size": batch,
+                "workers": workers,
+                "cpu_fallbacks": gpu.decoder.fallbacks,
+            }
             say(f"  {row.name}: {sorted(row.ratios)[len(row.ratios) // 2]:.2f}x")
         del gpu, cpu
     return rows

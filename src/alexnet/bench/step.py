@@ -2,7 +2,7 @@
 size, against the network run plainly, and as a fraction of the matmul ceiling measured in the
 same run; and what each of our choices gives alone (:func:`ablation_rows`, the ``choice`` rows).
 
-Ours is what ``alexnet train`` runs (:func:`alexnet.engine.train_step`, the precision ``auto``
+Ours is what ``alexnet train`` runs (:func:`alexnet.training.engine.train_step`, the precision ``auto``
 resolves to, channels-last, fused SGD). The baseline on a CPU is the source document's class
 (tests/reference_seed.py, loaded when the source tree is there; otherwise, and at sizes the class
 cannot take, the same variant from :func:`build_model`) in fp32, NCHW, eager, with PyTorch's
@@ -23,12 +23,12 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from alexnet import runtime
 from alexnet.bench.core import Row, compare, rates
 from alexnet.config import TrainConfig
-from alexnet.engine import autocast, train_step
 from alexnet.models import MODELS, build_model, check_image_size
-from alexnet.optim import make_optimizer
+from alexnet.system import runtime
+from alexnet.training.engine import autocast, train_step
+from alexnet.training.optim import make_optimizer
 
 NUM_CLASSES = 1000
 DEFAULT_SIZE = TrainConfig().image_size
@@ -77,8 +77,17 @@ def flops_per_image(model: torch.nn.Module, x: torch.Tensor, train: bool) -> flo
     return float(counter.get_total_flops())
 
 
-def _ours(name: str, size: int, batch: int, device: torch.device, precision: str, train: bool, *,
-          channels_last: bool = True, fused: bool = True):  # fmt: skip
+def _ours(
+    name: str,
+    size: int,
+    batch: int,
+    device: torch.device,
+    precision: str,
+    train: bool,
+    *,
+    channels_last: bool = True,
+    fused: bool = True,
+):
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model = build_model(name, num_classes=NUM_CLASSES).to(device, memory_format=fmt)
     x = torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=fmt)
@@ -146,7 +155,9 @@ def _cases(device: torch.device, quick: bool) -> list[tuple[str, int]]:
     work: alexnet and alexnet2012 at 227, alexnet_owt at 224) and alexnet at the default size;
     on the CPU every variant at 227 and at the default size."""
     if device.type == "cuda":
-        cases = [("alexnet", 227), ("alexnet_owt", 224)] + ([] if quick else [("alexnet2012", 227), ("alexnet", DEFAULT_SIZE)])
+        cases = [("alexnet", 227), ("alexnet_owt", 224)] + (
+            [] if quick else [("alexnet2012", 227), ("alexnet", DEFAULT_SIZE)]
+        )
         return cases
     names = ["alexnet"] if quick else list(MODELS)
     return [(name, size) for name in names for size in sorted({227, DEFAULT_SIZE})]
@@ -166,14 +177,25 @@ def batch_for(device: torch.device, quick: bool, batch_size: int | None = None) 
     return CUDA_BATCH if device.type == "cuda" else 32 if quick else 128
 
 
-def step_rows(device: torch.device, *, quick: bool, warmup: int, repeats: int, say,
-              batch_size: int | None = None) -> tuple[list[Row], dict]:  # fmt: skip
+def step_rows(
+    device: torch.device, *, quick: bool, warmup: int, repeats: int, say, batch_size: int | None = None
+) -> tuple[list[Row], dict]:
     """The step rows and the ceilings ({"fp32": FLOP/s, "bf16": FLOP/s})."""
     precision = runtime.resolve_precision("auto", device)
-    ceiling = {"fp32": matmul_ceiling(device, torch.float32, repeats), "bf16": matmul_ceiling(device, torch.bfloat16, repeats)}
-    say(f"matmul 2048x2048 ceiling: fp32 {ceiling['fp32'] / 1e9:,.0f} GFLOP/s, bf16 {ceiling['bf16'] / 1e9:,.0f} GFLOP/s")
+    ceiling = {
+        "fp32": matmul_ceiling(device, torch.float32, repeats),
+        "bf16": matmul_ceiling(device, torch.bfloat16, repeats),
+    }
+    say(
+        f"matmul 2048x2048 ceiling: fp32 {ceiling['fp32'] / 1e9:,.0f} GFLOP/s, bf16 {ceiling['bf16'] / 1e9:,.0f} "
+        "GFLOP/s"
+    )
     batch = batch_for(device, quick, batch_size)
-    plain = "fp16 autocast + GradScaler, NCHW, eager, default SGD" if device.type == "cuda" else "fp32, NCHW, eager, default SGD"
+    plain = (
+        "fp16 autocast + GradScaler, NCHW, eager, default SGD"
+        if device.type == "cuda"
+        else "fp32, NCHW, eager, default SGD"
+    )
     rows = []
     for name, size in _cases(device, quick):
         try:
@@ -186,34 +208,57 @@ def step_rows(device: torch.device, *, quick: bool, warmup: int, repeats: int, s
             base_fn, our_fn = _repeated(base_fn, device), _repeated(our_fn, device)
             probe = build_model(name, num_classes=NUM_CLASSES).to(device)
             flops = flops_per_image(probe, torch.randn(1, 3, size, size, device=device), train)
-            row = compare("step", f"{name} {size}px {'train' if train else 'inference'} b{batch}", "images/s",
-                          (f"{base_what}, {plain}", base_fn), (f"{precision}, channels-last, " + ("fused SGD" if train else "inference_mode"), our_fn),
-                          device=device, warmup=warmup, repeats=repeats)  # fmt: skip
+            row = compare(
+                "step",
+                f"{name} {size}px {'train' if train else 'inference'} b{batch}",
+                "images/s",
+                (f"{base_what}, {plain}", base_fn),
+                (f"{precision}, channels-last, " + ("fused SGD" if train else "inference_mode"), our_fn),
+                device=device,
+                warmup=warmup,
+                repeats=repeats,
+            )
             base_ceiling = ceiling["bf16" if device.type == "cuda" else "fp32"]  # fp16 runs at bf16's tensor-core rate
-            row.extra = {"flops_per_image": flops,
-                         "baseline_ceiling_fraction": flops * statistics.median(row.baseline_rates) / base_ceiling,
-                         "ours_ceiling_fraction": flops * statistics.median(row.ours_rates) / ceiling[precision]}  # fmt: skip
+            row.extra = {
+                "flops_per_image": flops,
+                "baseline_ceiling_fraction": flops * statistics.median(row.baseline_rates) / base_ceiling,
+                "ours_ceiling_fraction": flops * statistics.median(row.ours_rates) / ceiling[precision],
+            }
             say(f"  {row.name}: {statistics.median(row.ratios):.2f}x")
             rows.append(row)
     return rows, ceiling
 
 
-def ablation_rows(device: torch.device, *, quick: bool, warmup: int, repeats: int, say,
-                  batch_size: int | None = None) -> list[Row]:  # fmt: skip
+def ablation_rows(
+    device: torch.device, *, quick: bool, warmup: int, repeats: int, say, batch_size: int | None = None
+) -> list[Row]:
     """What each choice of ours gives on its own: the training step at the default size with one
     choice undone (channels-last, fused SGD, the precision auto picks) against all of them."""
     fast = runtime.fast_path(device)
     batch = batch_for(device, quick, batch_size)
-    undo = {"NCHW instead of channels-last": dict(channels_last=False), "PyTorch's foreach SGD instead of fused": dict(fused=False)}
+    undo = {
+        "NCHW instead of channels-last": dict(channels_last=False),
+        "PyTorch's foreach SGD instead of fused": dict(fused=False),
+    }
     if fast.precision == "bf16":
         undo["fp32 instead of bf16 autocast"] = dict(precision="fp32")
     rows = []
     for what, change in undo.items():
         settings = {"precision": fast.precision, **change}
         mine = _repeated(_ours("alexnet", DEFAULT_SIZE, batch, device, fast.precision, True), device)
-        theirs = _repeated(_ours("alexnet", DEFAULT_SIZE, batch, device, settings.pop("precision"), True, **settings), device)
-        row = compare("choice", f"alexnet {DEFAULT_SIZE}px train b{batch}: {what}", "images/s", (what, theirs),
-                      (f"{fast.precision}, channels-last, fused SGD", mine), device=device, warmup=warmup, repeats=repeats)  # fmt: skip
+        theirs = _repeated(
+            _ours("alexnet", DEFAULT_SIZE, batch, device, settings.pop("precision"), True, **settings), device
+        )
+        row = compare(
+            "choice",
+            f"alexnet {DEFAULT_SIZE}px train b{batch}: {what}",
+            "images/s",
+            (what, theirs),
+            (f"{fast.precision}, channels-last, fused SGD", mine),
+            device=device,
+            warmup=warmup,
+            repeats=repeats,
+        )
         say(f"  {row.name}: {statistics.median(row.ratios):.2f}x")
         rows.append(row)
     return rows
@@ -243,10 +288,23 @@ def compile_rows(device: torch.device, *, quick: bool, warmup: int, repeats: int
         torch.cuda.synchronize(device)
         seconds = time.perf_counter() - start
     except Exception as e:  # no Triton, no compiler on the machine, ...: the eager rows stand
-        return [], [{"group": "compile", "reason": f"torch.compile failed: {type(e).__name__}: {' '.join(str(e).split())[:200]}"}]
-    row = compare("choice", f"alexnet {size}px train b{CUDA_BATCH}: torch.compile", "images/s", ("eager (what alexnet train runs)", eager),
-                  (f"torch.compile(model), {precision}, channels-last, fused SGD", _repeated(step, device)),
-                  device=device, warmup=warmup, repeats=repeats, extra={"compile_seconds": seconds})  # fmt: skip
+        return [], [
+            {
+                "group": "compile",
+                "reason": f"torch.compile failed: {type(e).__name__}: {' '.join(str(e).split())[:200]}",
+            }
+        ]
+    row = compare(
+        "choice",
+        f"alexnet {size}px train b{CUDA_BATCH}: torch.compile",
+        "images/s",
+        ("eager (what alexnet train runs)", eager),
+        (f"torch.compile(model), {precision}, channels-last, fused SGD", _repeated(step, device)),
+        device=device,
+        warmup=warmup,
+        repeats=repeats,
+        extra={"compile_seconds": seconds},
+    )
     say(f"  {row.name}: {statistics.median(row.ratios):.2f}x (compiled in {seconds:.0f} s)")
     return [row], []
 
@@ -263,5 +321,11 @@ def bf16_logits_check(device: torch.device, size: int = DEFAULT_SIZE, batch: int
             low = model(x).float()
     rel = ((low - exact).abs().max() / exact.abs().max()).item()
     same_top1 = (low.argmax(1) == exact.argmax(1)).float().mean().item()
-    return {"check": "bf16 vs fp32 logits", "device": str(device), "max_relative_difference": rel, "top1_agreement": same_top1,
-            "tolerance": 0.05, "passed": rel <= 0.05}  # fmt: skip
+    return {
+        "check": "bf16 vs fp32 logits",
+        "device": str(device),
+        "max_relative_difference": rel,
+        "top1_agreement": same_top1,
+        "tolerance": 0.05,
+        "passed": rel <= 0.05,
+    }

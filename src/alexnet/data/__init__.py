@@ -14,8 +14,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import torch
 
@@ -26,8 +26,8 @@ from alexnet.data.images import open_image
 from alexnet.data.shardloader import shards_data, shards_eval_data
 from alexnet.data.shards import is_shards
 from alexnet.data.transforms import Preprocess
-from alexnet.distributed import SINGLE, World
 from alexnet.errors import DataError, ImageError
+from alexnet.system.distributed import SINGLE, World
 
 
 def _folder(data: str) -> Path:
@@ -37,7 +37,9 @@ def _folder(data: str) -> Path:
     return root
 
 
-def build_data(cfg, device: torch.device, stats: Mapping | None = None, world: World = SINGLE, decode: str | None = None) -> Data:
+def build_data(
+    cfg, device: torch.device, stats: Mapping | None = None, world: World = SINGLE, decode: str | None = None
+) -> Data:
     """Build the train and validation batches for ``cfg`` (a TrainConfig): with several processes
     (``world``), this process's share of every batch (``--batch-size`` is the global batch).
 
@@ -55,23 +57,44 @@ def build_data(cfg, device: torch.device, stats: Mapping | None = None, world: W
 
 
 def build_eval_data(
-    data: str | None, preprocess: Preprocess, classes: list[str], *, seed: int = 0, val_fraction: float = 0.1,
-    exclude: set[str] = frozenset(), skip_bad_images: bool = False, batch_size: int = 128, workers: int = 2,
-    device: torch.device = torch.device("cpu"), ten_crop: bool = False,
-) -> EvalData:  # fmt: skip
+    data: str | None,
+    preprocess: Preprocess,
+    classes: list[str],
+    *,
+    seed: int = 0,
+    val_fraction: float = 0.1,
+    exclude: set[str] = frozenset(),
+    skip_bad_images: bool = False,
+    batch_size: int = 128,
+    workers: int = 2,
+    device: torch.device | str = "cpu",
+    ten_crop: bool = False,
+) -> EvalData:
     """The images a model trained with ``preprocess`` on ``classes`` is evaluated on: an IDX set's
     test split, an image folder's ``val/``, or the seeded hold-out of a plain folder (``seed``,
     ``val_fraction`` and the training run's skipped files ``exclude`` redraw it exactly), or the
     val split of prepared shards. ``ten_crop``: each batch holds (N, 10, C, S, S) views, the
     paper's ten crops (data/transforms.py), view 4 being the single-crop input."""
+    device = torch.device(device)
     if is_shards(data):
-        return shards_eval_data(data, preprocess, list(classes), batch_size=batch_size, workers=workers, device=device, ten_crop=ten_crop)
+        return shards_eval_data(
+            data, preprocess, list(classes), batch_size=batch_size, workers=workers, device=device, ten_crop=ten_crop
+        )
     if check_eval_data(data, preprocess, classes):
         return idx_eval_data(data, preprocess, len(classes), batch_size=batch_size, device=device, ten_crop=ten_crop)
     return folder_eval_data(
-        _folder(data), preprocess, classes, seed=seed, val_fraction=val_fraction, exclude=set(exclude),
-        skip_bad_images=skip_bad_images, batch_size=batch_size, workers=workers, device=device, ten_crop=ten_crop,
-    )  # fmt: skip
+        _folder(data),
+        preprocess,
+        classes,
+        seed=seed,
+        val_fraction=val_fraction,
+        exclude=set(exclude),
+        skip_bad_images=skip_bad_images,
+        batch_size=batch_size,
+        workers=workers,
+        device=device,
+        ten_crop=ten_crop,
+    )
 
 
 def check_eval_data(data: str | None, preprocess: Preprocess, classes: list[str]) -> bool:
@@ -80,7 +103,10 @@ def check_eval_data(data: str | None, preprocess: Preprocess, classes: list[str]
     idx = data is None or is_idx_folder(data)
     if preprocess.kind != ("tensor" if idx else "folder"):  # each pipeline needs its own fields (source_size, resize)
         kinds = {"tensor": "IDX files", "folder": "an image folder"}
-        raise DataError(f"--data {data}: the model was trained on {kinds[preprocess.kind]}, this is {kinds['tensor' if idx else 'folder']}; evaluate it on data of its kind")
+        raise DataError(
+            f"--data {data}: the model was trained on {kinds[preprocess.kind]}, this is "
+            f"{kinds['tensor' if idx else 'folder']}; evaluate it on data of its kind"
+        )
     found = idx_class_names(data, len(classes)) if idx else folder_classes(_folder(data))
     if found != list(classes):
         raise DataError(f"--data {data}: its classes {found[:5]}... differ from the model's {list(classes)[:5]}...")
@@ -93,6 +119,15 @@ def preprocess_image(path: str | Path, preprocess: Preprocess) -> torch.Tensor:
 
 
 __all__ = [
-    "Data", "EvalData", "DataError", "ImageError", "Preprocess", "TensorBatches",
-    "build_data", "build_eval_data", "check_eval_data", "preprocess_image", "read_idx",
-]  # fmt: skip
+    "Data",
+    "EvalData",
+    "DataError",
+    "ImageError",
+    "Preprocess",
+    "TensorBatches",
+    "build_data",
+    "build_eval_data",
+    "check_eval_data",
+    "preprocess_image",
+    "read_idx",
+]

@@ -21,7 +21,9 @@ class Data:
     source: str
     split: dict | None = field(default=None)  # the hold-out split made for a plain folder
     bad_files: list[dict] = field(default_factory=list)  # {"path", "reason"} skipped by --skip-bad-images
-    decode_on: str = "cpu"  # where an image folder's JPEGs are decoded: cpu (loader workers) or gpu (gpudecode.resolve_decode)
+    decode_on: str = (
+        "cpu"  # where an image folder's JPEGs are decoded: cpu (loader workers) or gpu (gpudecode.resolve_decode)
+    )
 
 
 @dataclass

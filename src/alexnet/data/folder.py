@@ -3,32 +3,33 @@
 Every image is decoded in DataLoader workers (:func:`alexnet.data.images.open_image`) and goes
 through the paper's transforms (:class:`alexnet.data.transforms.Preprocess`). Before training,
 every file is decoded once (:func:`scan_images`) so a bad file stops the run at its start with a
-list of all of them, or is skipped on request; the verdicts are cached (:mod:`alexnet.data.scancache`),
-so the next run or a resume on the same files decodes none of them again. Evaluation lists and decodes only the images it
-evaluates (:func:`folder_eval_data`).
+list of all of them, or is skipped on request; the verdicts are cached
+(:mod:`alexnet.data.scancache`), so the next run or a resume on the same files decodes none of them
+again. Evaluation lists and decodes only the images it evaluates (:func:`folder_eval_data`).
 """
 
 from __future__ import annotations
 
-import functools
 import random
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
+from torch.utils.data import DataLoader, Dataset
 
+from alexnet.data import gpudecode
 from alexnet.data.base import Data, EvalData
 from alexnet.data.images import IMAGE_EXTENSIONS, MIN_IMAGE_SIDE, open_image
-from alexnet.data.sampling import EpochOrder, subset_indices
+from alexnet.data.loader import folder_loader
+from alexnet.data.sampling import subset_indices
 from alexnet.data.scancache import ScanCache
 from alexnet.data.stats import lighting_stats, pixel_moments, stats_problem
-from alexnet.data.transforms import Preprocess, seeded
-from alexnet.distributed import SINGLE, World
+from alexnet.data.transforms import Preprocess
 from alexnet.errors import DataError, ImageError
-from alexnet.signals import held, ignore_in_worker
+from alexnet.system.distributed import SINGLE, World
+from alexnet.system.signals import held, ignore_in_worker
 
 
 def scan_images(samples, mode: str, workers: int = 0, *, cache: bool = True) -> list[dict]:
@@ -43,8 +44,13 @@ def scan_images(samples, mode: str, workers: int = 0, *, cache: bool = True) -> 
     known, keys = store.lookup(paths) if store else ({}, {})
     todo = [i for i in range(len(paths)) if i not in known]
     chunk = max(1, min(64, len(todo) // (4 * max(1, workers))))  # a few chunks per worker
-    loader = DataLoader(_ImageProblems([paths[i] for i in todo], mode), batch_size=chunk, num_workers=workers if todo else 0,
-                        collate_fn=list, worker_init_fn=ignore_in_worker)  # fmt: skip
+    loader = DataLoader(
+        _ImageProblems([paths[i] for i in todo], mode),
+        batch_size=chunk,
+        num_workers=workers if todo else 0,
+        collate_fn=list,
+        worker_init_fn=ignore_in_worker,
+    )
     with held():  # the workers start here
         batches = iter(loader)
     reasons = dict(known)
@@ -76,7 +82,9 @@ class _ImageProblems(Dataset):
 
 def bad_images_message(root: str | Path, bad: list[dict]) -> str:
     """The error for a folder with bad files: one summary line, then one line per file."""
-    lines = [f"{len(bad)} bad image file(s) in {root}; fix or remove them, or pass --skip-bad-images to train on the rest:"]
+    lines = [
+        f"{len(bad)} bad image file(s) in {root}; fix or remove them, or pass --skip-bad-images to train on the rest:"
+    ]
     return "\n".join(lines + [f"  {b['path']}: {b['reason']}" for b in bad])
 
 
@@ -89,7 +97,9 @@ def scan_folder(root: Path, classes: list[str] | None = None) -> tuple[list[tupl
             raise DataError(f"{root}: no class sub-folders; expected {root}/<class name>/<image files>")
     elif set(found) - set(classes):
         extra = ", ".join(sorted(set(found) - set(classes)))
-        raise DataError(f"{root}: class folder(s) {extra} are not among the training classes; add them to train/ or remove them")
+        raise DataError(
+            f"{root}: class folder(s) {extra} are not among the training classes; add them to train/ or remove them"
+        )
     samples = []
     for i, name in enumerate(classes):
         folder = root / name
@@ -101,137 +111,6 @@ def scan_folder(root: Path, classes: list[str] | None = None) -> tuple[list[tupl
     if not samples:
         raise DataError(f"{root}: no image files ({', '.join(IMAGE_EXTENSIONS)}) in its class sub-folders")
     return samples, classes
-
-
-class ImageList(Dataset):
-    """A list of (path, label) pairs decoded with :func:`open_image` and a transform.
-
-    A file that has gone bad since :func:`scan_images` comes back as ``(ImageError, label)``
-    instead of raising: an exception raised in a loader worker reaches the main process wrapped in
-    the worker's traceback. Load it with :func:`collate_images`, which hands the error on, and
-    :class:`EpochLoader` raises it there as one line.
-    """
-
-    def __init__(self, samples, mode: str, transform=None, decode_side: int | None = None):
-        self.samples, self.mode, self.transform, self.decode_side = samples, mode, transform, decode_side
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, item: int | tuple[int, int]):
-        # (index, seed) from EpochBatches: the random crop and flip are a function of the seed
-        # alone, not of which worker process loads the image or what it loaded before
-        i, seed = item if isinstance(item, tuple) else (item, None)
-        path, label = self.samples[i]
-        try:
-            img = open_image(path, self.mode, min_side=MIN_IMAGE_SIDE, decode_side=self.decode_side)
-        except ImageError as e:
-            return e, label
-        if self.transform is None:
-            return img, label
-        if seed is None:
-            return self.transform(img), label
-        with seeded(seed):
-            return self.transform(img), label
-
-
-class EpochBatches(Sampler):
-    """This process's batches of one epoch, each a list of (index, augmentation seed) pairs, in the
-    :class:`EpochOrder` of (seed, epoch).
-
-    ``set_epoch(epoch, start)`` skips the first ``start`` batches, so a resumed epoch continues
-    with exactly the images and the random crops it would have had. With several processes
-    (``world``) each batch is this process's share of the global batch (:meth:`World.part`), and
-    the seeds belong to the images, not to the process, so the crops do not depend on the world size.
-    """
-
-    def __init__(self, n: int, *, batch_size: int, shuffle: bool, seed: int, world: World = SINGLE):
-        self.order, self.world = EpochOrder(n, batch_size=batch_size, shuffle=shuffle, seed=seed), world
-
-    def set_epoch(self, epoch: int, start: int = 0) -> None:
-        self.order.set_epoch(epoch, start)
-
-    def __len__(self) -> int:
-        return max(0, len(self.order) - self.order.start)
-
-    def __iter__(self):
-        g, order = self.order.draw()
-        seeds = torch.randint(0, 2**62, (self.order.n,), generator=g)
-        for b, idx in self.order.batches(order):
-            if b < self.order.start:
-                continue
-            first = b * self.order.batch_size
-            part = self.world.part(len(idx))
-            yield [(int(order[p]), int(seeds[p])) for p in range(first + part.start, first + part.stop)]
-
-
-def collate_images(batch, empty: tuple[int, int] = (3, 0)):
-    """``default_collate`` of (image, label) pairs, or the first :class:`ImageError` among them.
-    No pairs (a process's empty share of a last batch) give an empty batch of ``empty`` =
-    (channels, size) uint8 images, as the transforms make them."""
-    if not batch:
-        channels, size = empty
-        return torch.empty(0, channels, size, size, dtype=torch.uint8), torch.empty(0, dtype=torch.long)
-    for x, _ in batch:
-        if isinstance(x, ImageError):
-            return x
-    return default_collate(batch)
-
-
-class EpochLoader:
-    """A DataLoader over :class:`EpochBatches`: the same interface as TensorBatches. Its uint8
-    batches come out on ``device`` as model input (:meth:`Preprocess.to_input`)."""
-
-    def __init__(self, loader: DataLoader, preprocess: Preprocess, device,
-                 changed: str = "it was readable when the run started, so it changed since"):  # fmt: skip
-        self.loader, self.preprocess, self.device, self.changed = loader, preprocess, torch.device(device), changed
-
-    def __len__(self) -> int:  # batches in a whole epoch, also while resuming part-way
-        return len(self.loader.batch_sampler.order)
-
-    def set_epoch(self, epoch: int, start: int = 0) -> None:
-        self.loader.batch_sampler.set_epoch(epoch, start)
-
-    def __iter__(self):
-        with held():  # the workers start here (once, when they persist)
-            batches = iter(self.loader)
-        for batch in batches:
-            if isinstance(batch, ImageError):
-                self.end_workers()
-                raise ImageError(batch.path, f"{batch.reason}; {self.changed}")
-            x, y = batch
-            yield self.preprocess.to_input(x.to(self.device, non_blocking=True)), y
-
-    def end_workers(self) -> None:
-        """End the loader's worker processes now (an epoch stopped by a file gone bad).
-
-        They persist between epochs and would otherwise wait for work until the loader is freed; a
-        caller that keeps the error (its traceback holds the loader) leaves that to the garbage
-        collector, and a DataLoader freed by it cannot reach its workers any more: it waits 5 s for
-        each, and they stay. PyTorch has no public call for this; ``_shutdown_workers`` is what its
-        own iterator runs when it is freed. The next epoch starts new workers."""
-        iterator = getattr(self.loader, "_iterator", None)
-        if iterator is not None and hasattr(iterator, "_shutdown_workers"):
-            iterator._shutdown_workers()
-            self.loader._iterator = None
-
-
-def folder_loader(samples, preprocess: Preprocess, *, train: bool, batch_size: int, workers: int, seed: int, device,
-                  world: World = SINGLE, ten_crop: bool = False, augment: bool = True) -> EpochLoader:  # fmt: skip
-    """Batches of ``samples`` as ``preprocess`` makes them (the ten crops of each with
-    ``ten_crop``), normalized on ``device``: what training, evaluation and the benchmarks read an
-    image folder with."""
-    ds = ImageList(samples, preprocess.mode, preprocess.folder_transform(train, ten_crop, augment), preprocess.decode_side)
-    batches = EpochBatches(len(ds), batch_size=batch_size, shuffle=train, seed=seed, world=world)
-    # its own generator: each iter() draws the workers' base seed from it, not from the global
-    # RNG that dropout uses (that draw would shift dropout's stream on a resume)
-    return EpochLoader(DataLoader(
-        ds, batch_sampler=batches, num_workers=workers,
-        generator=torch.Generator().manual_seed(seed),
-        pin_memory=device.type == "cuda", persistent_workers=workers > 0,
-        collate_fn=functools.partial(collate_images, empty=(preprocess.channels, preprocess.image_size)),
-        worker_init_fn=ignore_in_worker,
-    ), preprocess, device)  # fmt: skip
 
 
 def holdout(samples: list, seed: int, val_fraction: float) -> tuple[list, list]:
@@ -294,16 +173,31 @@ def split_folder(cfg, root: Path, mode: str = "RGB", name: str = "--data") -> Fo
         split = {"seed": cfg.seed, "val_fraction": cfg.val_fraction, "val": [p for p, _ in val_samples]}
     if bad and not (train_samples and val_samples):
         which = "training" if not train_samples else "validation"
-        raise DataError(f"{name} {root}: no readable {which} images left after skipping {len(bad)} bad file(s), e.g. {bad[0]['path']}: {bad[0]['reason']}")
+        raise DataError(
+            f"{name} {root}: no readable {which} images left after skipping {len(bad)} bad file(s), e.g. "
+            f"{bad[0]['path']}: {bad[0]['reason']}"
+        )
     if not val_samples:
         raise DataError(f"{name} {root}: too few images to hold out a validation set")
     if not train_samples:
-        raise DataError(f"{name} {root}: --val-fraction {cfg.val_fraction} of {len(val_samples)} images holds out all of them; lower it to leave some for training")
-    _check_every_class_trains(f"{name} {root}", root / "train" if split is None else root, classes, listed, _without(listed, bad), train_samples)
+        raise DataError(
+            f"{name} {root}: --val-fraction {cfg.val_fraction} of {len(val_samples)} images holds out all of them; "
+            "lower it to leave some for training"
+        )
+    _check_every_class_trains(
+        f"{name} {root}",
+        root / "train" if split is None else root,
+        classes,
+        listed,
+        _without(listed, bad),
+        train_samples,
+    )
     return FolderSplit(train_samples, val_samples, classes, split, bad)
 
 
-def folder_data(cfg, root: Path, device, stats: Mapping | None, world: World = SINGLE, decode: str | None = None) -> Data:
+def folder_data(
+    cfg, root: Path, device, stats: Mapping | None, world: World = SINGLE, decode: str | None = None
+) -> Data:
     """Train and validation loaders of an ImageFolder-layout folder (see :func:`alexnet.data.build_data`)."""
     mode = "RGB"
     s = split_folder(cfg, root, mode)
@@ -318,8 +212,6 @@ def folder_data(cfg, root: Path, device, stats: Mapping | None, world: World = S
         if cfg.lighting:
             stats.update(lighting_stats(s.classes, moments))
     preprocess = Preprocess.for_folder(image_size=cfg.image_size, stats=stats, mode=mode, decode=decode)
-    from alexnet.data import gpudecode  # it builds on this module's loader
-
     decode_on = gpudecode.resolve_decode(cfg.decode, torch.device(device), preprocess)
     loader = gpudecode.gpu_folder_loader if decode_on == "gpu" else folder_loader
     common = dict(batch_size=cfg.batch_size, workers=cfg.workers, seed=cfg.seed, device=device, world=world)
@@ -340,6 +232,7 @@ def folder_data(cfg, root: Path, device, stats: Mapping | None, world: World = S
 def _check_every_class_trains(name: str, folder: Path, classes: list[str], listed, readable, train) -> None:
     """Every class needs training images, or the model gets an output it can never learn: name
     the first class without any, and why (no image files, all bad, or all held out)."""
+
     def count(samples):
         return Counter(label for _, label in samples)
 
@@ -356,7 +249,9 @@ def _check_every_class_trains(name: str, folder: Path, classes: list[str], liste
         raise DataError(f"{name}: class {cls!r} has no training images: {why}")
 
 
-def listed_samples(root: Path, classes: list[str], split: str, *, seed: int, val_fraction: float, exclude: set[str] = frozenset()) -> list:
+def listed_samples(
+    root: Path, classes: list[str], split: str, *, seed: int, val_fraction: float, exclude: set[str] = frozenset()
+) -> list:
     """The (path, class index) samples of ``split`` (``train`` or ``val``) of an image folder, from
     its listing alone, as the training run drew them: ``train/`` or ``val/``, or the seeded
     hold-out of a plain folder less ``exclude`` (the files training skipped as bad). Nothing is
@@ -368,9 +263,20 @@ def listed_samples(root: Path, classes: list[str], split: str, *, seed: int, val
     return val if split == "val" else train
 
 
-def folder_eval_data(root: Path, preprocess: Preprocess, classes: list[str], *, seed: int, val_fraction: float,
-                     exclude: set[str], skip_bad_images: bool, batch_size: int, workers: int, device,
-                     ten_crop: bool = False) -> EvalData:  # fmt: skip
+def folder_eval_data(
+    root: Path,
+    preprocess: Preprocess,
+    classes: list[str],
+    *,
+    seed: int,
+    val_fraction: float,
+    exclude: set[str],
+    skip_bad_images: bool,
+    batch_size: int,
+    workers: int,
+    device,
+    ten_crop: bool = False,
+) -> EvalData:
     """The validation images of an image folder as evaluation batches: ``val/``, or the hold-out
     of a plain folder redrawn by :func:`holdout` from the listed files less ``exclude`` (the files
     training skipped as bad). Only those images are decoded; no training image is opened.
@@ -380,7 +286,16 @@ def folder_eval_data(root: Path, preprocess: Preprocess, classes: list[str], *, 
     val_samples = _without(val_samples, bad)
     if not val_samples:
         raise DataError(f"--data {root}: no readable validation images")
-    loader = folder_loader(val_samples, preprocess, train=False, batch_size=batch_size, workers=workers, seed=seed, device=device, ten_crop=ten_crop)
+    loader = folder_loader(
+        val_samples,
+        preprocess,
+        train=False,
+        batch_size=batch_size,
+        workers=workers,
+        seed=seed,
+        device=device,
+        ten_crop=ten_crop,
+    )
     loader.changed = "it was readable when the evaluation started, so it changed since"
     return EvalData(loader, list(classes), len(val_samples), str(root))
 
@@ -397,4 +312,3 @@ def _bad_images(skip: bool, workers: int, root: Path, samples, mode: str) -> lis
 def _without(samples, bad: list[dict]):
     drop = {b["path"] for b in bad}
     return [s for s in samples if s[0] not in drop]
-

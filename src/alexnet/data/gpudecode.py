@@ -17,7 +17,7 @@ of its CPU uint8 kernel).
 
 **Bad or unusual files never stop the GPU path.** A file that is not a plain JPEG (PNG, CMYK, an
 EXIF turn, a damaged header) is decoded and cut on the CPU in its worker, as
-:class:`~alexnet.data.folder.ImageList` does. A JPEG nvJPEG fails on is decoded on the CPU here by
+:class:`~alexnet.data.loader.ImageList` does. A JPEG nvJPEG fails on is decoded on the CPU here by
 the hardened decoder (:func:`alexnet.data.images.decode_image`); only when that refuses it too
 does the run stop, naming the file, as the CPU path would.
 
@@ -32,18 +32,19 @@ import queue
 import threading
 import warnings
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
-from alexnet.data.folder import EpochBatches, EpochLoader, ImageList
 from alexnet.data.images import MIN_IMAGE_SIDE, decode_image, read_jpeg, reduced_size, resized_size
+from alexnet.data.loader import EpochBatches, EpochLoader, ImageList
 from alexnet.data.transforms import Preprocess, seeded
-from alexnet.distributed import SINGLE, World
 from alexnet.errors import ConfigError, ImageError
-from alexnet.signals import held, ignore_in_worker
+from alexnet.system.distributed import SINGLE, World
+from alexnet.system.signals import held, ignore_in_worker
 
 # Decoded by nvJPEG in one call at most: 2**28 pixels (805 MB as RGB). A batch of 256 ImageNet
 # photos (~110 K pixels each) is one call; one of 12-megapixel photos is split into several.
@@ -88,7 +89,7 @@ def indexed(device) -> torch.device:
     return device
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def nvjpeg_problem(device: torch.device) -> str | None:
     """Whether torchvision's nvJPEG decoder works on ``device``: a small JPEG made here, decoded
     there as a batch of two, must come back with its size and colours. The reason if not, else None."""
@@ -105,7 +106,10 @@ def nvjpeg_problem(device: torch.device) -> str | None:
         ok = len(out) == 2 and all(tuple(x.shape) == (3, 24, 32) and x.device == device for x in out)
         colour = out[0].float().mean((1, 2)).cpu().numpy() if ok else None
     except Exception as e:  # no nvJPEG in this build, a driver without it, ...: the CPU path then
-        return f"torchvision's nvJPEG decoder does not work on {device} ({type(e).__name__}: {' '.join(str(e).split())[:120]})"
+        return (
+            f"torchvision's nvJPEG decoder does not work on {device} ({type(e).__name__}: "
+            f"{' '.join(str(e).split())[:120]})"
+        )
     if not ok or np.abs(colour - np.array([200, 40, 90])).max() > 8:
         return f"torchvision's nvJPEG decoder gave a wrong image on {device}"
     return None
@@ -140,7 +144,11 @@ def crop_for(width: int, height: int, preprocess: Preprocess, train: bool, seed:
     given ``seed``: resized as the CPU path resizes its (reduced-size) decode, then v2.RandomCrop's
     two draws and v2.RandomHorizontalFlip's one under :func:`seeded` (train), or v2.CenterCrop's box."""
     w, h = reduced_size(width, height, preprocess.decode_side)
-    w, h = resized_size(w, h, preprocess.resize) if preprocess.resize_to == "shorter" else (preprocess.resize, preprocess.resize)
+    w, h = (
+        resized_size(w, h, preprocess.resize)
+        if preprocess.resize_to == "shorter"
+        else (preprocess.resize, preprocess.resize)
+    )
     s = preprocess.image_size
     if not train:
         return Crop(h, w, int(round((h - s) / 2.0)), int(round((w - s) / 2.0)), False)
@@ -168,7 +176,9 @@ def resize_crop_flip(images: list[torch.Tensor], crops: list[Crop], preprocess: 
         group = torch.stack([images[i] for i in idx])  # (G, C, h0, w0)
         if group.shape[-2:] != (h, w):
             group = TF.resize(group, [h, w], antialias=True)  # (G, C, h, w)
-        top, left, flip = (torch.tensor([getattr(crops[i], k) for i in idx], device=device) for k in ("top", "left", "flip"))
+        top, left, flip = (
+            torch.tensor([getattr(crops[i], k) for i in idx], device=device) for k in ("top", "left", "flip")
+        )
         rows = top[:, None] + span  # (G, S)
         cols = torch.where(flip[:, None], left[:, None] + s - 1 - span, left[:, None] + span)  # mirrored: right to left
         g = torch.arange(len(idx), device=device)[:, None, None]
@@ -232,17 +242,21 @@ def collate_jpegs(batch, empty: tuple[int, int] = (3, 0)) -> JpegBatch | ImageEr
     blobs = [blob for _, ((blob, _, _, _), _, _) in jpegs]
     channels, size = empty
     return JpegBatch(
-        data=torch.frombuffer(bytearray(b"".join(blobs)), dtype=torch.uint8) if blobs else torch.empty(0, dtype=torch.uint8),
+        data=torch.frombuffer(bytearray(b"".join(blobs)), dtype=torch.uint8)
+        if blobs
+        else torch.empty(0, dtype=torch.uint8),
         lengths=torch.tensor([len(b) for b in blobs], dtype=torch.long),
         sizes=torch.tensor([[w, h] for _, ((_, w, h, _), _, _) in jpegs], dtype=torch.long).view(-1, 2),
-        boxes=torch.tensor([[c.height, c.width, c.top, c.left, int(c.flip)] for _, ((_, _, _, c), _, _) in jpegs], dtype=torch.long).view(-1, 5),
+        boxes=torch.tensor(
+            [[c.height, c.width, c.top, c.left, int(c.flip)] for _, ((_, _, _, c), _, _) in jpegs], dtype=torch.long
+        ).view(-1, 5),
         sample=torch.tensor([i for _, (_, i, _) in jpegs], dtype=torch.long),
         seeds=torch.tensor([seed for _, (_, _, seed) in jpegs], dtype=torch.long),
         at=torch.tensor([n for n, _ in jpegs], dtype=torch.long),
         cpu=torch.stack([x for _, x in crops]) if crops else torch.empty(0, channels, size, size, dtype=torch.uint8),
         cpu_at=torch.tensor([n for n, _ in crops], dtype=torch.long),
         labels=default_collate([y for _, y in batch]) if batch else torch.empty(0, dtype=torch.long),
-    )  # fmt: skip
+    )
 
 
 # -- the device's half --
@@ -253,9 +267,21 @@ class BatchDecoder:
     tests) on the JPEGs in chunks of :data:`DECODE_PIXELS`, :func:`resize_crop_flip` on what it
     decoded, the CPU decoder for what it could not, the workers' crops put in their places."""
 
-    def __init__(self, samples, preprocess: Preprocess, train: bool, device,
-                 decode: Callable[[list[torch.Tensor], torch.device], list[torch.Tensor]] = nvjpeg):  # fmt: skip
-        self.samples, self.preprocess, self.train, self.device, self.decode = samples, preprocess, train, indexed(device), decode
+    def __init__(
+        self,
+        samples,
+        preprocess: Preprocess,
+        train: bool,
+        device,
+        decode: Callable[[list[torch.Tensor], torch.device], list[torch.Tensor]] = nvjpeg,
+    ):
+        self.samples, self.preprocess, self.train, self.device, self.decode = (
+            samples,
+            preprocess,
+            train,
+            indexed(device),
+            decode,
+        )
         self.transform = preprocess.folder_transform(train)
         self.fallbacks = 0  # files nvJPEG failed on and the CPU decoded: counted for the benchmarks
 
@@ -288,7 +314,9 @@ class BatchDecoder:
             out[torch.tensor([int(b.at[js[k]]) for k in done], device=self.device)] = cut
         for k, img in enumerate(images):
             if img is None:
-                out[int(b.at[js[k]])] = self._on_cpu(blobs[js[k]], int(b.sample[js[k]]), int(b.seeds[js[k]])).to(self.device)
+                out[int(b.at[js[k]])] = self._on_cpu(blobs[js[k]], int(b.sample[js[k]]), int(b.seeds[js[k]])).to(
+                    self.device
+                )
 
     def _decoded(self, blobs: list[torch.Tensor], sizes) -> list[torch.Tensor | None]:
         """Each JPEG as (3, h, w) on the device, or None where nvJPEG failed or gave another size
@@ -302,15 +330,22 @@ class BatchDecoder:
                     images.append(self.decode([blob], self.device)[0])
                 except Exception:
                     images.append(None)
-        return [img if img is not None and tuple(img.shape) == (3, h, w) else None for img, (w, h) in zip(images, sizes)]
+        return [
+            img if img is not None and tuple(img.shape) == (3, h, w) else None for img, (w, h) in zip(images, sizes)
+        ]
 
     def _on_cpu(self, blob: torch.Tensor, i: int, seed: int) -> torch.Tensor:
         """One file the GPU could not decode, cut by the CPU path (:func:`decode_image`, the
         transform under its seed); an :class:`ImageError` naming it if the CPU refuses it too."""
         self.fallbacks += 1
         path = self.samples[i][0]
-        img = decode_image(blob.numpy().tobytes(), self.preprocess.mode, name=path, min_side=MIN_IMAGE_SIDE,
-                           decode_side=self.preprocess.decode_side)  # fmt: skip
+        img = decode_image(
+            blob.numpy().tobytes(),
+            self.preprocess.mode,
+            name=path,
+            min_side=MIN_IMAGE_SIDE,
+            decode_side=self.preprocess.decode_side,
+        )
         with seeded(seed):
             return self.transform(img)
 
@@ -343,8 +378,10 @@ class GpuEpochLoader(EpochLoader):
 
         def work() -> None:
             try:
-                with torch.cuda.device(self.device) if cuda else contextlib.nullcontext(), \
-                        torch.cuda.stream(stream) if cuda else contextlib.nullcontext():  # fmt: skip
+                with (
+                    torch.cuda.device(self.device) if cuda else contextlib.nullcontext(),
+                    torch.cuda.stream(stream) if cuda else contextlib.nullcontext(),
+                ):
                     for batch in batches:
                         x, y = self._finish(batch)
                         event = torch.cuda.Event() if cuda else None
@@ -386,21 +423,49 @@ class GpuEpochLoader(EpochLoader):
         return self.preprocess.to_input(x), batch.labels
 
 
-def gpu_folder_loader(samples, preprocess: Preprocess, *, train: bool, batch_size: int, workers: int, seed: int, device,
-                      world: World = SINGLE, augment: bool = True, decode=nvjpeg) -> GpuEpochLoader:  # fmt: skip
-    """:func:`~alexnet.data.folder.folder_loader` with the JPEGs decoded on ``device``: the same
+def gpu_folder_loader(
+    samples,
+    preprocess: Preprocess,
+    *,
+    train: bool,
+    batch_size: int,
+    workers: int,
+    seed: int,
+    device,
+    world: World = SINGLE,
+    augment: bool = True,
+    decode=nvjpeg,
+) -> GpuEpochLoader:
+    """:func:`~alexnet.data.loader.folder_loader` with the JPEGs decoded on ``device``: the same
     batches of the same images in the same order, the same crop boxes (the centre crop for
     training too without ``augment``), the same errors."""
     device = indexed(device)
     batches = EpochBatches(len(samples), batch_size=batch_size, shuffle=train, seed=seed, world=world)
     loader = DataLoader(
-        JpegFiles(samples, preprocess, train and augment), batch_sampler=batches, num_workers=workers,
+        JpegFiles(samples, preprocess, train and augment),
+        batch_sampler=batches,
+        num_workers=workers,
         generator=torch.Generator().manual_seed(seed),  # not the global RNG (see folder_loader)
-        persistent_workers=workers > 0, worker_init_fn=ignore_in_worker,
+        persistent_workers=workers > 0,
+        worker_init_fn=ignore_in_worker,
         collate_fn=functools.partial(collate_jpegs, empty=(preprocess.channels, preprocess.image_size)),
-    )  # fmt: skip
+    )
     return GpuEpochLoader(loader, preprocess, device, BatchDecoder(samples, preprocess, train, device, decode))
 
 
-__all__ = ["BatchDecoder", "Crop", "GpuEpochLoader", "JpegBatch", "JpegFiles", "collate_jpegs", "crop_for", "gpu_folder_loader",
-           "gpu_problem", "indexed", "nvjpeg", "nvjpeg_problem", "resize_crop_flip", "resolve_decode"]  # fmt: skip
+__all__ = [
+    "BatchDecoder",
+    "Crop",
+    "GpuEpochLoader",
+    "JpegBatch",
+    "JpegFiles",
+    "collate_jpegs",
+    "crop_for",
+    "gpu_folder_loader",
+    "gpu_problem",
+    "indexed",
+    "nvjpeg",
+    "nvjpeg_problem",
+    "resize_crop_flip",
+    "resolve_decode",
+]

@@ -11,8 +11,8 @@ from __future__ import annotations
 import gzip
 import math
 import zlib
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Iterator, Mapping
 
 import torch
 
@@ -20,15 +20,23 @@ from alexnet.data.base import Data, EvalData
 from alexnet.data.sampling import EpochOrder, subset_indices
 from alexnet.data.stats import stats_problem
 from alexnet.data.transforms import Preprocess, random_flips_and_shifts
-from alexnet.distributed import SINGLE, World
 from alexnet.errors import DataError
 from alexnet.models import MAX_IMAGE_SIZE
+from alexnet.system.distributed import SINGLE, World
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = [
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-]  # fmt: skip
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
 IDX_FILES = {
     "train_images": "train-images-idx3-ubyte",
     "train_labels": "train-labels-idx1-ubyte",
@@ -100,13 +108,17 @@ def load_idx_split(files: dict[str, Path], split: str) -> tuple[torch.Tensor, to
     if labels.dim() != 1:
         raise DataError(f"{labels_path}: expected a list of N labels, got an IDX array of shape {list(labels.shape)}")
     if len(images) != len(labels):
-        raise DataError(f"{images_path} holds {len(images)} images but {labels_path} holds {len(labels)} labels; they must pair up")
+        raise DataError(
+            f"{images_path} holds {len(images)} images but {labels_path} holds {len(labels)} labels; they must pair up"
+        )
     if len(images) == 0:
         raise DataError(f"{images_path}: holds no images")
     h, w = images.shape[1:]
     # one side length: Preprocess keeps a single source_size, to which predict brings every image
     if h != w or not 1 <= h <= MAX_IMAGE_SIZE:
-        raise DataError(f"{images_path}: images of {h}x{w} pixels; expected square images of 1 to {MAX_IMAGE_SIZE} pixels a side")
+        raise DataError(
+            f"{images_path}: images of {h}x{w} pixels; expected square images of 1 to {MAX_IMAGE_SIZE} pixels a side"
+        )
     return images.unsqueeze(1), labels.long()  # (N, H, W) -> (N, 1, H, W)
 
 
@@ -128,7 +140,9 @@ def check_labels(labels: torch.Tensor, num_classes: int, path: Path, whose: str)
     """Every label of ``path`` names one of ``num_classes`` classes (``whose``: where that count
     comes from); a label the model has no output for is refused, not counted as an error."""
     if int(labels.max()) >= num_classes:
-        raise DataError(f"{path}: label {int(labels.max())} is outside {whose} {num_classes} classes (0..{num_classes - 1})")
+        raise DataError(
+            f"{path}: label {int(labels.max())} is outside {whose} {num_classes} classes (0..{num_classes - 1})"
+        )
 
 
 def check_image_side(images: torch.Tensor, side: int, path: Path, whose: str) -> None:
@@ -176,8 +190,20 @@ class TensorBatches:
     :class:`EpochOrder`, so a run can be repeated and resumed exactly.
     """
 
-    def __init__(self, images, labels, *, batch_size: int, preprocess: Preprocess, train: bool, device, seed: int = 0,
-                 world: World = SINGLE, ten_crop: bool = False, augment: bool = True):  # fmt: skip
+    def __init__(
+        self,
+        images,
+        labels,
+        *,
+        batch_size: int,
+        preprocess: Preprocess,
+        train: bool,
+        device,
+        seed: int = 0,
+        world: World = SINGLE,
+        ten_crop: bool = False,
+        augment: bool = True,
+    ):
         self.images, self.labels, self.preprocess, self.train, self.world = images, labels, preprocess, train, world
         self.augment = train and augment  # training batches without it are only resized, as evaluation's
         self.ten_crop = ten_crop and not train  # evaluation only: (N, 10, C, S, S) views
@@ -249,13 +275,22 @@ def idx_data(cfg, device: torch.device, stats: Mapping | None, world: World = SI
     )
 
 
-def idx_eval_data(root: str | None, preprocess: Preprocess, num_classes: int, *, batch_size: int, device: torch.device,
-                  ten_crop: bool = False) -> EvalData:  # fmt: skip
+def idx_eval_data(
+    root: str | None,
+    preprocess: Preprocess,
+    num_classes: int,
+    *,
+    batch_size: int,
+    device: torch.device,
+    ten_crop: bool = False,
+) -> EvalData:
     """The test split of an IDX set as evaluation batches: the training files are not read.
     ``ten_crop``: batches of (N, 10, C, S, S) views (:meth:`Preprocess.ten_crop_batch`)."""
     files = find_idx_files(root, splits=("test",))
     images, labels = load_idx_split(files, "test")
     check_labels(labels, num_classes, files["test_labels"], "the model's")
     check_image_side(images, preprocess.source_size, files["test_images"], "the model's training images")
-    batches = TensorBatches(images, labels, batch_size=batch_size, preprocess=preprocess, train=False, device=device, ten_crop=ten_crop)
+    batches = TensorBatches(
+        images, labels, batch_size=batch_size, preprocess=preprocess, train=False, device=device, ten_crop=ten_crop
+    )
     return EvalData(batches, idx_class_names(root, num_classes), len(images), str(root or FASHION_MNIST_DIR))

@@ -100,7 +100,9 @@ def open_image(path: str | Path, mode: str, *, min_side: int = 1, decode_side: i
         return _decode(f, mode, min_side, path, decode_side)
 
 
-def decode_image(data: bytes, mode: str, *, name: str = "image", min_side: int = 1, decode_side: int | None = None) -> Image.Image:
+def decode_image(
+    data: bytes, mode: str, *, name: str = "image", min_side: int = 1, decode_side: int | None = None
+) -> Image.Image:
     """:func:`open_image` for bytes already in memory (an upload): the same formats, budget,
     reduced-size decode and conversion, the same errors, naming ``name``."""
     if not data:
@@ -140,7 +142,9 @@ def _open_regular_file(path: str | Path):
         kind = os.stat(path).st_mode
         if not stat.S_ISREG(kind):
             raise ImageError(path, f"cannot read file (not a regular file but {_file_kind(kind)})")
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0))
+        fd = os.open(
+            path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+        )
     except FileNotFoundError:
         raise ImageError(path, "no such image file") from None
     except OSError as e:
@@ -154,8 +158,13 @@ def _open_regular_file(path: str | Path):
 
 
 def _file_kind(st_mode: int) -> str:
-    kinds = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a named pipe"), (stat.S_ISCHR, "a character device"),
-             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))  # fmt: skip
+    kinds = (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a named pipe"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    )
     return next((name for test, name in kinds if test(st_mode)), "a special file")
 
 
@@ -178,10 +187,14 @@ def _unidentified(f, name: str | Path) -> ImageError:
             about = getattr(factory, "format_description", None) or fmt
             # "EPS (Encapsulated Postscript)", but "JPEG 2000 (ISO 15444)", not "JPEG2000 (JPEG 2000 (...))"
             kind = about if about.replace(" ", "").lower().startswith(fmt.lower()) else f"{fmt} ({about})"
-            return ImageFormatError(name, f"not an accepted image format: looks like {kind}; only {FORMAT_NAMES} files are decoded")
+            return ImageFormatError(
+                name, f"not an accepted image format: looks like {kind}; only {FORMAT_NAMES} files are decoded"
+            )
     for magic, kind in _OTHER_SIGNATURES:
         if prefix.lstrip().startswith(magic):
-            return ImageFormatError(name, f"not an accepted image format: looks like {kind}; only {FORMAT_NAMES} files are decoded")
+            return ImageFormatError(
+                name, f"not an accepted image format: looks like {kind}; only {FORMAT_NAMES} files are decoded"
+            )
     return ImageError(name, f"not a readable image (no image format recognized; {FORMAT_NAMES} files are decoded)")
 
 
@@ -209,7 +222,7 @@ def reduced_size(width: int, height: int, shorter: int | None) -> tuple[int, int
     """(width, height) of a JPEG of that size decoded by :func:`reduce_decode` for ``shorter``:
     Pillow's ``draft`` divides by the largest of 8, 4, 2, 1 that ``min(width // shorter, height //
     shorter)`` reaches and rounds up, as libjpeg's scaled output does (checked against Pillow in
-    tests/test_data_gpudecode.py). The GPU decoder decodes whole images and uses it to cut the
+    tests/data/test_gpudecode.py). The GPU decoder decodes whole images and uses it to cut the
     crops the CPU path would cut."""
     if shorter is None or min(width, height) < 2 * shorter:
         return width, height
@@ -246,16 +259,25 @@ def check_size(img: Image.Image, *, min_side: int = 1, name: str | Path = "in-me
     if min(w, h) < min_side:
         raise ImageSizeError(name, f"image of {w}x{h} pixels is too small (minimum {min_side}x{min_side})")
     if w * h > MAX_PIXELS:
-        raise ImageSizeError(name, f"image of {w}x{h} pixels is too large: {w * h / 1e6:,.0f} megapixels, the limit is {MAX_PIXELS // 10**6}")
+        raise ImageSizeError(
+            name,
+            f"image of {w}x{h} pixels is too large: {w * h / 1e6:,.0f} megapixels, the limit is {MAX_PIXELS // 10**6}",
+        )
     if max(w, h) > MAX_ASPECT_RATIO * min(w, h):
         rw, rh = resized_size(w, h)
-        raise ImageSizeError(name, f"image of {w}x{h} pixels is too elongated: resized to a {RESIZE_SIDE}-pixel shorter side it would be "
-                                   f"{rw}x{rh} (the longer side may be at most {MAX_ASPECT_RATIO} times the shorter)")  # fmt: skip
+        raise ImageSizeError(
+            name,
+            f"image of {w}x{h} pixels is too elongated: resized to a {RESIZE_SIDE}-pixel shorter side it would be "
+            f"{rw}x{rh} (the longer side may be at most {MAX_ASPECT_RATIO} times the shorter)",
+        )
     working = 16 if mode in _HIGH_BIT or mode in _ALPHA or (mode == "P" and "transparency" in img.info) else 8
     need = w * h * (_PIXEL_BYTES.get(mode, 4) + working)
     if need > MAX_DECODE_BYTES:
-        raise ImageSizeError(name, f"image of {w}x{h} pixels in mode {mode} is too large: decoding and converting it would take "
-                                   f"{need / 1e9:.1f} GB, the limit is {MAX_DECODE_BYTES / 1e9:.2f} GB")  # fmt: skip
+        raise ImageSizeError(
+            name,
+            f"image of {w}x{h} pixels in mode {mode} is too large: decoding and converting it would take "
+            f"{need / 1e9:.1f} GB, the limit is {MAX_DECODE_BYTES / 1e9:.2f} GB",
+        )
 
 
 def convert(img: Image.Image, mode: str, *, name: str | Path = "in-memory image") -> Image.Image:

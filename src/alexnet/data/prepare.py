@@ -25,7 +25,7 @@ from alexnet.data.shards import BAD_IMAGES, CLASSES, INDEX, SHARD_NAME, ShardInd
 from alexnet.data.stats import channel_stats, stats_problem
 from alexnet.errors import ConfigError, DataError, ImageError
 from alexnet.models import MAX_IMAGE_SIZE
-from alexnet.signals import held, ignore_in_worker
+from alexnet.system.signals import held, ignore_in_worker
 
 QUALITY = 95  # JPEG quality of the re-encoded images: visually lossless at a few tens of kB each
 MODE = "RGB"
@@ -57,23 +57,40 @@ def _check_places(src: Path, dst: Path, force: bool) -> None:
     """SRC an existing folder; DST not inside SRC, and empty of anything but an earlier prepare's
     files when ``force`` (which replaces those)."""
     if not src.is_dir():
-        raise DataError(f"SRC {src}: no such folder; give an image folder (one sub-folder per class, or train/ and val/)")
+        raise DataError(
+            f"SRC {src}: no such folder; give an image folder (one sub-folder per class, or train/ and val/)"
+        )
     if dst.resolve() == src.resolve() or src.resolve() in dst.resolve().parents:
-        raise ConfigError(f"DST {dst} is inside SRC {src}: its shards would be listed as a class; give a folder elsewhere")
+        raise ConfigError(
+            f"DST {dst} is inside SRC {src}: its shards would be listed as a class; give a folder elsewhere"
+        )
     if dst.exists() and not dst.is_dir():
         raise ConfigError(f"DST {dst} is a file; give a folder")
     present = sorted(p.name for p in dst.iterdir()) if dst.is_dir() else []
     if present and not force:
-        raise ConfigError(f"DST {dst} is not empty ({present[0]}, ...); give an empty folder, or --force to replace an earlier prepare there")
+        raise ConfigError(
+            f"DST {dst} is not empty ({present[0]}, ...); give an empty folder, or --force to replace an earlier "
+            "prepare there"
+        )
     ours = {INDEX, CLASSES, BAD_IMAGES}
     others = [n for n in present if n not in ours and not SHARD_NAME.fullmatch(n) and not n.endswith(".partial")]
     if others:
         raise ConfigError(f"DST {dst} holds {others[0]}, which alexnet prepare did not write; give an empty folder")
 
 
-def prepare(src: str | Path, dst: str | Path, *, resize: int = 256, shard_size: str = "1GB", workers: int = 2,
-            skip_bad_images: bool = False, seed: int = 0, val_fraction: float = 0.1, force: bool = False,
-            quiet: bool = False) -> ShardIndex:  # fmt: skip
+def prepare(
+    src: str | Path,
+    dst: str | Path,
+    *,
+    resize: int = 256,
+    shard_size: str = "1GB",
+    workers: int = 2,
+    skip_bad_images: bool = False,
+    seed: int = 0,
+    val_fraction: float = 0.1,
+    force: bool = False,
+    quiet: bool = False,
+) -> ShardIndex:
     """Write the shards of the image folder ``src`` into ``dst`` and return their index.
 
     Everything is checked before anything is written in ``dst``: the settings, the places, every
@@ -87,7 +104,9 @@ def prepare(src: str | Path, dst: str | Path, *, resize: int = 256, shard_size: 
         raise ConfigError(f"--shard-size {e}") from None
     if not 1 <= resize <= 2 * MAX_IMAGE_SIZE:
         raise ConfigError(f"--resize must be from 1 to {2 * MAX_IMAGE_SIZE}, got {resize}")
-    cfg = TrainConfig(data=str(src), workers=workers, seed=seed, val_fraction=val_fraction, skip_bad_images=skip_bad_images)
+    cfg = TrainConfig(
+        data=str(src), workers=workers, seed=seed, val_fraction=val_fraction, skip_bad_images=skip_bad_images
+    )
     _check_places(src, dst, force)
     s = split_folder(cfg, src, MODE, name="SRC")
     mean, std = channel_stats(s.train, MODE, seed=seed)
@@ -99,8 +118,10 @@ def prepare(src: str | Path, dst: str | Path, *, resize: int = 256, shard_size: 
     for old in dst.iterdir():  # an earlier prepare's files (force), checked above to be ours
         old.unlink()
     bad = list(s.bad)
-    shards = {name: _write_split(dst, name, samples, resize, max_bytes, workers, skip_bad_images, bad, quiet)
-              for name, samples in (("train", train), ("val", s.val))}  # fmt: skip
+    shards = {
+        name: _write_split(dst, name, samples, resize, max_bytes, workers, skip_bad_images, bad, quiet)
+        for name, samples in (("train", train), ("val", s.val))
+    }
     if bad:
         (dst / BAD_IMAGES).write_text(json.dumps(bad, indent=1) + "\n")
     split = None if s.split is None else {"seed": seed, "val_fraction": val_fraction}
@@ -109,13 +130,21 @@ def prepare(src: str | Path, dst: str | Path, *, resize: int = 256, shard_size: 
     return index
 
 
-def _write_split(dst: Path, split: str, samples, resize: int, max_bytes: int, workers: int, skip: bool, bad: list, quiet: bool):
+def _write_split(
+    dst: Path, split: str, samples, resize: int, max_bytes: int, workers: int, skip: bool, bad: list, quiet: bool
+):
     """The shards of one split, written in order from images encoded in ``workers`` processes. A
     file that went bad since the scan is left out and listed (``skip``) or stops the prepare."""
     from tqdm import tqdm
 
     chunk = max(1, min(32, len(samples) // (4 * max(1, workers))))
-    loader = DataLoader(_Encoded(samples, resize), batch_size=chunk, num_workers=workers, collate_fn=list, worker_init_fn=ignore_in_worker)
+    loader = DataLoader(
+        _Encoded(samples, resize),
+        batch_size=chunk,
+        num_workers=workers,
+        collate_fn=list,
+        worker_init_fn=ignore_in_worker,
+    )
     writer = ShardWriter(dst, split, max_bytes)
     bar = tqdm(total=len(samples), desc=f"prepare {split}", unit="img", disable=quiet or not sys.stderr.isatty())
     try:
@@ -126,7 +155,9 @@ def _write_split(dst: Path, split: str, samples, resize: int, max_bytes: int, wo
             for jpg, label in batch:
                 if isinstance(jpg, ImageError):
                     if not skip:
-                        raise ImageError(jpg.path, f"{jpg.reason}; it was readable when the scan ran, so it changed since")
+                        raise ImageError(
+                            jpg.path, f"{jpg.reason}; it was readable when the scan ran, so it changed since"
+                        )
                     bad.append({"path": jpg.path, "reason": jpg.reason})
                     continue
                 writer.add(f"{n:09d}", jpg, label)

@@ -8,7 +8,7 @@ epoch's augmentation (after the permutation), so crops and flips replay too.
 from __future__ import annotations
 
 import math
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 

@@ -96,7 +96,9 @@ class ScanCache:
         except OSError:
             return
         for directory in sorted(self._changed):
-            _write_atomic(self._file(directory), {"version": SCAN_VERSION, "dir": directory, "files": self._loaded[directory]})
+            _write_atomic(
+                self._file(directory), {"version": SCAN_VERSION, "dir": directory, "files": self._loaded[directory]}
+            )
         self._changed.clear()
 
 
@@ -116,10 +118,11 @@ def _read_entries(path: Path, directory: str) -> dict:
 
 def _is_entry(e) -> bool:
     return (
-        isinstance(e, list) and len(e) == 3
+        isinstance(e, list)
+        and len(e) == 3
         and all(isinstance(v, int) and not isinstance(v, bool) for v in e[:2])
         and (e[2] is None or isinstance(e[2], str))
-    )  # fmt: skip
+    )
 
 
 def _write_atomic(path: Path, value) -> None:
@@ -136,4 +139,3 @@ def _write_atomic(path: Path, value) -> None:
             os.unlink(tmp)
         except OSError:
             pass
-

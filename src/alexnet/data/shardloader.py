@@ -11,7 +11,7 @@ can be cut exactly:
   Validation keeps the stored order.
 * **Ranks.** ``--batch-size`` is the global batch. Global batch b is positions
   [b*B, min((b+1)*B, N)) of the order; rank r takes the r-th of ``world.size`` contiguous chunks
-  of it, their sizes differing by at most one (:meth:`alexnet.distributed.World.part`). Every rank yields
+  of it, their sizes differing by at most one (:meth:`alexnet.system.distributed.World.part`). Every rank yields
   ceil(N / B) batches an epoch (a chunk of the last batch may be empty when it holds fewer than
   ``world.size`` images), and every image is in exactly one rank's batch.
 * **Workers.** The rank's batches are handed out whole to its loader workers (a batch sampler), so
@@ -31,14 +31,14 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from alexnet.data.base import Data, EvalData
-from alexnet.data.folder import EpochLoader, collate_images
+from alexnet.data.loader import EpochLoader, collate_images
 from alexnet.data.sampling import epoch_generator
 from alexnet.data.shards import Shard, ShardIndex, ShardReader, decode_jpeg, file_size, join
 from alexnet.data.stats import STATS_IMAGES, PixelMoments, is_imagenet_like, lighting_stats, stats_transform
 from alexnet.data.transforms import Preprocess, seeded
-from alexnet.distributed import SINGLE, World
 from alexnet.errors import DataError, ImageError
-from alexnet.signals import ignore_in_worker
+from alexnet.system.distributed import SINGLE, World
+from alexnet.system.signals import ignore_in_worker
 
 WINDOW = 16  # shards whose samples are shuffled together (16 shards of 1 GB: ~150,000 ImageNet images)
 CHANGED = "the shard was readable when the run started; check it, or prepare the shards again"
@@ -88,7 +88,7 @@ class RankBatches(Sampler):
 class ShardSamples(Dataset):
     """Sample i of a split's shards (in shard order) as (image tensor, label): read by offset,
     decoded with the checks of ``open_image``, then ``transform``; a sample that cannot be read or
-    decoded comes back as (ImageError, label), as :class:`alexnet.data.folder.ImageList` does."""
+    decoded comes back as (ImageError, label), as :class:`alexnet.data.loader.ImageList` does."""
 
     def __init__(self, location: str, shards: list[Shard], mode: str, transform, decode_side: int | None = None):
         self.location, self.mode, self.transform, self.decode_side = location, mode, transform, decode_side
@@ -127,15 +127,39 @@ class ShardBatches(EpochLoader):
         self.loader.batch_sampler.set_epoch(epoch, start)
 
 
-def _batches(location, shards, preprocess: Preprocess, *, train: bool, batch_size: int, workers: int, seed: int,
-             device, world: World, ten_crop: bool = False, augment: bool = True) -> ShardBatches:  # fmt: skip
-    ds = ShardSamples(location, shards, preprocess.mode, preprocess.folder_transform(train, ten_crop, augment), preprocess.decode_side)
+def _batches(
+    location,
+    shards,
+    preprocess: Preprocess,
+    *,
+    train: bool,
+    batch_size: int,
+    workers: int,
+    seed: int,
+    device,
+    world: World,
+    ten_crop: bool = False,
+    augment: bool = True,
+) -> ShardBatches:
+    ds = ShardSamples(
+        location, shards, preprocess.mode, preprocess.folder_transform(train, ten_crop, augment), preprocess.decode_side
+    )
     sampler = RankBatches([s.count for s in shards], batch_size=batch_size, shuffle=train, seed=seed, world=world)
-    return ShardBatches(DataLoader(
-        ds, batch_sampler=sampler, num_workers=workers, collate_fn=functools.partial(collate_images, empty=(preprocess.channels, preprocess.image_size)),
-        generator=torch.Generator().manual_seed(seed),  # not the global RNG that dropout uses (see folder._loader)
-        pin_memory=device.type == "cuda", persistent_workers=workers > 0, worker_init_fn=ignore_in_worker,
-    ), preprocess, device, changed=CHANGED)  # fmt: skip
+    return ShardBatches(
+        DataLoader(
+            ds,
+            batch_sampler=sampler,
+            num_workers=workers,
+            collate_fn=functools.partial(collate_images, empty=(preprocess.channels, preprocess.image_size)),
+            generator=torch.Generator().manual_seed(seed),  # not the global RNG that dropout uses (see folder._loader)
+            pin_memory=device.type == "cuda",
+            persistent_workers=workers > 0,
+            worker_init_fn=ignore_in_worker,
+        ),
+        preprocess,
+        device,
+        changed=CHANGED,
+    )
 
 
 def _check_files(location: str, index: ShardIndex, splits) -> None:
@@ -146,16 +170,27 @@ def _check_files(location: str, index: ShardIndex, splits) -> None:
             try:
                 size = file_size(where)
             except (OSError, ValueError) as e:
-                raise DataError(f"--data {location}: cannot read shard {s.file} ({type(e).__name__}: {e}); prepare the shards again") from None
+                raise DataError(
+                    f"--data {location}: cannot read shard {s.file} ({type(e).__name__}: {e}); prepare the shards again"
+                ) from None
             if size != s.bytes:
-                raise DataError(f"--data {location}: shard {s.file} has {size} bytes, its index says {s.bytes}; prepare the shards again")
+                raise DataError(
+                    f"--data {location}: shard {s.file} has {size} "
+                    "bytes, its index says "
+                    f"{s.bytes}; prepare the "
+                    "shards again"
+                )
 
 
 def _preprocess(location: str, index: ShardIndex, image_size: int, stats, decode: str | None = None) -> Preprocess:
-    preprocess = Preprocess.for_folder(image_size=image_size, stats=stats or index.stats, mode=index.mode, decode=decode)
+    preprocess = Preprocess.for_folder(
+        image_size=image_size, stats=stats or index.stats, mode=index.mode, decode=decode
+    )
     if preprocess.resize > index.resize:
         raise DataError(
-            f"--data {location}: its images were stored with a shorter side of {index.resize}, --image-size {image_size} "
+            f"--data {location}: its images were stored with a shorter side of {index.resize}, "
+            "--image-size "
+            f"{image_size} "
             f"needs {preprocess.resize}; prepare them again with --resize {preprocess.resize}"
         )
     return preprocess
@@ -182,7 +217,10 @@ def shards_data(cfg, location: str, device, stats=None, world: World = SINGLE, d
     each (see :func:`alexnet.data.build_data`); the statistics stored in its index unless
     ``stats`` are given (PCA lighting's computed here when on, for RGB shards)."""
     if cfg.subset is not None:  # shards are read in their stored order, shard by shard: no cheap random subset
-        raise DataError(f"--data {location}: --subset is for IDX sets and image folders, not prepared shards; prepare a smaller folder instead")
+        raise DataError(
+            f"--data {location}: --subset is for IDX sets and "
+            "image folders, not prepared shards; prepare a smaller folder instead"
+        )
     index = ShardIndex.read(location)
     _check_files(location, index, ("train", "val"))
     if cfg.lighting and index.mode == "RGB" and not (stats and stats.get("eigval")):
@@ -192,24 +230,53 @@ def shards_data(cfg, location: str, device, stats=None, world: World = SINGLE, d
     return Data(
         train=_batches(location, index.splits["train"], preprocess, train=True, augment=cfg.augment, **common),
         val=_batches(location, index.splits["val"], preprocess, train=False, **common),
-        classes=index.classes, preprocess=preprocess, num_train=index.count("train"), num_val=index.count("val"),
+        classes=index.classes,
+        preprocess=preprocess,
+        num_train=index.count("train"),
+        num_val=index.count("val"),
         source=location,
-    )  # fmt: skip
+    )
 
 
-def shards_eval_data(location: str, preprocess: Preprocess, classes: list[str], *, batch_size: int, workers: int, device,
-                     ten_crop: bool = False) -> EvalData:  # fmt: skip
+def shards_eval_data(
+    location: str,
+    preprocess: Preprocess,
+    classes: list[str],
+    *,
+    batch_size: int,
+    workers: int,
+    device,
+    ten_crop: bool = False,
+) -> EvalData:
     """The val split of the prepared folder at ``location`` as evaluation batches (``ten_crop``:
     (N, 10, C, S, S) views)."""
     index = ShardIndex.read(location)
     if preprocess.kind != "folder":
-        raise DataError(f"--data {location}: the model was trained on IDX files, these are prepared image shards; evaluate it on data of its kind")
+        raise DataError(
+            f"--data {location}: the model was trained on "
+            "IDX files, these are prepared image shards; evaluate it on data of its kind"
+        )
     if preprocess.mode != index.mode:
-        raise DataError(f"--data {location}: the model takes {preprocess.mode} images, these shards hold {index.mode} ones; evaluate it on data of its kind")
+        raise DataError(
+            f"--data {location}: the model takes {preprocess.mode} images, these shards hold {index.mode} ones; "
+            "evaluate it on data of its kind"
+        )
     if index.classes != list(classes):
-        raise DataError(f"--data {location}: its classes {index.classes[:5]}... differ from the model's {list(classes)[:5]}...")
+        raise DataError(
+            f"--data {location}: its classes {index.classes[:5]}... differ from the model's {list(classes)[:5]}..."
+        )
     _check_files(location, index, ("val",))
     _preprocess(location, index, preprocess.image_size, preprocess.stats)
-    batches = _batches(location, index.splits["val"], preprocess, train=False, batch_size=batch_size, workers=workers, seed=0,
-                       device=device, world=SINGLE, ten_crop=ten_crop)  # fmt: skip
+    batches = _batches(
+        location,
+        index.splits["val"],
+        preprocess,
+        train=False,
+        batch_size=batch_size,
+        workers=workers,
+        seed=0,
+        device=device,
+        world=SINGLE,
+        ten_crop=ten_crop,
+    )
     return EvalData(batches, list(classes), index.count("val"), location)

@@ -54,7 +54,18 @@ def shard_name(split: str, number: int) -> str:
 def parse_size(text: str) -> int:
     """Bytes from ``1GB``, ``500MB``, ``1.5GiB``, ``64KiB`` or ``100000`` (decimal units are powers of
     1000, binary ones of 1024); ValueError naming the text if it is not one."""
-    units = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+    units = {
+        "": 1,
+        "b": 1,
+        "kb": 10**3,
+        "mb": 10**6,
+        "gb": 10**9,
+        "tb": 10**12,
+        "kib": 2**10,
+        "mib": 2**20,
+        "gib": 2**30,
+        "tib": 2**40,
+    }
     m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([a-zA-Z]*)\s*", text)
     if not m or m.group(2).lower() not in units:
         raise ValueError(f"{text!r} is not a size; give e.g. 1GB, 500MB, 2GiB or a number of bytes")
@@ -82,11 +93,18 @@ class Shard:
         return len(self.keys)
 
     def to_dict(self) -> dict:
-        return {"file": self.file, "count": self.count, "bytes": self.bytes, "keys": self.keys, "labels": self.labels,
-                "jpg": {"offset": self.jpg_offset, "size": self.jpg_size}, "cls": {"offset": self.cls_offset, "size": self.cls_size}}  # fmt: skip
+        return {
+            "file": self.file,
+            "count": self.count,
+            "bytes": self.bytes,
+            "keys": self.keys,
+            "labels": self.labels,
+            "jpg": {"offset": self.jpg_offset, "size": self.jpg_size},
+            "cls": {"offset": self.cls_offset, "size": self.cls_size},
+        }
 
     @classmethod
-    def from_dict(cls, d, num_classes: int, where: str) -> "Shard":
+    def from_dict(cls, d, num_classes: int, where: str) -> Shard:
         """A shard entry of the index, every field checked (ValueError naming it)."""
         if not isinstance(d, dict) or not isinstance(d.get("file"), str) or not SHARD_NAME.fullmatch(d["file"]):
             raise ValueError(f"{where}: a shard entry needs a 'file' named like train-000000.tar")
@@ -94,8 +112,14 @@ class Shard:
         jpg, cls_ = d.get("jpg"), d.get("cls")
         if not (isinstance(jpg, dict) and isinstance(cls_, dict)):
             raise ValueError(f"{where}: 'jpg' and 'cls' must be objects of offset and size lists")
-        lists = {"keys": d.get("keys"), "labels": d.get("labels"), "jpg offset": jpg.get("offset"), "jpg size": jpg.get("size"),
-                 "cls offset": cls_.get("offset"), "cls size": cls_.get("size")}  # fmt: skip
+        lists = {
+            "keys": d.get("keys"),
+            "labels": d.get("labels"),
+            "jpg offset": jpg.get("offset"),
+            "jpg size": jpg.get("size"),
+            "cls offset": cls_.get("offset"),
+            "cls size": cls_.get("size"),
+        }
         count, total = d.get("count"), d.get("bytes")
         if not _whole(count) or not _whole(total):
             raise ValueError(f"{where}: 'count' and 'bytes' must be whole numbers from 0")
@@ -108,7 +132,9 @@ class Shard:
         if any(not 0 <= v < num_classes for v in lists["labels"]):
             raise ValueError(f"{where}: a label is outside 0..{num_classes - 1}")
         ends = [o + s for o, s in zip(lists["jpg offset"] + lists["cls offset"], lists["jpg size"] + lists["cls size"])]
-        if any(v < 0 for v in lists["jpg offset"] + lists["cls offset"] + lists["jpg size"] + lists["cls size"]) or any(e > total for e in ends):
+        if any(v < 0 for v in lists["jpg offset"] + lists["cls offset"] + lists["jpg size"] + lists["cls size"]) or any(
+            e > total for e in ends
+        ):
             raise ValueError(f"{where}: a member's offset and size lie outside its {total} bytes")
         return cls(d["file"], *lists.values(), bytes=total)
 
@@ -131,27 +157,47 @@ class ShardIndex:
 
     def to_dict(self) -> dict:
         # not asdict(self): it would deep-copy every sample's numbers first
-        out = {"format": FORMAT, "version": VERSION, **{f.name: getattr(self, f.name) for f in fields(self) if f.name != "splits"}}
-        out["splits"] = {k: {"count": self.count(k), "shards": [s.to_dict() for s in v]} for k, v in self.splits.items()}
+        out = {
+            "format": FORMAT,
+            "version": VERSION,
+            **{f.name: getattr(self, f.name) for f in fields(self) if f.name != "splits"},
+        }
+        out["splits"] = {
+            k: {"count": self.count(k), "shards": [s.to_dict() for s in v]} for k, v in self.splits.items()
+        }
         return out
 
     @classmethod
-    def from_dict(cls, d, where: str = INDEX) -> "ShardIndex":
+    def from_dict(cls, d, where: str = INDEX) -> ShardIndex:
         """The stored form read back, every field checked; ValueError naming the field."""
         if not isinstance(d, dict) or d.get("format") != FORMAT:
             raise ValueError(f"{where}: not an index of {FORMAT} (written by alexnet prepare)")
         if d.get("version") != VERSION:
-            raise ValueError(f"{where}: version {d.get('version')!r}, this alexnet reads version {VERSION}; prepare the shards again")
+            raise ValueError(
+                f"{where}: version {d.get('version')!r}, this alexnet reads version {VERSION}; prepare the shards again"
+            )
         classes = d.get("classes")
-        if not (isinstance(classes, list) and classes and all(isinstance(c, str) and c for c in classes) and len(set(classes)) == len(classes)):
+        if not (
+            isinstance(classes, list)
+            and classes
+            and all(isinstance(c, str) and c for c in classes)
+            and len(set(classes)) == len(classes)
+        ):
             raise ValueError(f"{where}: 'classes' must be a non-empty list of distinct names")
         if not (_whole(d.get("resize")) and d["resize"] >= 1) or d.get("mode") not in ("RGB", "L"):
             raise ValueError(f"{where}: 'resize' must be a positive whole number and 'mode' RGB or L")
         stats = d.get("stats")
         channels = 3 if d["mode"] == "RGB" else 1
-        if not (isinstance(stats, dict) and all(isinstance(stats.get(k), list) and len(stats[k]) == channels for k in ("mean", "std"))):
+        if not (
+            isinstance(stats, dict)
+            and all(isinstance(stats.get(k), list) and len(stats[k]) == channels for k in ("mean", "std"))
+        ):
             raise ValueError(f"{where}: 'stats' must hold a mean and a std per channel")
-        problem = stats_problem(stats["mean"], stats["std"]) if all(isinstance(v, (int, float)) for v in stats["mean"] + stats["std"]) else "stats are not numbers"
+        problem = (
+            stats_problem(stats["mean"], stats["std"])
+            if all(isinstance(v, (int, float)) for v in stats["mean"] + stats["std"])
+            else "stats are not numbers"
+        )
         if problem:
             raise ValueError(f"{where}: {problem}")
         splits = d.get("splits")
@@ -163,32 +209,49 @@ class ShardIndex:
             if not isinstance(entry, dict) or not isinstance(entry.get("shards"), list) or not entry["shards"]:
                 raise ValueError(f"{where}: split {name!r} must list its shards")
             shards[name] = [Shard.from_dict(s, len(classes), f"{where} {name}") for s in entry["shards"]]
-        return cls(classes, d["resize"], {"mean": stats["mean"], "std": stats["std"]}, shards, d["mode"],
-                   d.get("quality", 95), str(d.get("source", "")), d.get("split"))  # fmt: skip
+        return cls(
+            classes,
+            d["resize"],
+            {"mean": stats["mean"], "std": stats["std"]},
+            shards,
+            d["mode"],
+            d.get("quality", 95),
+            str(d.get("source", "")),
+            d.get("split"),
+        )
 
     def write(self, folder: Path) -> None:
         """``index.json`` and ``classes.txt`` in ``folder``, each atomically (the index last)."""
-        from alexnet.formats.files import atomic_write  # formats imports data: not at module level
+        from alexnet.system.files import atomic_write  # formats imports data: not at module level
 
         atomic_write(folder / CLASSES, lambda tmp: tmp.write_text("".join(c + "\n" for c in self.classes)))
-        atomic_write(folder / INDEX, lambda tmp: tmp.write_text(json.dumps(self.to_dict(), separators=(",", ":")) + "\n"))
+        atomic_write(
+            folder / INDEX, lambda tmp: tmp.write_text(json.dumps(self.to_dict(), separators=(",", ":")) + "\n")
+        )
 
     @classmethod
-    def read(cls, location: str) -> "ShardIndex":
+    def read(cls, location: str) -> ShardIndex:
         """The index of the prepared folder at ``location`` (a path or an fsspec URL), checked."""
         try:
             with open_file(join(location, INDEX)) as f:
                 raw = f.read()
         except FileNotFoundError:
-            raise DataError(f"--data {location}: no {INDEX} there; make one with: alexnet prepare SRC {location}") from None
+            raise DataError(
+                f"--data {location}: no {INDEX} there; make one with: alexnet prepare SRC {location}"
+            ) from None
         except (OSError, ValueError) as e:  # fsspec raises ValueError for a protocol it does not know
             raise DataError(f"--data {location}: cannot read its {INDEX} ({e})") from None
         except ImportError as e:  # s3://, gs://, http:// need a package fsspec does not bring
-            raise DataError(f"--data {location}: reading it needs a package that is not installed ({e}); pip install it (s3fs, gcsfs, aiohttp, ...)") from None
+            raise DataError(
+                f"--data {location}: reading it needs a package that is not installed ({e}); pip install it (s3fs, "
+                "gcsfs, aiohttp, ...)"
+            ) from None
         try:
             values = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as e:
-            raise DataError(f"--data {location}: its {INDEX} is not JSON ({e}); prepare the shards again (alexnet prepare --force)") from None
+            raise DataError(
+                f"--data {location}: its {INDEX} is not JSON ({e}); prepare the shards again (alexnet prepare --force)"
+            ) from None
         try:
             return cls.from_dict(values)
         except ValueError as e:
@@ -266,7 +329,10 @@ class ShardWriter:
         shard = self.shards[-1]
         shard.keys.append(key)
         shard.labels.append(label)
-        for name, data, offsets, sizes in ((f"{key}.jpg", jpg, shard.jpg_offset, shard.jpg_size), (f"{key}.cls", cls_, shard.cls_offset, shard.cls_size)):
+        for name, data, offsets, sizes in (
+            (f"{key}.jpg", jpg, shard.jpg_offset, shard.jpg_size),
+            (f"{key}.cls", cls_, shard.cls_offset, shard.cls_size),
+        ):
             info = tarfile.TarInfo(name)
             info.size, info.mode, info.mtime = len(data), 0o444, 0  # mtime 0: the same input gives the same bytes
             self._tar.addfile(info, io.BytesIO(data))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import random
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -83,7 +83,10 @@ def stats_problem(mean, std, scale: int = 1) -> str | None:
     if not all(0 <= m <= scale for m in mean):
         return f"pixel mean {list(mean)} is outside [0, {scale}]"
     if not all(MIN_STD * scale <= s <= scale for s in std):
-        return f"pixel std {list(std)} is outside [{MIN_STD * scale:g}, {scale}] (below it the images are all one flat shade)"
+        return (
+            f"pixel std {list(std)} is outside [{MIN_STD * scale:g}, {scale}] (below it the images are all one "
+            "flat shade)"
+        )
     return None
 
 
@@ -92,7 +95,9 @@ def stats_transform(size: int = STATS_SIDE):
     this size, and a million-image set is summarized in seconds."""
     from torchvision.transforms import v2
 
-    return v2.Compose([v2.PILToTensor(), v2.Resize((size, size), antialias=True), v2.ToDtype(torch.float64, scale=True)])
+    return v2.Compose(
+        [v2.PILToTensor(), v2.Resize((size, size), antialias=True), v2.ToDtype(torch.float64, scale=True)]
+    )
 
 
 def pixel_moments(samples, mode: str, limit: int = STATS_IMAGES, size: int = STATS_SIDE, seed: int = 0) -> PixelMoments:
@@ -107,7 +112,8 @@ def pixel_moments(samples, mode: str, limit: int = STATS_IMAGES, size: int = STA
 
 
 def channel_stats(samples, mode: str, limit: int = STATS_IMAGES, size: int = STATS_SIDE, seed: int = 0):
-    """Per-channel mean and std of pixel values in [0, 1] over up to ``limit`` training images (:func:`pixel_moments`)."""
+    """Per-channel mean and std of pixel values in [0, 1] over up to ``limit`` training images "
+    "(:func:`pixel_moments`)."""
     moments = pixel_moments(samples, mode, limit, size, seed)
     return moments.mean.tolist(), moments.std.tolist()
 

@@ -28,8 +28,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Literal, Mapping, Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -83,7 +84,9 @@ class Preprocess:
     eigvec: tuple[tuple[float, ...], ...] | None = None
     channel_order: Literal["RGB", "BGR"] = "RGB"  # BGR: Caffe's, as OpenCV decodes images
     scale: Literal[1, 255] = 1  # pixels run 0..scale before mean and std apply (Caffe: 0..255)
-    resize_to: Literal["shorter", "square"] = "shorter"  # folder: shorter side to `resize`, or both sides (Caffe's warp)
+    resize_to: Literal["shorter", "square"] = (
+        "shorter"  # folder: shorter side to `resize`, or both sides (Caffe's warp)
+    )
     # folder: how JPEGs are decoded. "reduced": at 1/2, 1/4 or 1/8 size where the shorter side stays
     # >= resize (images.reduce_decode; it changes pixels slightly); "full": the whole image, what
     # model files from before the field was added were trained with (absent means "full", and
@@ -95,17 +98,30 @@ class Preprocess:
             object.__setattr__(self, "decode", "full")
 
     @classmethod
-    def for_tensors(cls, *, mode: str, source_size: int, image_size: int, stats: Mapping) -> "Preprocess":
+    def for_tensors(cls, *, mode: str, source_size: int, image_size: int, stats: Mapping) -> Preprocess:
         return cls("tensor", mode, image_size, tuple(stats["mean"]), tuple(stats["std"]), source_size=source_size)
 
     @classmethod
-    def for_folder(cls, *, image_size: int, stats: Mapping, mode: str = "RGB", resize: int | None = None,
-                   decode: str | None = None) -> "Preprocess":  # fmt: skip
+    def for_folder(
+        cls, *, image_size: int, stats: Mapping, mode: str = "RGB", resize: int | None = None, decode: str | None = None
+    ) -> Preprocess:
         """A photo pipeline; new ones decode at reduced size, ``decode`` keeps a stored model's rule.
         ``stats`` may hold ``eigval`` and ``eigvec`` (PCA lighting) beside ``mean`` and ``std``."""
-        lighting = {"eigval": tuple(stats["eigval"]), "eigvec": tuple(map(tuple, stats["eigvec"]))} if stats.get("eigval") else {}
-        return cls("folder", mode, image_size, tuple(stats["mean"]), tuple(stats["std"]), resize=resize or resize_size(image_size),
-                   decode=decode or "reduced", **lighting)  # fmt: skip
+        lighting = (
+            {"eigval": tuple(stats["eigval"]), "eigvec": tuple(map(tuple, stats["eigvec"]))}
+            if stats.get("eigval")
+            else {}
+        )
+        return cls(
+            "folder",
+            mode,
+            image_size,
+            tuple(stats["mean"]),
+            tuple(stats["std"]),
+            resize=resize or resize_size(image_size),
+            decode=decode or "reduced",
+            **lighting,
+        )
 
     @property
     def channels(self) -> int:
@@ -121,11 +137,16 @@ class Preprocess:
     def to_dict(self) -> dict:
         """The JSON-able form written into checkpoints and sidecars (fields that do not apply left
         out, and the later fields at their defaults, so such records read as they always did)."""
-        return {k: _lists(v) for k, v in asdict(self).items()
-                if v is not None and not (k in _LATER_FIELDS and v == _LATER_FIELDS[k]) and not (k == "decode" and v == "full")}  # fmt: skip
+        return {
+            k: _lists(v)
+            for k, v in asdict(self).items()
+            if v is not None
+            and not (k in _LATER_FIELDS and v == _LATER_FIELDS[k])
+            and not (k == "decode" and v == "full")
+        }
 
     @classmethod
-    def from_dict(cls, values, source: str = "preprocess") -> "Preprocess":
+    def from_dict(cls, values, source: str = "preprocess") -> Preprocess:
         """Read the stored form back, checking every field; a bad one raises ValueError naming it."""
         if not isinstance(values, Mapping):
             raise ValueError(f"{source}: 'preprocess' must be an object, got {type(values).__name__}")
@@ -136,7 +157,22 @@ class Preprocess:
         missing = sorted(needed - set(values))
         if missing:
             raise ValueError(f"{source}: preprocess lacks {', '.join(missing)}")
-        extra = sorted(set(values) - {"kind", "mode", "image_size", "mean", "std", "source_size", "resize", "decode", "eigval", "eigvec", *_LATER_FIELDS})
+        extra = sorted(
+            set(values)
+            - {
+                "kind",
+                "mode",
+                "image_size",
+                "mean",
+                "std",
+                "source_size",
+                "resize",
+                "decode",
+                "eigval",
+                "eigvec",
+                *_LATER_FIELDS,
+            }
+        )
         if extra:
             raise ValueError(f"{source}: unknown preprocess field(s) {', '.join(extra)}")
         if values["mode"] not in ("L", "RGB"):
@@ -147,24 +183,49 @@ class Preprocess:
         mean, std = values["mean"], values["std"]
         numbers = lambda v: isinstance(v, list) and all(is_number(x) for x in v)  # noqa: E731
         if not (numbers(mean) and numbers(std) and len(mean) == len(std) == (1 if values["mode"] == "L" else 3)):
-            raise ValueError(f"{source}: preprocess mean and std must be lists of one finite number per channel of mode {values['mode']}")
+            raise ValueError(
+                f"{source}: preprocess mean and std must be lists of one finite number per channel of mode "
+                f"{values['mode']}"
+            )
         problem = stats_problem(mean, std, later["scale"])
         if problem:
             raise ValueError(f"{source}: preprocess {problem}")
         lighting = _read_lighting(values, source)
         decode = values.get("decode", "full" if kind == "folder" else None)  # files from before the field: full size
         if decode not in (("full", "reduced") if kind == "folder" else (None,)):
-            raise ValueError(f"{source}: preprocess 'decode' must be full or reduced for a folder pipeline, got {brief(decode)}")
-        return cls(kind, values["mode"], values["image_size"], tuple(float(m) for m in mean), tuple(float(s) for s in std),
-                   source_size=values.get("source_size"), resize=values.get("resize") or (resize_size(values["image_size"]) if kind == "folder" else None),
-                   decode=decode, **later, **lighting)  # fmt: skip
+            raise ValueError(
+                f"{source}: preprocess 'decode' must be full or reduced for a folder pipeline, got {brief(decode)}"
+            )
+        return cls(
+            kind,
+            values["mode"],
+            values["image_size"],
+            tuple(float(m) for m in mean),
+            tuple(float(s) for s in std),
+            source_size=values.get("source_size"),
+            resize=values.get("resize") or (resize_size(values["image_size"]) if kind == "folder" else None),
+            decode=decode,
+            **later,
+            **lighting,
+        )
 
     def lighting_record(self) -> dict:
         """PCA lighting's eigen-decomposition and where it came from, for the run folder's lighting.json."""
         published = self.eigval == IMAGENET_EIGVAL and self.eigvec == IMAGENET_EIGVEC
-        source = ("ImageNet's published values (fb.resnet.torch), for a folder of WordNet-id classes" if published else
-                  f"the RGB covariance of a seeded sample of up to {STATS_IMAGES} training images, each resized to {STATS_SIDE}x{STATS_SIDE}")  # fmt: skip
-        return {"eigval": list(self.eigval), "eigvec": [list(v) for v in self.eigvec], "alpha_std": LIGHTING_STD, "source": source}
+        source = (
+            "ImageNet's published values (fb.resnet.torch), for a folder of WordNet-id classes"
+            if published
+            else (
+                f"the RGB covariance of a seeded sample of up to {STATS_IMAGES} training images, each resized to "
+                f"{STATS_SIDE}x{STATS_SIDE}"
+            )
+        )
+        return {
+            "eigval": list(self.eigval),
+            "eigvec": [list(v) for v in self.eigvec],
+            "alpha_std": LIGHTING_STD,
+            "source": source,
+        }
 
     # -- the tensor pipeline --
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
@@ -175,7 +236,9 @@ class Preprocess:
             x = x.flip(1)
         return (x - mean) / std if self.scale == 1 else (x * self.scale - mean) / std
 
-    def tensor_batch(self, x: torch.Tensor, flip: torch.Tensor | None = None, shift: torch.Tensor | None = None) -> torch.Tensor:
+    def tensor_batch(
+        self, x: torch.Tensor, flip: torch.Tensor | None = None, shift: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """(N, C, h, w) floats in [0, 1] -> (N, C, S, S), resized by :func:`resample` and normalized."""
         return self.normalize(resample(x, self.image_size, flip, shift))
 
@@ -202,7 +265,8 @@ class Preprocess:
     def folder_transform(self, train: bool, ten_crop: bool = False, augment: bool = True):
         """The per-image half of the photo pipeline, run in loader workers on a PIL image decoded
         with :attr:`decode_side`: shorter side to ``resize``, random crop and flip (train), the
-        centre crop (eval, or train without ``augment``) or the ten crops stacked (10, C, S, S) (``ten_crop``), as uint8.
+        centre crop (eval, or train without ``augment``) or the ten crops stacked (10, C, S, S)
+        (``ten_crop``), as uint8.
         :meth:`to_input` finishes the batch. With PCA lighting (train, when the record holds its
         eigen-decomposition) the crop becomes floats in [0, 1] here, since the colour shift is
         drawn per image from the worker's seeded generator: 4x the bytes, for that recipe only."""
@@ -218,13 +282,15 @@ class Preprocess:
         if train and self.eigval:  # the eigenvectors are RGB; a BGR record mirrors them to its order
             eigvec = [v[::-1] for v in self.eigvec] if self.channel_order == "BGR" else self.eigvec
             lighting = [v2.ToDtype(torch.float32, scale=True), Lighting(self.eigval, eigvec)]
-        return v2.Compose([
-            v2.PILToTensor(),  # (C, H, W) uint8, RGB
-            *([_rgb_to_bgr] if self.channel_order == "BGR" else []),
-            v2.Resize(self.resize if self.resize_to == "shorter" else (self.resize, self.resize), antialias=True),
-            *crop,
-            *lighting,
-        ])  # fmt: skip
+        return v2.Compose(
+            [
+                v2.PILToTensor(),  # (C, H, W) uint8, RGB
+                *([_rgb_to_bgr] if self.channel_order == "BGR" else []),
+                v2.Resize(self.resize if self.resize_to == "shorter" else (self.resize, self.resize), antialias=True),
+                *crop,
+                *lighting,
+            ]
+        )
 
     def to_input(self, x: torch.Tensor) -> torch.Tensor:
         """A uint8 (N, C, H, W) or ten-crop (N, 10, C, H, W) batch from :meth:`folder_transform`
@@ -275,11 +341,21 @@ def _check_later_fields(later: Mapping, values: Mapping, source: str) -> None:
     """``channel_order`` RGB or BGR (of three channels), ``scale`` 1 or 255, ``resize_to`` shorter
     or square (a folder's)."""
     if later["channel_order"] not in ("RGB", "BGR") or (later["channel_order"] == "BGR" and values["mode"] != "RGB"):
-        raise ValueError(f"{source}: preprocess 'channel_order' must be RGB, or BGR for mode RGB, got {brief(later['channel_order'])}")
+        raise ValueError(
+            f"{source}: preprocess 'channel_order' must be RGB, or BGR for mode RGB, got "
+            f"{brief(later['channel_order'])}"
+        )
     if later["scale"] not in (1, 255) or not isinstance(later["scale"], int) or isinstance(later["scale"], bool):
-        raise ValueError(f"{source}: preprocess 'scale' must be 1 (pixels in [0, 1]) or 255 (0..255), got {brief(later['scale'])}")
-    if later["resize_to"] not in ("shorter", "square") or (later["resize_to"] == "square" and values["kind"] != "folder"):
-        raise ValueError(f"{source}: preprocess 'resize_to' must be shorter, or square for kind folder, got {brief(later['resize_to'])}")
+        raise ValueError(
+            f"{source}: preprocess 'scale' must be 1 (pixels in [0, 1]) or 255 (0..255), got {brief(later['scale'])}"
+        )
+    if later["resize_to"] not in ("shorter", "square") or (
+        later["resize_to"] == "square" and values["kind"] != "folder"
+    ):
+        raise ValueError(
+            f"{source}: preprocess 'resize_to' must be shorter, or square for kind folder, got "
+            f"{brief(later['resize_to'])}"
+        )
 
 
 def _rgb_to_bgr(x: torch.Tensor) -> torch.Tensor:
@@ -299,11 +375,20 @@ def _read_lighting(values: Mapping, source: str) -> dict:
         return {}
     eigval, eigvec = values.get("eigval"), values.get("eigvec")
     numbers = lambda v: isinstance(v, list) and len(v) == 3 and all(is_number(x) for x in v)  # noqa: E731
-    if values["mode"] != "RGB" or not (numbers(eigval) and isinstance(eigvec, list) and len(eigvec) == 3 and all(map(numbers, eigvec))):
-        raise ValueError(f"{source}: preprocess 'eigval' and 'eigvec' (PCA lighting) must be 3 numbers and 3 lists of 3 numbers, of an RGB model")
+    if values["mode"] != "RGB" or not (
+        numbers(eigval) and isinstance(eigvec, list) and len(eigvec) == 3 and all(map(numbers, eigvec))
+    ):
+        raise ValueError(
+            f"{source}: preprocess 'eigval' and 'eigvec' (PCA lighting) must be 3 numbers and 3 "
+            "lists of 3 numbers, "
+            "of an RGB model"
+        )
     gram = torch.tensor(eigvec, dtype=torch.float64) @ torch.tensor(eigvec, dtype=torch.float64).T
     if min(eigval) < 0 or not torch.allclose(gram, torch.eye(3, dtype=torch.float64), atol=1e-3):
-        raise ValueError(f"{source}: preprocess 'eigval' must be at least 0 and 'eigvec' orthonormal rows, got {brief(eigval)} and {brief(eigvec)}")
+        raise ValueError(
+            f"{source}: preprocess 'eigval' must be at least 0 and 'eigvec' orthonormal rows, got {brief(eigval)} "
+            f"and {brief(eigvec)}"
+        )
     return {"eigval": tuple(float(x) for x in eigval), "eigvec": tuple(tuple(float(x) for x in v) for v in eigvec)}
 
 
@@ -318,16 +403,22 @@ def _check_sizes(values: Mapping, source: str) -> None:
     if source_size is not None and source_size > MAX_IMAGE_SIZE:
         raise ValueError(f"{source}: preprocess 'source_size' {source_size} is above the maximum {MAX_IMAGE_SIZE}")
     if resize is not None and not size <= resize <= 2 * MAX_IMAGE_SIZE:
-        raise ValueError(f"{source}: preprocess 'resize' {resize} must be between its image_size {size} and {2 * MAX_IMAGE_SIZE}")
+        raise ValueError(
+            f"{source}: preprocess 'resize' {resize} must be between its image_size {size} and {2 * MAX_IMAGE_SIZE}"
+        )
 
 
 @functools.lru_cache(maxsize=16)
-def _on_device(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def _on_device(
+    mean: tuple[float, ...], std: tuple[float, ...], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(1, C, 1, 1) mean and std on ``device``, made once: normalizing is on every batch's path."""
     return torch.tensor(mean).view(1, -1, 1, 1).to(device), torch.tensor(std).view(1, -1, 1, 1).to(device)
 
 
-def resample(x: torch.Tensor, size: int, flip: torch.Tensor | None = None, shift: torch.Tensor | None = None) -> torch.Tensor:
+def resample(
+    x: torch.Tensor, size: int, flip: torch.Tensor | None = None, shift: torch.Tensor | None = None
+) -> torch.Tensor:
     """Bilinear resize of (N, C, h, w) to (N, C, size, size), optionally flipped and shifted.
 
     ``flip`` (N,) bool mirrors images left-right; ``shift`` (N, 2) moves them by (x, y) source

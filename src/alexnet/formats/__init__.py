@@ -20,16 +20,16 @@ writer (:func:`convert`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
 
 from alexnet.errors import CheckpointError, ConfigError
 from alexnet.formats import caffe, checkpoint, onnx, pt2, safetensors, torchvision
 from alexnet.formats.checkpoint import FORMAT, Resume, load_checkpoint, read_resume, save_checkpoint
-from alexnet.formats.files import atomic_write, link_file, load_torch_file
 from alexnet.formats.network import ModelFile, check_weights, identify_weights, model_from_checkpoint
 from alexnet.formats.safetensors import WEIGHTS_FORMAT, sidecar_path
+from alexnet.system.files import atomic_write, link_file, load_torch_file
 
 
 @dataclass(frozen=True)
@@ -46,14 +46,44 @@ class Format:
 FORMATS: dict[str, Format] = {
     f.name: f
     for f in (
-        Format("checkpoint", checkpoint.SUFFIXES, checkpoint.read, checkpoint.write, "a checkpoint (.pt); alexnet train writes them, convert and export the network alone"),
-        Format("safetensors", safetensors.SUFFIXES, safetensors.read, safetensors.write, "weights as safetensors plus a JSON sidecar (no pickle)"),
-        Format("torchvision", torchvision.SUFFIXES, torchvision.read, None, "torchvision's AlexNet weights (alexnet-owt-*.pth)"),
+        Format(
+            "checkpoint",
+            checkpoint.SUFFIXES,
+            checkpoint.read,
+            checkpoint.write,
+            "a checkpoint (.pt); alexnet train writes them, convert and export the network alone",
+        ),
+        Format(
+            "safetensors",
+            safetensors.SUFFIXES,
+            safetensors.read,
+            safetensors.write,
+            "weights as safetensors plus a JSON sidecar (no pickle)",
+        ),
+        Format(
+            "torchvision",
+            torchvision.SUFFIXES,
+            torchvision.read,
+            None,
+            "torchvision's AlexNet weights (alexnet-owt-*.pth)",
+        ),
         Format("caffe", caffe.SUFFIXES, caffe.read, None, "Caffe's bvlc_alexnet.caffemodel, into alexnet2012"),
-        Format("onnx", onnx.SUFFIXES, None, onnx.write, "ONNX with a dynamic batch, metadata_props holding preprocessing and classes (run it with onnxruntime)"),
-        Format("pt2", pt2.SUFFIXES, None, pt2.write, "torch.export's .pt2 archive, dynamic batch, alexnet.json inside (load with torch.export.load)"),
+        Format(
+            "onnx",
+            onnx.SUFFIXES,
+            None,
+            onnx.write,
+            "ONNX with a dynamic batch, metadata_props holding preprocessing and classes (run it with onnxruntime)",
+        ),
+        Format(
+            "pt2",
+            pt2.SUFFIXES,
+            None,
+            pt2.write,
+            "torch.export's .pt2 archive, dynamic batch, alexnet.json inside (load with torch.export.load)",
+        ),
     )
-}  # fmt: skip
+}
 EXPORTERS = {name: f for name, f in FORMATS.items() if f.write is not None}
 
 
@@ -63,16 +93,24 @@ def read_model(path: str | Path, format: str | None = None, *, source: str | Non
     checkpoint). ``source`` names the file in messages."""
     path = Path(path)
     if format is None:
-        format = next((name for name in ("safetensors", "caffe", "onnx", "pt2") if path.suffix in FORMATS[name].suffixes), "checkpoint")
+        format = next(
+            (name for name in ("safetensors", "caffe", "onnx", "pt2") if path.suffix in FORMATS[name].suffixes),
+            "checkpoint",
+        )
     if format not in FORMATS or FORMATS[format].read is None:
         readable = [n for n, f in FORMATS.items() if f.read is not None]
         if format in FORMATS:  # a file we write for other runtimes
-            raise CheckpointError(f"{source or path}: an {format} export, for other runtimes; this reads {', '.join(readable)} (keep the checkpoint it came from)")
+            raise CheckpointError(
+                f"{source or path}: an {format} export, for other runtimes; this reads {', '.join(readable)} (keep "
+                "the checkpoint it came from)"
+            )
         raise ConfigError(f"cannot read format {format!r}; readable: {', '.join(readable)}")
     return FORMATS[format].read(path, source or str(path))
 
 
-def convert(path: str | Path, out: str | Path, *, force: bool = False, mean_file: str | Path | None = None) -> tuple[Path, ...]:
+def convert(
+    path: str | Path, out: str | Path, *, force: bool = False, mean_file: str | Path | None = None
+) -> tuple[Path, ...]:
     """``alexnet convert``: read weights trained elsewhere (``.caffemodel``: Caffe's; anything else:
     torchvision's) and write them in the format ``out``'s suffix names (``.pt``, ``.safetensors``,
     ``.onnx``, ``.pt2``); returns the paths written. ``mean_file``: a Caffe mean image
@@ -98,7 +136,9 @@ def convert(path: str | Path, out: str | Path, *, force: bool = False, mean_file
     return writer.write(model, out, checkpoint=path, force=force)
 
 
-def export(checkpoint: str | Path, *, format: str = "safetensors", out: str | Path | None = None, force: bool = False) -> tuple[Path, ...]:
+def export(
+    checkpoint: str | Path, *, format: str = "safetensors", out: str | Path | None = None, force: bool = False
+) -> tuple[Path, ...]:
     """Write ``checkpoint`` (any readable model file) in ``format``; returns the paths written."""
     if format not in EXPORTERS:
         raise ConfigError(f"unknown export format {format!r}; choose one of: {', '.join(EXPORTERS)}")
@@ -109,7 +149,25 @@ def export(checkpoint: str | Path, *, format: str = "safetensors", out: str | Pa
 
 
 __all__ = [
-    "FORMATS", "EXPORTERS", "Format", "ModelFile", "FORMAT", "WEIGHTS_FORMAT", "CheckpointError",
-    "read_model", "export", "convert", "load_checkpoint", "read_resume", "Resume", "save_checkpoint", "atomic_write", "link_file", "load_torch_file",
-    "check_weights", "identify_weights", "model_from_checkpoint", "sidecar_path",
-]  # fmt: skip
+    "FORMATS",
+    "EXPORTERS",
+    "Format",
+    "ModelFile",
+    "FORMAT",
+    "WEIGHTS_FORMAT",
+    "CheckpointError",
+    "read_model",
+    "export",
+    "convert",
+    "load_checkpoint",
+    "read_resume",
+    "Resume",
+    "save_checkpoint",
+    "atomic_write",
+    "link_file",
+    "load_torch_file",
+    "check_weights",
+    "identify_weights",
+    "model_from_checkpoint",
+    "sidecar_path",
+]

@@ -31,8 +31,17 @@ SUFFIXES = (".caffemodel",)
 
 # ilsvrc_2012_mean.npy (Caffe's data/ilsvrc12, a 256 x 256 BGR image) averaged per channel: B, G, R
 IMAGENET_BGR_MEAN = (104.00698793, 116.66876762, 122.67891434)
-PREPROCESS = Preprocess("folder", "RGB", 227, IMAGENET_BGR_MEAN, (1.0, 1.0, 1.0), resize=256,
-                        channel_order="BGR", scale=255, resize_to="square")  # fmt: skip
+PREPROCESS = Preprocess(
+    "folder",
+    "RGB",
+    227,
+    IMAGENET_BGR_MEAN,
+    (1.0, 1.0, 1.0),
+    resize=256,
+    channel_order="BGR",
+    scale=255,
+    resize_to="square",
+)
 
 # alexnet2012's LRN (but k, which is read) and pooling, in Caffe's terms
 LRN = {"local_size": LRN_SIZE, "alpha": LRN_ALPHA, "beta": LRN_BETA, "norm_region": "ACROSS_CHANNELS"}
@@ -66,8 +75,14 @@ LAYERS = (
 )
 COMPUTING = {"Convolution", "ReLU", "LRN", "Pooling", "InnerProduct", "Dropout"}
 # V1LayerParameter's enum names for the same types
-V1_TYPES = {"CONVOLUTION": "Convolution", "RELU": "ReLU", "LRN": "LRN", "POOLING": "Pooling",
-            "INNER_PRODUCT": "InnerProduct", "DROPOUT": "Dropout"}  # fmt: skip
+V1_TYPES = {
+    "CONVOLUTION": "Convolution",
+    "RELU": "ReLU",
+    "LRN": "LRN",
+    "POOLING": "Pooling",
+    "INNER_PRODUCT": "InnerProduct",
+    "DROPOUT": "Dropout",
+}
 
 
 def read(path: Path, source: str) -> ModelFile:
@@ -77,39 +92,59 @@ def read(path: Path, source: str) -> ModelFile:
     found = [(name, kind) for name, kind, _ in layers]
     expected = [(name, kind) for name, kind, _ in LAYERS]
     if found != expected:
-        raise CheckpointError(f"{source}: not bvlc_alexnet's layers: found {_names(found)}, expected {_names(expected)}")
+        raise CheckpointError(
+            f"{source}: not bvlc_alexnet's layers: found {_names(found)}, expected {_names(expected)}"
+        )
     params = {name: layer for name, _, layer in layers}
     for name, kind, settings in LAYERS:
         got = _settings(kind, params[name])
         differ = {key: value for key, value in got.items() if settings.get(key) != value}
         if differ:  # a network that only shares the names would load the shapes and compute something else
-            raise CheckpointError(f"{source}: layer {name} has {differ}, alexnet2012 has {({key: settings.get(key) for key in differ})}")
+            raise CheckpointError(
+                f"{source}: layer {name} has {differ}, alexnet2012 has { ({key: settings.get(key) for key in differ}) }"
+            )
     k = params["norm1"].lrn_param.k
     if params["norm2"].lrn_param.k != k or not k > 0:
-        raise CheckpointError(f"{source}: norm1 and norm2 have k {k} and {params['norm2'].lrn_param.k}; alexnet2012 has one k above 0")
+        raise CheckpointError(
+            f"{source}: norm1 and norm2 have k {k} and {params['norm2'].lrn_param.k}; alexnet2012 has one k above 0"
+        )
     dropout = params["drop6"].dropout_param.dropout_ratio
     fc8 = params["fc8"]
     # fc8's outputs: its weight is (outputs, inputs), or (inputs, outputs) when transposed
-    num_classes = _blob(fc8.blobs[0], "fc8", source, ndim=2)[1][1 if fc8.inner_product_param.transpose else 0] if fc8.blobs else 0
+    num_classes = (
+        _blob(fc8.blobs[0], "fc8", source, ndim=2)[1][1 if fc8.inner_product_param.transpose else 0] if fc8.blobs else 0
+    )
     weights = _weights(params, num_classes, float(k), source)
-    config = {"model": "alexnet2012", "activation": "relu", "lrn": True, "lrn_k": float(k), "pooling": "overlap",
-              "dropout": float(dropout), "image_size": PREPROCESS.image_size}  # fmt: skip
-    return ModelFile.from_state({"model": weights, "config": config, "classes": _classes(num_classes),
-                                 "preprocess": PREPROCESS.to_dict()}, source)  # fmt: skip
+    config = {
+        "model": "alexnet2012",
+        "activation": "relu",
+        "lrn": True,
+        "lrn_k": float(k),
+        "pooling": "overlap",
+        "dropout": float(dropout),
+        "image_size": PREPROCESS.image_size,
+    }
+    return ModelFile.from_state(
+        {"model": weights, "config": config, "classes": _classes(num_classes), "preprocess": PREPROCESS.to_dict()},
+        source,
+    )
 
 
 def read_mean(path: Path, source: str) -> tuple[float, float, float]:
     """A Caffe mean file (``imagenet_mean.binaryproto``: one BlobProto of 1 x 3 x H x W, BGR, 0..255)
     reduced to one mean a channel, B, G, R, as Caffe's ``classification.cpp`` reduces it."""
-    from alexnet.formats import caffe_pb2
     from google.protobuf.message import DecodeError
+
+    from alexnet.formats import caffe_pb2
 
     if not path.is_file():
         raise CheckpointError(f"{source}: no such file")
     try:
         blob = caffe_pb2.BlobProto.FromString(path.read_bytes())
     except DecodeError as e:
-        raise CheckpointError(f"{source}: not a Caffe mean file (a BlobProto), or a damaged one ({first_line(e)})") from None
+        raise CheckpointError(
+            f"{source}: not a Caffe mean file (a BlobProto), or a damaged one ({first_line(e)})"
+        ) from None
     values, shape = _blob(blob, "mean", source, ndim=3)
     if len(shape) != 3 or shape[0] != 3 or not values.size:
         raise CheckpointError(f"{source}: a mean image of shape {list(shape)}, expected 3 x H x W (BGR)")
@@ -120,8 +155,9 @@ def read_mean(path: Path, source: str) -> tuple[float, float, float]:
 
 
 def _parse(path: Path, source: str):
-    from alexnet.formats import caffe_pb2
     from google.protobuf.message import DecodeError
+
+    from alexnet.formats import caffe_pb2
 
     if not path.is_file():
         raise CheckpointError(f"{source}: no such file")
@@ -131,16 +167,22 @@ def _parse(path: Path, source: str):
     try:
         return caffe_pb2.NetParameter.FromString(raw)
     except DecodeError as e:
-        raise CheckpointError(f"{source}: not a Caffe model (a NetParameter protobuf), or a damaged one ({first_line(e)})") from None
+        raise CheckpointError(
+            f"{source}: not a Caffe model (a NetParameter protobuf), or a damaged one ({first_line(e)})"
+        ) from None
 
 
 def _computing_layers(net, source: str) -> list[tuple[str, str, object]]:
     """(name, type, layer) of the layers that compute, from ``layer`` or the older ``layers``."""
     if net.layer and net.layers:
-        raise CheckpointError(f"{source}: holds layers in both Caffe formats (layer and layers); Caffe itself refuses that")
+        raise CheckpointError(
+            f"{source}: holds layers in both Caffe formats (layer and layers); Caffe itself refuses that"
+        )
     if net.layers:
         enum = type(net.layers[0]).LayerType
-        layers = [(layer.name, V1_TYPES.get(enum.Name(layer.type), enum.Name(layer.type)), layer) for layer in net.layers]
+        layers = [
+            (layer.name, V1_TYPES.get(enum.Name(layer.type), enum.Name(layer.type)), layer) for layer in net.layers
+        ]
     else:
         layers = [(layer.name, layer.type, layer) for layer in net.layer]
     if not layers:
@@ -157,14 +199,29 @@ def _settings(kind: str, layer) -> dict:
     keeps no settings: the shapes of the blobs are checked anyway)."""
     if kind == "Convolution" and layer.HasField("convolution_param"):
         p = layer.convolution_param  # a repeated field holds one value for both sides; _h/_w override it
-        return {"num_output": p.num_output, "kernel": p.kernel_h or (p.kernel_size or [0])[0], "stride": p.stride_h or (p.stride or [1])[0],
-                "pad": p.pad_h or (p.pad or [0])[0], "group": p.group}  # fmt: skip
+        return {
+            "num_output": p.num_output,
+            "kernel": p.kernel_h or (p.kernel_size or [0])[0],
+            "stride": p.stride_h or (p.stride or [1])[0],
+            "pad": p.pad_h or (p.pad or [0])[0],
+            "group": p.group,
+        }
     if kind == "LRN" and layer.HasField("lrn_param"):
         p = layer.lrn_param  # alpha and beta are float32 in the file
-        return {"local_size": p.local_size, "alpha": round(p.alpha, 9), "beta": round(p.beta, 6), "norm_region": p.NormRegion.Name(p.norm_region)}
+        return {
+            "local_size": p.local_size,
+            "alpha": round(p.alpha, 9),
+            "beta": round(p.beta, 6),
+            "norm_region": p.NormRegion.Name(p.norm_region),
+        }
     if kind == "Pooling" and layer.HasField("pooling_param"):
         p = layer.pooling_param
-        return {"pool": p.PoolMethod.Name(p.pool), "kernel": p.kernel_h or p.kernel_size, "stride": p.stride_h or p.stride, "pad": p.pad_h or p.pad}
+        return {
+            "pool": p.PoolMethod.Name(p.pool),
+            "kernel": p.kernel_h or p.kernel_size,
+            "stride": p.stride_h or p.stride,
+            "pad": p.pad_h or p.pad,
+        }
     return {}
 
 
@@ -172,9 +229,14 @@ def _blob(blob, name: str, source: str, ndim: int) -> tuple[np.ndarray, tuple[in
     """A BlobProto's values and shape (``shape``, or the legacy num, channels, height, width), the
     leading 1s legacy blobs pad with dropped down to ``ndim`` dimensions (4 for a convolution's
     weight, 2 for a fully-connected one's, 1 for a bias)."""
-    shape = tuple(int(d) for d in (blob.shape.dim if blob.HasField("shape") else (blob.num, blob.channels, blob.height, blob.width)))
+    shape = tuple(
+        int(d)
+        for d in (blob.shape.dim if blob.HasField("shape") else (blob.num, blob.channels, blob.height, blob.width))
+    )
     if any(d < 1 for d in shape):
-        raise CheckpointError(f"{source}: layer {name} has a blob of shape {list(shape)}; every dimension must be at least 1")
+        raise CheckpointError(
+            f"{source}: layer {name} has a blob of shape {list(shape)}; every dimension must be at least 1"
+        )
     values = np.array(blob.data, dtype=np.float32) if len(blob.data) else np.array(blob.double_data, dtype=np.float32)
     if values.size != math.prod(shape):  # Python integers: no overflow to fake a match
         raise CheckpointError(f"{source}: layer {name} holds {values.size} values for a blob of shape {list(shape)}")
@@ -195,14 +257,18 @@ def _weights(params: dict, num_classes: int, k: float, source: str) -> dict[str,
     for name, prefix in zip(names, prefixes):
         layer = params[name]
         if len(layer.blobs) != 2:
-            raise CheckpointError(f"{source}: layer {name} holds {len(layer.blobs)} blobs, expected a weight and a bias")
+            raise CheckpointError(
+                f"{source}: layer {name} holds {len(layer.blobs)} blobs, expected a weight and a bias"
+            )
         for blob, part in zip(layer.blobs, ("weight", "bias")):
             values, shape = _blob(blob, name, source, ndim=len(expected[f"{prefix}.{part}"].shape))
             if part == "weight" and layer.HasField("inner_product_param") and layer.inner_product_param.transpose:
                 values, shape = values.T, shape[::-1]  # stored (inputs, outputs)
             want = tuple(expected[f"{prefix}.{part}"].shape)
             if shape != want:
-                raise CheckpointError(f"{source}: layer {name}'s {part} has shape {list(shape)}, alexnet2012's is {list(want)}")
+                raise CheckpointError(
+                    f"{source}: layer {name}'s {part} has shape {list(shape)}, alexnet2012's is {list(want)}"
+                )
             weights[f"{prefix}.{part}"] = torch.from_numpy(np.ascontiguousarray(values))
     return weights
 

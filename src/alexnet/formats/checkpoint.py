@@ -24,8 +24,8 @@ import torch
 
 from alexnet.config import TrainConfig, is_number
 from alexnet.errors import CheckpointError, brief
-from alexnet.formats.files import atomic_write, load_torch_file, output_path
 from alexnet.formats.network import ModelFile
+from alexnet.system.files import atomic_write, load_torch_file, output_path
 
 FORMAT = "alexnet-checkpoint/1"
 SUFFIXES = (".pt", ".pth")
@@ -37,12 +37,22 @@ SHARES = ("train_acc", "val_top1", "val_top5")  # metrics that are fractions of 
 # rollback included); every other entry follows from the run's settings and must be what they build.
 MOVING_RATES = ("lr", "initial_lr", "max_lr", "min_lr")
 # min_lrs: a plateau run from before the floor of three divisions resumes with its own (none).
-MOVING_SCHEDULE = ("last_epoch", "_step_count", "_last_lr", "base_lrs", "best", "num_bad_epochs",
-                   "cooldown_counter", "_get_lr_called_within_step", "_is_initial", "min_lrs")  # fmt: skip
+MOVING_SCHEDULE = (
+    "last_epoch",
+    "_step_count",
+    "_last_lr",
+    "base_lrs",
+    "best",
+    "num_bad_epochs",
+    "cooldown_counter",
+    "_get_lr_called_within_step",
+    "_is_initial",
+    "min_lrs",
+)
 
 
 def save_checkpoint(state: dict, path: str | Path) -> None:
-    """Write ``state`` to ``path`` atomically (see :func:`~alexnet.formats.files.atomic_write`)."""
+    """Write ``state`` to ``path`` atomically (see :func:`~alexnet.system.files.atomic_write`)."""
     atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
@@ -64,10 +74,15 @@ def write(model: ModelFile, out: str | Path | None, *, checkpoint: Path, force: 
     convert`` makes of weights trained elsewhere. ``out`` is a ``.pt`` name or a folder."""
     path = output_path(checkpoint, out, ".pt", force=force)
     state = {
-        "format": FORMAT, "model": {k: v.detach().cpu().contiguous() for k, v in model.weights.items()},
-        "config": dict(model.config), "classes": list(model.classes), "preprocess": model.preprocess.to_dict(),
-        "epoch": model.epoch, "metrics": model.metrics, "source": str(checkpoint),
-    }  # fmt: skip
+        "format": FORMAT,
+        "model": {k: v.detach().cpu().contiguous() for k, v in model.weights.items()},
+        "config": dict(model.config),
+        "classes": list(model.classes),
+        "preprocess": model.preprocess.to_dict(),
+        "epoch": model.epoch,
+        "metrics": model.metrics,
+        "source": str(checkpoint),
+    }
     atomic_write(path, lambda tmp: torch.save(state, tmp), overwrite=force)
     return (path,)
 
@@ -98,8 +113,16 @@ class Resume:
     def epochs_done(self) -> int:
         return self.epoch + (1 if self.totals is None else 0)
 
-    def check_fits(self, *, optimizer: dict, scheduler: dict | None, params: list, steps_per_epoch: int, num_train: int,
-                   buffer: str = "momentum_buffer") -> None:  # fmt: skip
+    def check_fits(
+        self,
+        *,
+        optimizer: dict,
+        scheduler: dict | None,
+        params: list,
+        steps_per_epoch: int,
+        num_train: int,
+        buffer: str = "momentum_buffer",
+    ) -> None:
         """Check the fields that only make sense against the run rebuilt from the settings: the
         optimizer's and the schedule's state against the run's own (``optimizer``, ``scheduler``:
         their state_dicts before loading; ``params``: the parameters' shapes; ``buffer``: the name
@@ -109,7 +132,10 @@ class Resume:
         if self.totals is not None:
             steps, bs = self.totals["steps"], self.config.batch_size
             if steps > steps_per_epoch or self.totals["seen"] != min(steps * bs, num_train):
-                raise CheckpointError(f"{where}: 'totals' {brief(self.totals)} do not fit an epoch of {steps_per_epoch} batches of {bs} from {num_train} images")
+                raise CheckpointError(
+                    f"{where}: 'totals' {brief(self.totals)} do not fit an epoch of {steps_per_epoch} batches of "
+                    f"{bs} from {num_train} images"
+                )
         _check_optimizer(self.optimizer, optimizer, params, where, buffer)
         if (self.scheduler is None) != (scheduler is None):
             raise CheckpointError(f"{where}: 'scheduler' does not fit the {self.config.schedule} schedule")
@@ -120,7 +146,10 @@ class Resume:
             else:  # steps once a batch
                 done = self.epoch * steps_per_epoch + (self.totals["steps"] if self.totals else steps_per_epoch)
             if self.scheduler.get("last_epoch", done) != done:
-                raise CheckpointError(f"{where}: 'scheduler' is at step {self.scheduler['last_epoch']}, but the checkpoint's epoch and totals are at {done}")
+                raise CheckpointError(
+                    f"{where}: 'scheduler' is at step {self.scheduler['last_epoch']}, but the checkpoint's epoch "
+                    f"and totals are at {done}"
+                )
 
 
 def read_resume(path: Path) -> Resume:
@@ -129,24 +158,45 @@ def read_resume(path: Path) -> Resume:
     where = str(path)
     model = ModelFile.from_state(state, where)
     cfg = TrainConfig.from_dict({**TrainConfig().to_dict(), **model.config}, source=where)
-    missing = [k for k in ("epoch", "totals", "best_top1", "rollbacks", "metrics", "rng", "optimizer", "scheduler") if k not in state]
+    missing = [
+        k
+        for k in ("epoch", "totals", "best_top1", "rollbacks", "metrics", "rng", "optimizer", "scheduler")
+        if k not in state
+    ]
     if missing:
         raise CheckpointError(f"{where}: a damaged checkpoint, it lacks {', '.join(missing)}")
     epoch, totals = state["epoch"], state["totals"]
     if not _whole(epoch) or not epoch < cfg.epochs:
-        raise CheckpointError(f"{where}: 'epoch' must be a whole number from 0 to {cfg.epochs - 1} (the run's epochs), got {brief(epoch)}")
+        raise CheckpointError(
+            f"{where}: 'epoch' must be a whole number from 0 to {cfg.epochs - 1} (the run's epochs), got {brief(epoch)}"
+        )
     _check_totals(totals, where)
     if not _whole(state["rollbacks"]):
-        raise CheckpointError(f"{where}: 'rollbacks' must be a whole number of at least 0, got {brief(state['rollbacks'])}")
+        raise CheckpointError(
+            f"{where}: 'rollbacks' must be a whole number of at least 0, got {brief(state['rollbacks'])}"
+        )
     best = state["best_top1"]
     if not (is_number(best) and 0 <= best <= 1):
         raise CheckpointError(f"{where}: 'best_top1' must be a fraction from 0 to 1, got {brief(best)}")
     _check_metrics(state["metrics"], epoch + (1 if totals is None else 0), best, where)
     _check_rng(state["rng"], where)
     if not isinstance(state["optimizer"], dict) or not isinstance(state["scheduler"], (dict, type(None))):
-        raise CheckpointError(f"{where}: 'optimizer' and 'scheduler' must be objects (the scheduler None for a constant rate)")
-    return Resume(path, cfg, model, epoch, totals, float(best), state["rollbacks"], state["metrics"], state["rng"],
-                  state["optimizer"], state["scheduler"])  # fmt: skip
+        raise CheckpointError(
+            f"{where}: 'optimizer' and 'scheduler' must be objects (the scheduler None for a constant rate)"
+        )
+    return Resume(
+        path,
+        cfg,
+        model,
+        epoch,
+        totals,
+        float(best),
+        state["rollbacks"],
+        state["metrics"],
+        state["rng"],
+        state["optimizer"],
+        state["scheduler"],
+    )
 
 
 def _whole(x) -> bool:
@@ -158,28 +208,50 @@ def _check_totals(totals, where: str) -> None:
     if totals is None:
         return
     if not isinstance(totals, dict) or set(totals) != set(TOTALS):
-        raise CheckpointError(f"{where}: 'totals' must be None or an object of {', '.join(TOTALS)}, got {brief(totals)}")
-    ok = (_whole(totals["steps"]) and totals["steps"] >= 1 and _whole(totals["seen"]) and totals["seen"] >= totals["steps"]
-          and _whole(totals["correct"]) and totals["correct"] <= totals["seen"]
-          and is_number(totals["loss_sum"]) and totals["loss_sum"] >= 0)  # fmt: skip
+        raise CheckpointError(
+            f"{where}: 'totals' must be None or an object of {', '.join(TOTALS)}, got {brief(totals)}"
+        )
+    ok = (
+        _whole(totals["steps"])
+        and totals["steps"] >= 1
+        and _whole(totals["seen"])
+        and totals["seen"] >= totals["steps"]
+        and _whole(totals["correct"])
+        and totals["correct"] <= totals["seen"]
+        and is_number(totals["loss_sum"])
+        and totals["loss_sum"] >= 0
+    )
     if not ok:
-        raise CheckpointError(f"{where}: 'totals' {brief(totals)} do not add up (steps >= 1, seen >= steps, correct <= seen, a finite loss)")
+        raise CheckpointError(
+            f"{where}: 'totals' {brief(totals)} do not add up (steps >= 1, seen >= steps, correct "
+            "<= seen, a finite "
+            "loss)"
+        )
 
 
 def _check_metrics(metrics, epochs_done: int, best: float, where: str) -> None:
     """The last finished epoch's line, which resume prints and writes back to metrics.jsonl."""
     if epochs_done == 0:
         if metrics != {}:
-            raise CheckpointError(f"{where}: 'metrics' must be {{}} before the first epoch has finished, got {brief(metrics)}")
+            raise CheckpointError(
+                f"{where}: 'metrics' must be {{}} before the first epoch has finished, got {brief(metrics)}"
+            )
         return
     if not isinstance(metrics, dict) or set(metrics) != set(METRICS):
         raise CheckpointError(f"{where}: 'metrics' must be an object of {', '.join(METRICS)}, got {brief(metrics)}")
-    bad = [k for k in METRICS if not (is_number(metrics[k]) and metrics[k] >= 0 and (k not in SHARES or metrics[k] <= 1))]
+    bad = [
+        k for k in METRICS if not (is_number(metrics[k]) and metrics[k] >= 0 and (k not in SHARES or metrics[k] <= 1))
+    ]
     if bad:
-        raise CheckpointError(f"{where}: 'metrics' {bad[0]} must be a number of at least 0 (a fraction for accuracies), got {brief(metrics[bad[0]])}")
+        raise CheckpointError(
+            f"{where}: 'metrics' {bad[0]} must be a number of at least 0 (a fraction for accuracies), got "
+            f"{brief(metrics[bad[0]])}"
+        )
     if metrics["epoch"] != epochs_done - 1 or metrics["val_top1"] > best:
-        raise CheckpointError(f"{where}: 'metrics' are of epoch {metrics['epoch']} with top-1 {metrics['val_top1']}, "
-                              f"but the checkpoint has finished {epochs_done} epoch(s) with a best top-1 of {best}")  # fmt: skip
+        raise CheckpointError(
+            f"{where}: 'metrics' are of epoch {metrics['epoch']} with top-1 {metrics['val_top1']}, "
+            f"but the checkpoint has finished {epochs_done} epoch(s) with a best top-1 of {best}"
+        )
 
 
 def _check_rng(rng, where: str) -> None:
@@ -200,17 +272,31 @@ def _check_optimizer(saved: dict, fresh: dict, params: list, where: str, buffer:
     """SGD's (or PaperSGD's) state: the run's own parameter groups (rates may have moved), and a
     momentum buffer (``buffer``: its name) per parameter shaped like it, finite."""
     if set(saved) != {"state", "param_groups"}:
-        raise CheckpointError(f"{where}: 'optimizer' must hold state and param_groups, got {brief(sorted(map(str, saved)))}")
+        raise CheckpointError(
+            f"{where}: 'optimizer' must hold state and param_groups, got {brief(sorted(map(str, saved)))}"
+        )
     _check_like(saved["param_groups"], fresh["param_groups"], f"{where}: 'optimizer' param_groups", MOVING_RATES)
     state = saved["state"]
     if not isinstance(state, dict) or not all(type(k) is int and 0 <= k < len(params) for k in state):
-        raise CheckpointError(f"{where}: 'optimizer' state must map parameter numbers 0..{len(params) - 1} to their state")
+        raise CheckpointError(
+            f"{where}: 'optimizer' state must map parameter numbers 0..{len(params) - 1} to their state"
+        )
     for i, entry in state.items():
         buf = entry.get(buffer) if isinstance(entry, dict) and set(entry) == {buffer} else entry
-        fits = isinstance(entry, dict) and (buf is None or (
-            isinstance(buf, torch.Tensor) and buf.is_floating_point() and buf.shape == params[i] and bool(torch.isfinite(buf).all())))
+        fits = isinstance(entry, dict) and (
+            buf is None
+            or (
+                isinstance(buf, torch.Tensor)
+                and buf.is_floating_point()
+                and buf.shape == params[i]
+                and bool(torch.isfinite(buf).all())
+            )
+        )
         if not fits:  # a wrong shape would only fail at the first step, and NaN would poison every step
-            raise CheckpointError(f"{where}: 'optimizer' state of parameter {i} must be a finite momentum buffer of shape {list(params[i])}")
+            raise CheckpointError(
+                f"{where}: 'optimizer' state of parameter {i} must be a finite momentum buffer of shape "
+                f"{list(params[i])}"
+            )
 
 
 def _check_like(saved, fresh, where: str, moving: tuple[str, ...]) -> None:
@@ -226,12 +312,16 @@ def _check_like(saved, fresh, where: str, moving: tuple[str, ...]) -> None:
         # an attribute), is refused
         odd = [k for k in fresh if k not in saved and not str(k).startswith("_")] + [k for k in saved if k not in fresh]
         if odd:
-            raise CheckpointError(f"{where} must have the entries {', '.join(map(str, fresh))}; {brief(odd[0])} differs")
+            raise CheckpointError(
+                f"{where} must have the entries {', '.join(map(str, fresh))}; {brief(odd[0])} differs"
+            )
         for key in (k for k in fresh if k in saved):
             if key in moving:
                 _check_kind(saved[key], fresh[key], f"{where} {key}")
             elif not _equal(saved[key], fresh[key]):
-                raise CheckpointError(f"{where} {key} is {brief(saved[key])}, but the run's settings make it {brief(fresh[key])}")
+                raise CheckpointError(
+                    f"{where} {key} is {brief(saved[key])}, but the run's settings make it {brief(fresh[key])}"
+                )
     elif isinstance(fresh, list):
         if not isinstance(saved, list) or len(saved) != len(fresh):
             raise CheckpointError(f"{where} must be a list of {len(fresh)}, got {brief(saved)}")

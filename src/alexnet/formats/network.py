@@ -5,8 +5,8 @@ writer takes one."""
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 import torch
 
@@ -36,7 +36,7 @@ class ModelFile:
     source: str = field(default="model file")  # how messages name the file
 
     @classmethod
-    def from_state(cls, state: Mapping, source: str = "checkpoint") -> "ModelFile":
+    def from_state(cls, state: Mapping, source: str = "checkpoint") -> ModelFile:
         """From the dict form (a training checkpoint, or a sidecar plus weights), every field checked."""
         for key, kind in (("config", dict), ("classes", list), ("preprocess", dict), ("model", dict)):
             if not isinstance(state.get(key), kind):
@@ -56,10 +56,20 @@ class ModelFile:
         except ValueError as e:  # Preprocess's own, already naming the file
             raise CheckpointError(str(e)) from None
         if state["config"].get("image_size", preprocess.image_size) != preprocess.image_size:
-            raise CheckpointError(f"{source}: config image_size {cfg.image_size} differs from preprocess image_size {preprocess.image_size}")
+            raise CheckpointError(
+                f"{source}: config image_size {cfg.image_size} differs from preprocess image_size "
+                f"{preprocess.image_size}"
+            )
         _check_record(state, source)
-        return cls(dict(state["model"]), {**LATER_SETTINGS, **state["config"]}, list(classes), preprocess,
-                   state.get("epoch"), state.get("metrics"), source)  # fmt: skip
+        return cls(
+            dict(state["model"]),
+            {**LATER_SETTINGS, **state["config"]},
+            list(classes),
+            preprocess,
+            state.get("epoch"),
+            state.get("metrics"),
+            source,
+        )
 
     def network(self) -> AlexNet:
         """The network, rebuilt from the settings with the weights loaded (strict).
@@ -71,14 +81,23 @@ class ModelFile:
         num_classes, in_channels = len(self.classes), self.preprocess.channels
         check_weights(self.weights, cfg["model"], num_classes, in_channels, self.source)
         model = build_model(
-            cfg["model"], num_classes=num_classes, in_channels=in_channels, activation=cfg["activation"],
-            lrn=cfg["lrn"], lrn_k=cfg.get("lrn_k", LRN_K), pooling=cfg["pooling"], dropout=cfg["dropout"], init="torch",  # about to be overwritten
-        )  # fmt: skip
+            cfg["model"],
+            num_classes=num_classes,
+            in_channels=in_channels,
+            activation=cfg["activation"],
+            lrn=cfg["lrn"],
+            lrn_k=cfg.get("lrn_k", LRN_K),
+            pooling=cfg["pooling"],
+            dropout=cfg["dropout"],
+            init="torch",  # about to be overwritten
+        )
         try:
             model.load_state_dict(self.weights)
         except RuntimeError as e:
             hint = _lrn_hint(self.weights, model.state_dict(), cfg)
-            raise CheckpointError(f"{self.source}: weights do not fit model {cfg['model']!r}{hint}: {first_line(e)}") from None
+            raise CheckpointError(
+                f"{self.source}: weights do not fit model {cfg['model']!r}{hint}: {first_line(e)}"
+            ) from None
         return model
 
 
@@ -86,9 +105,12 @@ def describe(model: ModelFile, format: str, source: str = "") -> dict:
     """What an export that holds a graph rather than our weights (ONNX, torch.export) carries beside
     it, JSON-able: its format, the preprocessing, the class names, the network's settings, its source."""
     return {
-        "format": format, "preprocess": model.preprocess.to_dict(), "classes": list(model.classes),
-        "config": {k: model.config[k] for k in MODEL_SETTINGS if k in model.config}, "source": source,
-    }  # fmt: skip
+        "format": format,
+        "preprocess": model.preprocess.to_dict(),
+        "classes": list(model.classes),
+        "config": {k: model.config[k] for k in MODEL_SETTINGS if k in model.config},
+        "source": source,
+    }
 
 
 def _check_record(state: Mapping, source: str) -> None:
@@ -97,7 +119,9 @@ def _check_record(state: Mapping, source: str) -> None:
     epoch, metrics = state.get("epoch"), state.get("metrics")
     if epoch is not None and (not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0):
         raise CheckpointError(f"{source}: 'epoch' must be a whole number of at least 0, got {brief(epoch)}")
-    if metrics is not None and not (isinstance(metrics, dict) and all(isinstance(k, str) and is_number(v) for k, v in metrics.items())):
+    if metrics is not None and not (
+        isinstance(metrics, dict) and all(isinstance(k, str) and is_number(v) for k, v in metrics.items())
+    ):
         raise CheckpointError(f"{source}: 'metrics' must be an object of finite numbers, got {brief(metrics)}")
 
 
@@ -111,8 +135,10 @@ def identify_weights(state_dict: dict) -> dict:
 
     conv1 has 96 filters in ``alexnet`` and ``alexnet2012`` and 64 in ``alexnet_owt``; the 2012
     paper's conv2 is grouped (two towers), so its weight is 256 x 48 x 5 x 5 instead of 256 x 96 x
-    5 x 5; its one-GPU baseline ``alexnet2012_half`` has 48 conv1 filters, all seen by conv2. The class count is the last Linear layer's out_features. Unknown shapes give None.
+    5 x 5; its one-GPU baseline ``alexnet2012_half`` has 48 conv1 filters, all seen by conv2. The
+    class count is the last Linear layer's out_features. Unknown shapes give None.
     """
+
     def layers(prefix: str, dim: int) -> list[torch.Tensor]:
         found = []
         for key, value in state_dict.items():
@@ -149,7 +175,9 @@ _LOOKS = {  # what tells the variants apart, as a reader of the shapes sees it
 
 def check_weights(state_dict: dict, variant: str, num_classes: int, in_channels: int, source: str) -> None:
     """Raise :class:`CheckpointError` saying which, when ``state_dict`` is not for this network."""
-    if not isinstance(state_dict, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state_dict.items()):
+    if not isinstance(state_dict, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state_dict.items()
+    ):
         raise CheckpointError(f"{source}: its weights are not a state_dict of tensors")
     for key, value in state_dict.items():  # NaN weights would predict NaN: "nan%" and exit 0
         if (value.is_floating_point() or value.is_complex()) and not torch.isfinite(value).all():
@@ -162,7 +190,9 @@ def check_weights(state_dict: dict, variant: str, num_classes: int, in_channels:
             f"not {variant}'s ({_LOOKS[variant][part]})"
         )
     if found["num_classes"] is not None and found["num_classes"] != num_classes:
-        raise CheckpointError(f"{source}: weights are for {found['num_classes']} classes, the checkpoint says {num_classes}")
+        raise CheckpointError(
+            f"{source}: weights are for {found['num_classes']} classes, the checkpoint says {num_classes}"
+        )
     if found["in_channels"] is not None and found["in_channels"] != in_channels:
         raise CheckpointError(f"{source}: weights have {found['in_channels']} input channels, expected {in_channels}")
 
@@ -170,5 +200,8 @@ def check_weights(state_dict: dict, variant: str, num_classes: int, in_channels:
 def _lrn_hint(weights: dict, expected: dict, cfg: dict) -> str:
     # LRN layers have no weights but shift the indices of every later layer in `features`
     if set(weights) != set(expected) and len(weights) == len(expected):
-        return f" (its layers are numbered as with lrn={not resolve_lrn(cfg['model'], cfg['lrn'])}, the checkpoint says lrn={cfg['lrn']})"
+        return (
+            f" (its layers are numbered as with lrn={not resolve_lrn(cfg['model'], cfg['lrn'])}, the checkpoint "
+            f"says lrn={cfg['lrn']})"
+        )
     return ""

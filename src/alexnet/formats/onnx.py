@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
-from alexnet.formats.files import atomic_write, output_path
 from alexnet.formats.network import ModelFile, describe
+from alexnet.system.files import atomic_write, output_path
 
 SUFFIXES = (".onnx",)
 ONNX_FORMAT = "alexnet-onnx/1"
@@ -48,14 +48,26 @@ def to_onnx(model: ModelFile, *, source: str = ""):
     with warnings.catch_warnings():  # the exporter's notes on its own internals are not the user's business
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
-            net, (example,), dynamo=True, opset_version=OPSET, input_names=[INPUT], output_names=[OUTPUT],
-            dynamic_shapes={"x": {0: batch}}, optimize=True, verbose=False,
-        )  # fmt: skip
+            net,
+            (example,),
+            dynamo=True,
+            opset_version=OPSET,
+            input_names=[INPUT],
+            output_names=[OUTPUT],
+            dynamic_shapes={"x": {0: batch}},
+            optimize=True,
+            verbose=False,
+        )
     proto = program.model_proto
     proto.producer_name = "alexnet"
-    proto.doc_string = f"{model.config['model']}: input {INPUT} (N, {channels}, {size}, {size}) preprocessed as alexnet.preprocess says; output {OUTPUT}"
+    proto.doc_string = (
+        f"{model.config['model']}: input {INPUT} (N, {channels}, {size}, {size}) preprocessed as "
+        f"alexnet.preprocess says; output {OUTPUT}"
+    )
     del proto.metadata_props[:]
-    for key, value in describe(model, ONNX_FORMAT, source).items():  # strings: the format and source as they are, the rest JSON
+    for key, value in describe(
+        model, ONNX_FORMAT, source
+    ).items():  # strings: the format and source as they are, the rest JSON
         entry = proto.metadata_props.add()
         entry.key, entry.value = f"alexnet.{key}", value if isinstance(value, str) else json.dumps(value)
     return proto

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 
-from alexnet.formats.files import atomic_write, output_path
 from alexnet.formats.network import ModelFile, describe
+from alexnet.system.files import atomic_write, output_path
 
 SUFFIXES = (".pt2",)
 PT2_FORMAT = "alexnet-pt2/1"

@@ -12,8 +12,8 @@ import os
 from pathlib import Path
 
 from alexnet.errors import CheckpointError, ConfigError, brief, first_line
-from alexnet.formats.files import atomic_write
 from alexnet.formats.network import DATA_SETTINGS, MODEL_SETTINGS, ModelFile
+from alexnet.system.files import atomic_write
 
 WEIGHTS_FORMAT = "alexnet-weights/1"
 SUFFIXES = (".safetensors",)
@@ -91,8 +91,10 @@ def read(path: Path, source: str) -> ModelFile:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{side}: not a readable JSON file ({first_line(e)})") from None
     if not isinstance(meta, dict) or meta.get("format") != WEIGHTS_FORMAT:
-        raise CheckpointError(f"{side}: not an alexnet export sidecar (expected \"format\": \"{WEIGHTS_FORMAT}\")")
-    described = ModelFile.from_state({**meta, "model": {}}, str(side))  # the sidecar's fields, before the weights are read
+        raise CheckpointError(f'{side}: not an alexnet export sidecar (expected "format": "{WEIGHTS_FORMAT}")')
+    described = ModelFile.from_state(
+        {**meta, "model": {}}, str(side)
+    )  # the sidecar's fields, before the weights are read
     _check_summary(meta, described, side)
     try:
         with safe_open(path, framework="pt", device="cpu") as f:
@@ -108,9 +110,15 @@ def read(path: Path, source: str) -> ModelFile:
 def _check_summary(meta: dict, model: ModelFile, side: Path) -> None:
     """The fields the sidecar repeats for people reading it (``model``, ``num_classes``,
     ``in_channels``, ``source_checkpoint``) must agree with the fields the reader uses."""
-    expected = {"model": model.config["model"], "num_classes": len(model.classes), "in_channels": model.preprocess.channels}
+    expected = {
+        "model": model.config["model"],
+        "num_classes": len(model.classes),
+        "in_channels": model.preprocess.channels,
+    }
     for key, value in expected.items():
         if key in meta and (meta[key] != value or type(meta[key]) is not type(value)):
-            raise CheckpointError(f"{side}: {key!r} is {brief(meta[key])} but its config, classes and preprocess say {value!r}")
+            raise CheckpointError(
+                f"{side}: {key!r} is {brief(meta[key])} but its config, classes and preprocess say {value!r}"
+            )
     if not isinstance(meta.get("source_checkpoint", ""), str):
         raise CheckpointError(f"{side}: 'source_checkpoint' must be a path, got {brief(meta['source_checkpoint'])}")

@@ -9,15 +9,22 @@ from pathlib import Path
 from alexnet.data.transforms import Preprocess
 from alexnet.errors import CheckpointError
 from alexnet.formats.checkpoint import FORMAT
-from alexnet.formats.files import load_torch_file
 from alexnet.formats.network import ModelFile, check_weights, identify_weights
+from alexnet.system.files import load_torch_file
 
 SUFFIXES = (".pth", ".pt")
 
 # torchvision's AlexNet_Weights.IMAGENET1K_V1.transforms(): shorter side 256, centre crop 224,
 # ImageNet mean and std.
 PREPROCESS = Preprocess("folder", "RGB", 224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), resize=256)
-CONFIG = {"model": "alexnet_owt", "activation": "relu", "lrn": False, "pooling": "overlap", "dropout": 0.5, "image_size": 224}
+CONFIG = {
+    "model": "alexnet_owt",
+    "activation": "relu",
+    "lrn": False,
+    "pooling": "overlap",
+    "dropout": 0.5,
+    "image_size": 224,
+}
 
 
 def read(path: Path, source: str) -> ModelFile:
