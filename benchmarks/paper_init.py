@@ -20,6 +20,7 @@ import torch
 from alexnet.config import TrainConfig
 from alexnet.data.idx import TensorBatches, load_idx_dataset
 from alexnet.data.transforms import Preprocess
+from alexnet.formats import Totals
 from alexnet.models import build_model
 from alexnet.training import engine
 from alexnet.training.optim import make_optimizer
@@ -67,12 +68,15 @@ def run_one(data, init: str, seed: int, args) -> dict:
     start = time.perf_counter()
     for epoch in range(args.epochs):
         train.set_epoch(epoch)
-        t = engine.train_one_epoch(model, train, opt, device=dev)
+        model.train()
+        totals = Totals()
+        for x, y in train:
+            totals += engine.train_step(model, x, y, opt, device=dev).totals
     ev = engine.evaluate(model, test, 10, device=dev)
     return {
         "init": init,
         "seed": seed,
-        "train_loss": t["loss"],
+        "train_loss": totals.summed().loss_sum / totals.seen,
         "test_top1": ev["top1"],
         "seconds": time.perf_counter() - start,
     }

@@ -409,20 +409,20 @@ def test_a_run_on_shards_stopped_mid_epoch_resumes_to_the_same_weights(shards, t
         str(tmp_path),
     ]
     assert main([*base, "--name", "through"]) == 0
-    real = alexnet.training.loop.engine.train_one_epoch
+    real = alexnet.training.loop.engine.train_step
+    steps = []
 
-    def stop_after_two_steps(*args, on_step, **kwargs):
-        def wrapped(info):
-            if info["step"] == 2:
-                os.kill(os.getpid(), signal.SIGTERM)  # the run's handler turns it into a flag
-            return on_step(info)
+    def stop_after_two_steps(*args, **kwargs):
+        step = real(*args, **kwargs)
+        steps.append(step)
+        if len(steps) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)  # the run's handler turns it into a flag
+        return step
 
-        return real(*args, on_step=wrapped, **kwargs)
-
-    monkeypatch.setattr(alexnet.training.loop.engine, "train_one_epoch", stop_after_two_steps)
+    monkeypatch.setattr(alexnet.training.loop.engine, "train_step", stop_after_two_steps)
     assert main([*base, "--name", "stopped"]) == 128 + signal.SIGTERM
     assert load_checkpoint(tmp_path / "stopped/checkpoints/last.pt")["totals"]["steps"] == 2
-    monkeypatch.setattr(alexnet.training.loop.engine, "train_one_epoch", real)
+    monkeypatch.setattr(alexnet.training.loop.engine, "train_step", real)
     capsys.readouterr()
     assert main(["train", "--resume", str(tmp_path / "stopped")]) == 0
     through, resumed = (

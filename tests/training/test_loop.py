@@ -116,7 +116,9 @@ def test_resume_is_exact(idx_folder, tmp_path, capsys, monkeypatch):
     ]
     assert _run(capsys, *args, "--name", "through")[0] == 0
 
-    real = engine.train_one_epoch
+    import alexnet.training.loop
+
+    real = alexnet.training.loop._train_epoch
     calls = []
 
     def stop_in_second_epoch(*a, **k):
@@ -125,10 +127,10 @@ def test_resume_is_exact(idx_folder, tmp_path, capsys, monkeypatch):
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(engine, "train_one_epoch", stop_in_second_epoch)
+    monkeypatch.setattr(alexnet.training.loop, "_train_epoch", stop_in_second_epoch)
     assert _run(capsys, *args, "--name", "stopped")[0] == 130
     assert load_checkpoint(tmp_path / "stopped/checkpoints/last.pt")["epoch"] == 0
-    monkeypatch.setattr(engine, "train_one_epoch", real)
+    monkeypatch.setattr(alexnet.training.loop, "_train_epoch", real)
 
     rc, out = _run(capsys, "train", "--resume", str(tmp_path / "stopped"))
     assert rc == 0, out
@@ -394,20 +396,20 @@ def test_image_folder_resumes_mid_epoch_exactly(image_folder, tmp_path, monkeypa
     ]
     assert main([*base, "--name", "through"]) == 0
 
-    real = engine.train_one_epoch
+    real = engine.train_step
+    steps = []
 
-    def stop_after_two_steps(*args, on_step, **kwargs):
-        def wrapped(info):
-            if info["step"] == 2:
-                os.kill(os.getpid(), signal.SIGTERM)  # the run's handler turns it into a flag
-            return on_step(info)
+    def stop_after_two_steps(*args, **kwargs):
+        step = real(*args, **kwargs)
+        steps.append(step)
+        if len(steps) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)  # the run's handler turns it into a flag
+        return step
 
-        return real(*args, on_step=wrapped, **kwargs)
-
-    monkeypatch.setattr(alexnet.training.loop.engine, "train_one_epoch", stop_after_two_steps)
+    monkeypatch.setattr(alexnet.training.loop.engine, "train_step", stop_after_two_steps)
     assert main([*base, "--name", "stopped"]) == 128 + signal.SIGTERM
     assert load_checkpoint(tmp_path / "stopped/checkpoints/last.pt")["totals"]["steps"] == 2
-    monkeypatch.setattr(alexnet.training.loop.engine, "train_one_epoch", real)
+    monkeypatch.setattr(alexnet.training.loop.engine, "train_step", real)
     capsys.readouterr()
     assert main(["train", "--resume", str(tmp_path / "stopped")]) == 0
     _assert_same_weights(_weights(tmp_path / "through"), _weights(tmp_path / "stopped"))

@@ -24,7 +24,7 @@ from alexnet.data.loader import folder_loader
 from alexnet.data.transforms import Preprocess
 from alexnet.models import build_model
 from alexnet.system import runtime
-from alexnet.training.engine import train_one_epoch
+from alexnet.training import engine
 from alexnet.training.optim import make_optimizer
 
 IMAGENET_STATS = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}  # pytorch/examples' values
@@ -196,9 +196,7 @@ def e2e_rows(device: torch.device, *, quick: bool, warmup: int, repeats: int, wo
                 if set_epoch:
                     batches.set_epoch(epochs["n"])
                     epochs["n"] += 1
-                return train_one_epoch(model, batches, opt, device=device, precision=precision, channels_last=True)[
-                    "images"
-                ]
+                return _train_pass(model, batches, opt, device, precision)
 
             return run
 
@@ -215,6 +213,16 @@ def e2e_rows(device: torch.device, *, quick: bool, warmup: int, repeats: int, wo
         del folder
     say(f"  {row.name}: {sorted(row.ratios)[len(row.ratios) // 2]:.2f}x")
     return [row]
+
+
+def _train_pass(model, batches, optimizer, device: torch.device, precision: str) -> int:
+    """One training pass over ``batches`` with the run's step (channels-last): the images trained."""
+    model.train()
+    images = 0
+    for x, y in batches:
+        x, y = engine.to_device(device, x, y, channels_last=True)
+        images += engine.train_step(model, x, y, optimizer, device=device, precision=precision).images
+    return images
 
 
 def gpu_e2e_rows(device: torch.device, *, quick: bool, warmup: int, repeats: int, workers: int, say) -> list[Row]:
@@ -247,9 +255,7 @@ def gpu_e2e_rows(device: torch.device, *, quick: bool, warmup: int, repeats: int
                 if set_epoch:
                     batches.set_epoch(epochs["n"])
                     epochs["n"] += 1
-                return train_one_epoch(model, batches, opt, device=device, precision=precision, channels_last=True)[
-                    "images"
-                ]
+                return _train_pass(model, batches, opt, device, precision)
 
             return run
 

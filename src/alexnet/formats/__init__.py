@@ -26,7 +26,7 @@ from pathlib import Path
 
 from alexnet.errors import CheckpointError, ConfigError
 from alexnet.formats import caffe, checkpoint, onnx, pt2, safetensors, torchvision
-from alexnet.formats.checkpoint import FORMAT, Resume, load_checkpoint, read_resume, save_checkpoint
+from alexnet.formats.checkpoint import FORMAT, Resume, Totals, load_checkpoint, read_resume, save_checkpoint
 from alexnet.formats.network import ModelFile, check_weights, identify_weights, model_from_checkpoint
 from alexnet.formats.safetensors import WEIGHTS_FORMAT, sidecar_path
 from alexnet.system.files import atomic_write, link_file, load_torch_file
@@ -162,6 +162,7 @@ __all__ = [
     "load_checkpoint",
     "read_resume",
     "Resume",
+    "Totals",
     "save_checkpoint",
     "atomic_write",
     "link_file",

@@ -3,7 +3,7 @@
 A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, so it loads with
 ``torch.load(weights_only=True)``; a file crafted to run code when unpickled is refused before
 anything in it runs. Keys: ``format``, ``model`` (the state_dict), ``optimizer``, ``scheduler``,
-``epoch``, ``totals`` (running sums mid-epoch, else None), ``best_top1``, ``rollbacks``,
+``epoch``, ``totals`` (:class:`Totals` mid-epoch, else None), ``best_top1``, ``rollbacks``,
 ``metrics``, ``rng``, ``preprocess`` (:class:`~alexnet.data.transforms.Preprocess` as a dict),
 ``classes`` and ``config`` (the run's resolved settings). The run writes it (train.py); resume,
 evaluate, predict and export read it.
@@ -17,7 +17,7 @@ file and the field.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
@@ -25,11 +25,11 @@ import torch
 from alexnet.config import TrainConfig, is_number
 from alexnet.errors import CheckpointError, brief
 from alexnet.formats.network import ModelFile
+from alexnet.system.distributed import SINGLE, World
 from alexnet.system.files import atomic_write, load_torch_file, output_path
 
 FORMAT = "alexnet-checkpoint/1"
 SUFFIXES = (".pt", ".pth")
-TOTALS = ("loss_sum", "correct", "seen", "steps")  # engine.train_one_epoch's running sums of an epoch
 METRICS = ("epoch", "train_loss", "train_acc", "val_loss", "val_top1", "val_top5", "lr",
            "train_seconds", "val_seconds", "images_per_second")  # fmt: skip  # train._one_epoch's line
 SHARES = ("train_acc", "val_top1", "val_top5")  # metrics that are fractions of images
@@ -92,6 +92,70 @@ def read(path: Path, source: str) -> ModelFile:
     return ModelFile.from_state(load_checkpoint(path), source)
 
 
+@dataclass(frozen=True)
+class Totals:
+    """The running sums of an epoch: its training loss summed over images, the images classified
+    right, the images seen and the steps taken; ``Totals()`` is an epoch's start, ``+`` adds a step.
+
+    The step loop keeps ``loss_sum`` and ``correct`` as tensors on the device (:meth:`on`), so
+    adding a step never waits for it; :meth:`summed` turns them into numbers over every process.
+    A checkpoint stores those numbers (:meth:`to_dict`, :meth:`from_dict`); None there is an
+    epoch finished."""
+
+    loss_sum: float | torch.Tensor = 0.0
+    correct: int | torch.Tensor = 0
+    seen: int = 0
+    steps: int = 0
+
+    def __add__(self, other: Totals) -> Totals:
+        return Totals(
+            self.loss_sum + other.loss_sum,
+            self.correct + other.correct,
+            self.seen + other.seen,
+            self.steps + other.steps,
+        )
+
+    def on(self, device: torch.device) -> Totals:
+        """The sums as the step loop keeps them: the loss (float32) and the count on ``device``."""
+        loss_sum = torch.tensor(self.loss_sum, device=device)
+        return Totals(loss_sum, torch.tensor(self.correct, device=device, dtype=torch.long), self.seen, self.steps)
+
+    def summed(self, world: World = SINGLE) -> Totals:
+        """The sums as numbers, over every process. With several processes this is a collective
+        (the sums kept on the device, :meth:`on`): every process calls it at the same step."""
+        if not world.distributed:
+            return Totals(_number(self.loss_sum), _number(self.correct), self.seen, self.steps)
+        seen = torch.tensor(float(self.seen), device=self.loss_sum.device, dtype=torch.float64)
+        sums = world.sum(torch.stack([self.loss_sum.double(), self.correct.double(), seen]))
+        return Totals(sums[0].item(), round(sums[1].item()), round(sums[2].item()), self.steps)
+
+    def to_dict(self) -> dict:
+        """The checkpoint's ``totals``: numbers (summed over the processes first)."""
+        return {"loss_sum": float(self.loss_sum), "correct": int(self.correct), "seen": self.seen, "steps": self.steps}
+
+    @classmethod
+    def from_dict(cls, totals, where: str) -> Totals:
+        """A checkpoint's ``totals`` of an epoch stopped part-way, checked: counts that add up, a
+        finite loss; anything else is a CheckpointError naming ``where``."""
+        names = [f.name for f in fields(cls)]
+        if not isinstance(totals, dict) or set(totals) != set(names):
+            raise CheckpointError(
+                f"{where}: 'totals' must be None or an object of {', '.join(names)}, got {brief(totals)}"
+            )
+        steps, seen, correct, loss_sum = totals["steps"], totals["seen"], totals["correct"], totals["loss_sum"]
+        counts = _whole(steps) and _whole(seen) and _whole(correct) and 1 <= steps <= seen and correct <= seen
+        if not (counts and is_number(loss_sum) and loss_sum >= 0):
+            raise CheckpointError(
+                f"{where}: 'totals' {brief(totals)} do not add up (steps >= 1, seen >= steps, correct <= seen, a "
+                "finite loss)"
+            )
+        return cls(float(loss_sum), correct, seen, steps)
+
+
+def _number(x: float | int | torch.Tensor) -> float | int:
+    return x.item() if isinstance(x, torch.Tensor) else x
+
+
 @dataclass
 class Resume:
     """A checkpoint as ``train --resume`` reads it: the run's settings, its network, and where it
@@ -101,7 +165,7 @@ class Resume:
     config: TrainConfig
     model: ModelFile
     epoch: int  # the epoch saved: finished when totals is None, else in progress
-    totals: dict | None
+    totals: Totals | None
     best_top1: float
     rollbacks: int
     metrics: dict  # the last finished epoch's line of metrics.jsonl; {} before the first
@@ -130,11 +194,12 @@ class Resume:
         ``steps_per_epoch`` batches of ``num_train`` images."""
         where = str(self.path)
         if self.totals is not None:
-            steps, bs = self.totals["steps"], self.config.batch_size
-            if steps > steps_per_epoch or self.totals["seen"] != min(steps * bs, num_train):
+            steps, bs = self.totals.steps, self.config.batch_size
+            if steps > steps_per_epoch or self.totals.seen != min(steps * bs, num_train):
+                shown = brief(self.totals.to_dict())
                 raise CheckpointError(
-                    f"{where}: 'totals' {brief(self.totals)} do not fit an epoch of {steps_per_epoch} batches of "
-                    f"{bs} from {num_train} images"
+                    f"{where}: 'totals' {shown} do not fit an epoch of {steps_per_epoch} batches of {bs} from "
+                    f"{num_train} images"
                 )
         _check_optimizer(self.optimizer, optimizer, params, where, buffer)
         if (self.scheduler is None) != (scheduler is None):
@@ -144,7 +209,7 @@ class Resume:
             if self.config.schedule == "plateau":  # steps once an evaluation
                 done = self.epochs_done
             else:  # steps once a batch
-                done = self.epoch * steps_per_epoch + (self.totals["steps"] if self.totals else steps_per_epoch)
+                done = self.epoch * steps_per_epoch + (self.totals.steps if self.totals else steps_per_epoch)
             if self.scheduler.get("last_epoch", done) != done:
                 raise CheckpointError(
                     f"{where}: 'scheduler' is at step {self.scheduler['last_epoch']}, but the checkpoint's epoch "
@@ -165,12 +230,12 @@ def read_resume(path: Path) -> Resume:
     ]
     if missing:
         raise CheckpointError(f"{where}: a damaged checkpoint, it lacks {', '.join(missing)}")
-    epoch, totals = state["epoch"], state["totals"]
+    epoch = state["epoch"]
     if not _whole(epoch) or not epoch < cfg.epochs:
         raise CheckpointError(
             f"{where}: 'epoch' must be a whole number from 0 to {cfg.epochs - 1} (the run's epochs), got {brief(epoch)}"
         )
-    _check_totals(totals, where)
+    totals = None if state["totals"] is None else Totals.from_dict(state["totals"], where)
     if not _whole(state["rollbacks"]):
         raise CheckpointError(
             f"{where}: 'rollbacks' must be a whole number of at least 0, got {brief(state['rollbacks'])}"
@@ -201,32 +266,6 @@ def read_resume(path: Path) -> Resume:
 
 def _whole(x) -> bool:
     return isinstance(x, int) and not isinstance(x, bool) and x >= 0
-
-
-def _check_totals(totals, where: str) -> None:
-    """The running sums of an epoch stopped part-way: counts that add up, a finite loss."""
-    if totals is None:
-        return
-    if not isinstance(totals, dict) or set(totals) != set(TOTALS):
-        raise CheckpointError(
-            f"{where}: 'totals' must be None or an object of {', '.join(TOTALS)}, got {brief(totals)}"
-        )
-    ok = (
-        _whole(totals["steps"])
-        and totals["steps"] >= 1
-        and _whole(totals["seen"])
-        and totals["seen"] >= totals["steps"]
-        and _whole(totals["correct"])
-        and totals["correct"] <= totals["seen"]
-        and is_number(totals["loss_sum"])
-        and totals["loss_sum"] >= 0
-    )
-    if not ok:
-        raise CheckpointError(
-            f"{where}: 'totals' {brief(totals)} do not add up (steps >= 1, seen >= steps, correct "
-            "<= seen, a finite "
-            "loss)"
-        )
 
 
 def _check_metrics(metrics, epochs_done: int, best: float, where: str) -> None:

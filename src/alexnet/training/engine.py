@@ -1,4 +1,7 @@
-"""One epoch of training and one pass of evaluation. No argument parsing and no file I/O here."""
+"""The pieces of training and evaluation: one training step (:func:`train_step`, giving a
+:class:`StepResult`), an epoch's metrics from its running sums (:class:`EpochResult`), and one
+pass of evaluation (:func:`evaluate`, counted by :class:`Tally`). The loop that drives them, and
+decides between steps, is loop.py. No argument parsing and no file I/O here."""
 
 from __future__ import annotations
 
@@ -6,12 +9,16 @@ import contextlib
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from alexnet.formats import Totals
 from alexnet.system.distributed import SINGLE, World
+
+CHECK_EVERY_GPU = 50  # steps between the finiteness checks of a GPU's loss (each waits for the device)
 
 
 def autocast(device: torch.device, precision: str):
@@ -27,6 +34,22 @@ def to_device(device: torch.device, x: torch.Tensor, y: torch.Tensor, channels_l
     return (x.contiguous(memory_format=torch.channels_last) if channels_last else x), y
 
 
+@dataclass(frozen=True)
+class StepResult:
+    """What one training step gives. ``loss`` and ``correct`` stay tensors on the device: reading
+    them waits for it."""
+
+    loss: torch.Tensor  # the mean over this process's images, detached
+    correct: torch.Tensor  # this process's images whose top-1 prediction was right
+    images: int  # this process's images
+    lr: float  # the learning rate after the step (moved on by a per-step schedule)
+
+    @property
+    def totals(self) -> Totals:
+        """The step as running sums, to add to the epoch's (on the device)."""
+        return Totals(self.loss * self.images, self.correct, self.images, 1)
+
+
 def train_step(
     model: nn.Module,
     x: torch.Tensor,
@@ -36,11 +59,12 @@ def train_step(
     device: torch.device,
     precision: str = "fp32",
     label_smoothing: float = 0.0,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     world: World = SINGLE,
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> StepResult:
     """One SGD step on the batch (x, y) already on the device: forward (under bf16 autocast when
-    ``precision`` is bf16), cross-entropy in fp32, backward, update. Returns (loss, logits), the
-    loss being the mean over this process's images.
+    ``precision`` is bf16), cross-entropy in fp32, backward, update, then ``scheduler`` (a per-step
+    schedule: warm-up, one-cycle) stepped if given. The loss is the mean over this process's images.
 
     With several processes (x, y) is this process's share of the global batch and ``model`` is
     DDP, which averages the gradients over the processes. The shares need not be equal (the last
@@ -59,99 +83,43 @@ def train_step(
     optimizer.zero_grad(set_to_none=True)
     objective.backward()
     optimizer.step()
-    return loss, logits
+    if scheduler is not None:
+        scheduler.step()
+    correct = (logits.argmax(1) == y).sum()
+    return StepResult(loss.detach(), correct, len(y), optimizer.param_groups[0]["lr"])
 
 
-def train_one_epoch(
-    model: nn.Module,
-    batches,
-    optimizer: torch.optim.Optimizer,
-    *,
-    device: torch.device,
-    precision: str = "fp32",
-    step_scheduler=None,
-    label_smoothing: float = 0.0,
-    channels_last: bool = False,
-    on_step: Callable[[dict], bool | None] | None = None,
-    totals: dict | None = None,
-    world: World = SINGLE,
-) -> dict:
-    """Train for one pass over ``batches``; returns mean loss, accuracy, images and steps of the
-    epoch, and the seconds and images (``images_now``) of this call.
+def check_loss(totals: Totals, step: StepResult, device: torch.device, world: World = SINGLE) -> None:
+    """Raise FloatingPointError once the epoch's loss sum (``totals`` on the device) is NaN or
+    infinite: checked every step on the CPU, every CHECK_EVERY_GPU steps on a GPU. With several
+    processes a loss gone bad in any stops every process at the same step."""
+    every = 1 if device.type == "cpu" else CHECK_EVERY_GPU
+    if totals.steps % every == 0 and world.any(not torch.isfinite(totals.loss_sum), device):
+        raise FloatingPointError(f"the training loss became {step.loss.item()} at step {totals.steps} of the epoch")
 
-    ``step_scheduler`` (if given) is stepped after every optimizer step (warm-up, one-cycle).
-    ``on_step`` receives a dict after every step (``step``: batches done in this epoch, ``loss``,
-    ``images``, ``lr``, ``totals()``: the running sums); when it returns True the epoch stops there
-    and the result has ``stopped=True``. ``totals`` continues the running sums of an epoch that was
-    stopped part-way (``{"loss_sum", "correct", "seen", "steps"}``), so its metrics come out as if
-    it had never stopped. A NaN or infinite loss raises FloatingPointError.
 
-    With several processes (``world``) ``batches`` are this process's shares; the sums, the
-    results and ``totals()`` are over all processes (``totals`` passed in are such sums: rank 0
-    carries them on), and a non-finite loss anywhere stops every process at the same step.
-    ``totals()`` is then a collective: every process calls it at the same step.
-    """
-    model.train()
-    start = time.perf_counter()
-    totals = totals or {"loss_sum": 0.0, "correct": 0, "seen": 0, "steps": 0}
-    if not world.writer:  # the sums so far are rank 0's to carry; the steps are everyone's
-        totals = {"loss_sum": 0.0, "correct": 0, "seen": 0, "steps": totals["steps"]}
-    loss_sum = torch.tensor(totals["loss_sum"], device=device)
-    correct = torch.tensor(totals["correct"], device=device, dtype=torch.long)
-    seen, step = totals["seen"], totals["steps"]
-    seen_before = seen
-    check_every = 1 if device.type == "cpu" else 50  # a finiteness check syncs a GPU: do it rarely
-    stopped = False
+@dataclass(frozen=True)
+class EpochResult:
+    """The metrics of an epoch's training, over every process."""
 
-    def running() -> dict:
-        if world.distributed:
-            sums = world.sum(
-                torch.stack(
-                    [loss_sum.double(), correct.double(), torch.tensor(float(seen), device=device, dtype=torch.float64)]
-                )
-            )
-            return {
-                "loss_sum": sums[0].item(),
-                "correct": round(sums[1].item()),
-                "seen": round(sums[2].item()),
-                "steps": step,
-            }
-        return {"loss_sum": loss_sum.item(), "correct": correct.item(), "seen": seen, "steps": step}
+    loss: float  # mean training loss
+    acc: float  # training top-1 accuracy
+    images: int
+    steps: int
+    seconds: float  # of this pass
+    images_now: int  # images of this pass: an epoch resumed part-way counts only what it trained
+    stopped: bool  # ended part-way (a signal)
+    totals: Totals  # its running sums, numbers summed over the processes
 
-    for x, y in batches:
-        x, y = to_device(device, x, y, channels_last)
-        loss, logits = train_step(
-            model, x, y, optimizer, device=device, precision=precision, label_smoothing=label_smoothing, world=world
-        )
-        if step_scheduler is not None:
-            step_scheduler.step()
-        loss_sum += loss.detach() * len(y)
-        correct += (logits.argmax(1) == y).sum()
-        seen += len(y)
-        step += 1
-        if step % check_every == 0 and world.any(not torch.isfinite(loss_sum), device):
-            raise FloatingPointError(f"the training loss became {loss.item()} at step {step} of the epoch")
-        if on_step is not None and on_step(
-            {"step": step, "loss": loss, "images": len(y), "lr": optimizer.param_groups[0]["lr"], "totals": running}
-        ):
-            stopped = True
-            break
-    if world.distributed:
-        seen_before = world.sum(torch.tensor([float(seen_before)], dtype=torch.float64, device=device)).item()
-    final = running()
-    loss_mean = final["loss_sum"] / max(final["seen"], 1)
-    if not math.isfinite(loss_mean):
-        raise FloatingPointError(f"the training loss became {loss_mean}")
-    return {
-        "loss": loss_mean,
-        "acc": final["correct"] / max(final["seen"], 1),
-        "images": final["seen"],
-        "steps": step,
-        "seconds": time.perf_counter() - start,
-        "images_now": final["seen"] - round(seen_before),
-        "stopped": stopped,
-        "totals": final,
-    }
+    @classmethod
+    def of(cls, totals: Totals, carried: Totals, seconds: float, stopped: bool) -> EpochResult:
+        """The metrics from the epoch's running sums (:meth:`Totals.summed`); ``carried``: the
+        sums it was resumed with. A NaN or infinite mean loss raises FloatingPointError."""
+        loss = totals.loss_sum / max(totals.seen, 1)
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"the training loss became {loss}")
+        acc = totals.correct / max(totals.seen, 1)
+        return cls(loss, acc, totals.seen, totals.steps, seconds, totals.seen - carried.seen, stopped, totals)
 
 
 class Tally:

@@ -1,8 +1,9 @@
 """A training run: build the data and the model, loop over epochs, save into the run folder.
 
-The loop is :func:`train`; one epoch is :func:`_one_epoch` (the step and the evaluation themselves
-live in engine.py). What a run holds, and how it is built, is run.py. Files are written by
-:class:`~alexnet.training.rundir.RunFolder` alone.
+The loop is :func:`train`; one epoch is :func:`_one_epoch`: its training pass (:func:`_train_epoch`,
+the step loop and what the run decides between steps), its evaluation, and its records. The step
+and the evaluation themselves live in engine.py; what a run holds, and how it is built, in run.py.
+Files are written by :class:`~alexnet.training.rundir.RunFolder` alone.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from alexnet.config import TrainConfig
 from alexnet.errors import Interrupted, RunError
-from alexnet.formats import Resume, read_resume
+from alexnet.formats import Resume, Totals, read_resume
 from alexnet.system import distributed, runtime
 from alexnet.system.distributed import World
 from alexnet.system.signals import Stop, StopSignals
@@ -49,30 +50,14 @@ def train(
     world = distributed.from_environment()
     say = progress.printer(quiet or not world.writer)
     with StopSignals() as signals:  # while preparing, SIGINT/SIGTERM stop at once: nothing to save yet
-        box: list = [None]  # the run folder, once known
-        try:
-            run, resumed, restarted = _prepare(cfg, resume, epochs, argv, world, say, box)
-        except BaseException as e:
-            if box[0] is not None:
-                box[0].close()
-            distributed.stop()
-            if isinstance(e, Stop):
-                again = f"continue with: alexnet train --resume {box[0]}" if box[0] else "run the same command again"
-                raise Interrupted(
-                    f"{e}: stopped while preparing the run, before any training step; {again}", e.signum
-                ) from None
-            if isinstance(e, RuntimeError):
-                raise launch.process_failed(e, world, box[0]) from None
-            raise
+        run, resumed, restarted = _prepare(cfg, resume, epochs, argv, world, say)
         signals.defer()  # from here on a signal ends the run at the next step or batch, saved
         try:
             progress.announce(run, restarted=restarted, say=say)
             if resumed and world.writer:  # the folder's records catch up with its checkpoint
                 run.folder.write_config(run.cfg)
                 repaired = run.folder.repair_metrics(run.state.epoch, run.state.metrics)
-                run.folder.repair_steps(
-                    run.state.epoch * len(run.data.train) + (run.state.totals["steps"] if run.state.totals else 0)
-                )
+                run.folder.repair_steps(run.state.epoch * len(run.data.train) + run.state.totals.steps)
                 if repaired:
                     say(repaired)
             while run.state.epoch < run.cfg.epochs:
@@ -90,32 +75,42 @@ def train(
     return {**run.state.metrics, "run_dir": str(run.folder), "best_top1": run.state.best}
 
 
-def _prepare(
-    cfg: TrainConfig, resume, epochs: int | None, argv, world: World, say, box: list
-) -> tuple[Run, bool, bool]:
+def _prepare(cfg: TrainConfig, resume, epochs: int | None, argv, world: World, say) -> tuple[Run, bool, bool]:
     """The run ``train`` continues or starts; whether it is resumed (asked, or after a torchrun
     restart), and whether it was stopped before its first checkpoint (so starts again from step
-    0). ``box[0]`` holds its folder as soon as it is known."""
-    ckpt = None
-    if resume is not None:
-        folder, note = RunFolder.find(resume)
-        if world.writer:
-            folder.acquire()  # one writer per run folder
-        box[0] = folder
-        if note:
-            say(note)
-        cfg, ckpt = _resumed_settings(folder, epochs)
-    device = runtime.resolve_device(distributed.device_for(cfg.device, world))
-    world = distributed.start(world, device)
-    if resume is not None and world.from_writer(lambda: str(box[0])) != str(box[0]):
-        raise RunError(f"--resume {resume}: the processes found different runs in it; name the run folder itself")
-    if resume is None and world.restart:  # continue the folder the earlier attempt made; none: start afresh
-        box[0] = launch.restart_folder(world, cfg, argv, say)
-        if box[0] is not None:
-            cfg, ckpt = _resumed_settings(box[0], None)
-        resume = box[0]
-    run = start(cfg, ckpt, box[0], argv, world, device)
-    box[0] = run.folder
+    0). Should preparing fail, the run folder found so far is closed and the process group left;
+    a signal becomes an Interrupted that says how to continue."""
+    folder, ckpt = None, None  # the run folder, once known
+    try:
+        if resume is not None:
+            folder, note = RunFolder.find(resume)
+            if world.writer:
+                folder.acquire()  # one writer per run folder
+            if note:
+                say(note)
+            cfg, ckpt = _resumed_settings(folder, epochs)
+        device = runtime.resolve_device(distributed.device_for(cfg.device, world))
+        joined = distributed.start(world, device)
+        if resume is not None and joined.from_writer(lambda: str(folder)) != str(folder):
+            raise RunError(f"--resume {resume}: the processes found different runs in it; name the run folder itself")
+        if resume is None and joined.restart:  # continue the folder the earlier attempt made; none: start afresh
+            folder = launch.restart_folder(joined, cfg, argv, say)
+            if folder is not None:
+                cfg, ckpt = _resumed_settings(folder, None)
+            resume = folder
+        run = start(cfg, ckpt, folder, argv, joined, device)
+    except BaseException as e:
+        if folder is not None:
+            folder.close()
+        distributed.stop()
+        if isinstance(e, Stop):
+            again = f"continue with: alexnet train --resume {folder}" if folder else "run the same command again"
+            raise Interrupted(
+                f"{e}: stopped while preparing the run, before any training step; {again}", e.signum
+            ) from None
+        if isinstance(e, RuntimeError):
+            raise launch.process_failed(e, world, folder) from None
+        raise
     return run, resume is not None, resume is not None and ckpt is None
 
 
@@ -130,79 +125,12 @@ def _resumed_settings(folder: RunFolder, epochs: int | None) -> tuple[TrainConfi
 
 
 def _one_epoch(run: Run, signals: StopSignals, say, quiet: bool) -> None:
-    cfg, s, epoch, world = run.cfg, run.state, run.state.epoch, run.world
-    run.data.train.set_epoch(epoch, start=s.totals["steps"] if s.totals else 0)
-    bar = progress.bar(
-        epoch, cfg.epochs, run.data.num_train, s.totals["seen"] if s.totals else 0, quiet or not world.writer
-    )
-    every_steps, every_seconds = cfg.checkpoint_interval()
-    # several processes stop and save at the same step: they decide together, every step on the
-    # CPU, every AGREE_EVERY steps on a GPU (the decision waits for the device)
-    agree_every = 1 if run.device.type == "cpu" else AGREE_EVERY
-    last_save = time.monotonic()
-    window = (
-        dict(s.totals) if s.totals else {"loss_sum": 0.0, "correct": 0, "seen": 0, "steps": 0}
-    )  # sums at the last steps.jsonl line
-
-    def on_step(info: dict) -> bool:
-        nonlocal last_save, window
-        if (
-            cfg.step_log and info["step"] % cfg.step_log == 0
-        ):  # every process at the same step: totals() may be a collective
-            window = _log_steps(run, epoch, window, info["totals"]())
-        if bar is not None:  # the images of the global batch: this process has only its part
-            bar.update(
-                min(cfg.batch_size, run.data.num_train - (info["step"] - 1) * cfg.batch_size)
-                if world.distributed
-                else info["images"],
-                info,
-            )
-        by_steps = bool(every_steps) and info["step"] % every_steps == 0
-        by_time = bool(every_seconds) and time.monotonic() - last_save >= every_seconds
-        stop = signals.received is not None
-        if world.distributed:
-            stop, by_time = (
-                world.any_of([stop, by_time and world.writer], run.device)
-                if info["step"] % agree_every == 0
-                else (False, False)
-            )
-        if stop or by_steps or by_time:
-            totals = info["totals"]()  # summed over the processes
-            if not math.isfinite(
-                totals["loss_sum"]
-            ):  # never save weights a NaN has reached (a GPU checks every 50 steps)
-                raise FloatingPointError(
-                    f"the training loss became {totals['loss_sum']} by step {info['step']} of the epoch"
-                )
-            run.save(epoch, totals)
-            last_save = time.monotonic()
-        # alone, a signal that came during the save stops here too (the checkpoint is this step's);
-        # several processes stop where they voted to
-        return stop if world.distributed else signals.received is not None
-
-    tr = engine.train_one_epoch(
-        run.net,
-        run.data.train,
-        run.optimizer,
-        device=run.device,
-        precision=run.precision,
-        step_scheduler=run.schedule.per_step,
-        label_smoothing=cfg.label_smoothing,
-        channels_last=run.channels_last,
-        on_step=on_step,
-        totals=s.totals,
-        world=world,
-    )
-    if bar is not None:
-        bar.close()
-    if tr["stopped"]:
-        raise Interrupted(
-            f"{signals.name or 'a signal to another process'}: saved a "
-            "checkpoint at epoch "
-            f"{epoch + 1}, step {tr['steps']}; "
-            f"continue with: alexnet train --resume {run.folder}",
-            signals.received or signal.SIGTERM,
-        )
+    """Train an epoch (or the rest of one stopped part-way), evaluate it, and record it: its line
+    of metrics.jsonl, its checkpoint, its printed line. A signal saves and stops the run."""
+    epoch, world = run.state.epoch, run.world
+    tr = _train_epoch(run, signals, quiet)
+    if tr.stopped:
+        raise _interrupted(run, signals, f"saved a checkpoint at epoch {epoch + 1}, step {tr.steps}")
     ev = engine.evaluate(
         run.model,
         run.data.val,
@@ -214,51 +142,152 @@ def _one_epoch(run: Run, signals: StopSignals, say, quiet: bool) -> None:
         world=world,
     )
     if ev["stopped"]:  # the epoch's training is saved whole; its evaluation runs again on resume
-        run.save(epoch, tr["totals"])
-        raise Interrupted(
-            f"{signals.name or 'a signal to another process'}: saved a checkpoint after epoch {epoch + 1}'s "
-            "training, before its evaluation; "
-            f"continue with: alexnet train --resume {run.folder}",
-            signals.received or signal.SIGTERM,
+        run.save(epoch, tr.totals)
+        raise _interrupted(
+            run, signals, f"saved a checkpoint after epoch {epoch + 1}'s training, before its evaluation"
         )
+    _record_epoch(run, tr, ev, say)
+
+
+def _train_epoch(run: Run, signals: StopSignals, quiet: bool) -> engine.EpochResult:
+    """One pass over the training batches, or the rest of an epoch stopped part-way. After every
+    step the run decides, every process at the same step: a steps.jsonl line every --step-log
+    steps, the progress bar, a checkpoint every --checkpoint-every steps or minutes, and at a
+    SIGINT/SIGTERM a checkpoint and the end of the pass (``stopped``)."""
+    cfg, world, device, epoch, carried = run.cfg, run.world, run.device, run.state.epoch, run.state.totals
+    run.data.train.set_epoch(epoch, start=carried.steps)
+    bar = progress.bar(epoch, cfg.epochs, run.data.num_train, carried.seen, quiet or not world.writer)
+    saves = _Saves(run, signals)
+    run.net.train()
+    start = time.perf_counter()
+    # the sums carried over from before a stop are over every process: rank 0 carries them on
+    totals = (carried if world.writer else Totals(steps=carried.steps)).on(device)
+    logged = carried  # the sums at the last steps.jsonl line
+    stopped = False
+    for x, y in run.data.train:
+        x, y = engine.to_device(device, x, y, run.channels_last)
+        step = engine.train_step(
+            run.net,
+            x,
+            y,
+            run.optimizer,
+            device=device,
+            precision=run.precision,
+            label_smoothing=cfg.label_smoothing,
+            scheduler=run.schedule.per_step,
+            world=world,
+        )
+        totals += step.totals
+        engine.check_loss(totals, step, device, world)
+        if cfg.step_log and totals.steps % cfg.step_log == 0:  # summed: a collective, at the same step in all
+            logged = _log_steps(run, logged, totals.summed(world))
+        if bar is not None:
+            bar.update(_batch_images(run, totals.steps) if world.distributed else step.images, step)
+        stop, save = saves.due(totals.steps)
+        if save:
+            _save_mid_epoch(run, totals.summed(world))
+            saves.saved()
+        # alone, a signal that came during the save stops here too (the checkpoint is this step's);
+        # several processes stop where they voted to
+        stopped = stop if world.distributed else signals.received is not None
+        if stopped:
+            break
+    result = engine.EpochResult.of(totals.summed(world), carried, time.perf_counter() - start, stopped)
+    if bar is not None:
+        bar.close()
+    return result
+
+
+class _Saves:
+    """When the step loop saves a checkpoint, and whether it stops: every --checkpoint-every steps
+    or minutes, and at a SIGINT/SIGTERM. Several processes must save and stop at the same step, so
+    they decide together: every step on the CPU, every AGREE_EVERY steps on a GPU (the vote waits
+    for the device), rank 0's clock deciding the timed saves."""
+
+    def __init__(self, run: Run, signals: StopSignals):
+        self.every_steps, self.every_seconds = run.cfg.checkpoint_interval()
+        self.agree_every = 1 if run.device.type == "cpu" else AGREE_EVERY
+        self.world, self.device, self.signals = run.world, run.device, signals
+        self.last = time.monotonic()
+
+    def due(self, step: int) -> tuple[bool, bool]:
+        """(stop, save) after ``step`` of the epoch: a stop is saved first."""
+        by_steps = bool(self.every_steps) and step % self.every_steps == 0
+        by_time = bool(self.every_seconds) and time.monotonic() - self.last >= self.every_seconds
+        stop = self.signals.received is not None
+        if self.world.distributed:
+            if step % self.agree_every:
+                return False, by_steps
+            stop, by_time = self.world.any_of([stop, by_time and self.world.writer], self.device)
+        return stop, stop or by_steps or by_time
+
+    def saved(self) -> None:
+        self.last = time.monotonic()
+
+
+def _batch_images(run: Run, step: int) -> int:
+    """The images of the global batch of ``step`` (a process trains only its part of it)."""
+    return min(run.cfg.batch_size, run.data.num_train - (step - 1) * run.cfg.batch_size)
+
+
+def _log_steps(run: Run, before: Totals, now: Totals) -> Totals:
+    """Append the steps since ``before`` to ``steps.jsonl`` (both the epoch's running sums, over
+    every process); returns ``now``."""
+    seen = now.seen - before.seen
+    if run.world.writer and seen > 0:
+        run.folder.append_steps(
+            {
+                "step": run.state.epoch * len(run.data.train) + now.steps,
+                "epoch": run.state.epoch,
+                "train_loss": (now.loss_sum - before.loss_sum) / seen,
+                "train_error": 1 - (now.correct - before.correct) / seen,
+            }
+        )
+    return now
+
+
+def _save_mid_epoch(run: Run, totals: Totals) -> None:
+    """A checkpoint part-way through the epoch, with its running sums (over every process)."""
+    if not math.isfinite(totals.loss_sum):  # never save weights a NaN has reached (a GPU checks every 50 steps)
+        raise FloatingPointError(f"the training loss became {totals.loss_sum} by step {totals.steps} of the epoch")
+    run.save(run.state.epoch, totals)
+
+
+def _interrupted(run: Run, signals: StopSignals, saved: str) -> Interrupted:
+    """The end of a run a signal stopped (to this process or another), with what was saved."""
+    return Interrupted(
+        f"{signals.name or 'a signal to another process'}: {saved}; continue with: alexnet train --resume {run.folder}",
+        signals.received or signal.SIGTERM,
+    )
+
+
+def _record_epoch(run: Run, tr: engine.EpochResult, ev: dict, say) -> None:
+    """A finished epoch: the schedule's step, its line of metrics.jsonl, its checkpoint (best.pt
+    too when its top-1 is the best yet), TensorBoard and its printed line; then the next epoch."""
+    s, epoch = run.state, run.state.epoch
     lr = run.optimizer.param_groups[0]["lr"]
     run.schedule.after_epoch(ev["top1"])
     is_best = ev["top1"] > s.best
     s.best = max(s.best, ev["top1"])
     s.metrics = {
         "epoch": epoch,
-        "train_loss": tr["loss"],
-        "train_acc": tr["acc"],
+        "train_loss": tr.loss,
+        "train_acc": tr.acc,
         "val_loss": ev["loss"],
         "val_top1": ev["top1"],
         "val_top5": ev["top5"],
         "lr": lr,
-        "train_seconds": tr["seconds"],
+        "train_seconds": tr.seconds,
         "val_seconds": ev["seconds"],
-        "images_per_second": tr["images_now"] / tr["seconds"],
+        "images_per_second": tr.images_now / tr.seconds,
     }
-    if world.writer:
+    if run.world.writer:
         run.folder.append_metrics(s.metrics)  # before the checkpoint: a resume trims lines it did not keep
     run.save(epoch, None, best=is_best)
-    s.epoch, s.totals = epoch + 1, None
-    if world.writer:
+    s.epoch, s.totals = epoch + 1, Totals()
+    if run.world.writer:
         run.folder.log_epoch(s.metrics)
-    say(progress.epoch_line(epoch, cfg.epochs, tr, ev, s.metrics["images_per_second"]))
-
-
-def _log_steps(run: Run, epoch: int, before: dict, now: dict) -> dict:
-    """Append the steps since ``before`` (running sums of the epoch) to ``steps.jsonl``; returns ``now``."""
-    seen = now["seen"] - before["seen"]
-    if run.world.writer and seen > 0:
-        run.folder.append_steps(
-            {
-                "step": epoch * len(run.data.train) + now["steps"],
-                "epoch": epoch,
-                "train_loss": (now["loss_sum"] - before["loss_sum"]) / seen,
-                "train_error": 1 - (now["correct"] - before["correct"]) / seen,
-            }
-        )
-    return now
+    say(progress.epoch_line(epoch, run.cfg.epochs, tr, ev, s.metrics["images_per_second"]))
 
 
 def _after_nan(run: Run, error: FloatingPointError, say) -> None:

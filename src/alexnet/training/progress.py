@@ -10,6 +10,7 @@ import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from alexnet.training.engine import EpochResult, StepResult
     from alexnet.training.run import Run
 
 
@@ -55,12 +56,12 @@ def announce(run: Run, restarted: bool, say) -> None:
         say(f"{run.folder} already finished all {cfg.epochs} epochs")
 
 
-def epoch_line(epoch: int, epochs: int, tr: dict, ev: dict, images_per_second: float) -> str:
+def epoch_line(epoch: int, epochs: int, tr: EpochResult, ev: dict, images_per_second: float) -> str:
     """The line printed after an epoch: training loss and accuracy, validation top-1/top-5/loss, times."""
     return (
-        f"epoch {epoch + 1}/{epochs}: train loss {tr['loss']:.4f} acc {100 * tr['acc']:.2f}% | "
+        f"epoch {epoch + 1}/{epochs}: train loss {tr.loss:.4f} acc {100 * tr.acc:.2f}% | "
         f"val top-1 {100 * ev['top1']:.2f}% top-5 {100 * ev['top5']:.2f}% loss {ev['loss']:.4f} | "
-        f"{tr['seconds']:.0f}s train ({images_per_second:.0f} img/s) + {ev['seconds']:.0f}s val"
+        f"{tr.seconds:.0f}s train ({images_per_second:.0f} img/s) + {ev['seconds']:.0f}s val"
     )
 
 
@@ -70,11 +71,12 @@ class Bar:
     def __init__(self, bar):
         self.bar, self.steps = bar, 0
 
-    def update(self, images: int, info: dict) -> None:
+    def update(self, images: int, step: StepResult) -> None:
+        """Count the images of a step; every 20 steps show its loss and the learning rate."""
         self.steps += 1
         self.bar.update(images)
         if self.steps % 20 == 1:
-            self.bar.set_postfix(loss=f"{info['loss'].item():.3f}", lr=f"{info['lr']:.4g}", refresh=False)
+            self.bar.set_postfix(loss=f"{step.loss.item():.3f}", lr=f"{step.lr:.4g}", refresh=False)
 
     def close(self) -> None:
         self.bar.close()

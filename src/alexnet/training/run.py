@@ -12,7 +12,7 @@ import torch
 from alexnet.config import TrainConfig
 from alexnet.data import Data
 from alexnet.errors import CheckpointError, ConfigError, DataError, brief, first_line
-from alexnet.formats import FORMAT, Resume, check_weights
+from alexnet.formats import FORMAT, Resume, Totals, check_weights
 from alexnet.models import AlexNet, build_model
 from alexnet.system import distributed, runtime
 from alexnet.system.distributed import World
@@ -27,7 +27,7 @@ class RunState:
     """What changes as a run goes on."""
 
     epoch: int = 0  # the epoch in progress, or the next one
-    totals: dict | None = None  # running sums of an epoch stopped part-way (see engine.train_one_epoch)
+    totals: Totals = field(default_factory=Totals)  # the running sums the epoch in progress continues from
     best: float = 0.0  # best validation top-1 so far
     rollbacks: int = 0  # NaN rollbacks so far
     metrics: dict = field(default_factory=dict)  # the last finished epoch's line of metrics.jsonl
@@ -59,8 +59,9 @@ class Run:
     def __post_init__(self):
         self.net = self.net or self.model
 
-    def checkpoint(self, epoch: int, totals: dict | None) -> dict:
-        """The checkpoint (formats/checkpoint.py): ``totals`` is None after a whole epoch."""
+    def checkpoint(self, epoch: int, totals: Totals | None) -> dict:
+        """The checkpoint (formats/checkpoint.py): ``totals`` (summed over the processes) part-way
+        through the epoch, None after the whole of it."""
         s = self.state
         return {
             "format": FORMAT,
@@ -68,7 +69,7 @@ class Run:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.schedule.state_dict(),
             "epoch": epoch,
-            "totals": totals,
+            "totals": None if totals is None else totals.to_dict(),
             "best_top1": s.best,
             "rollbacks": s.rollbacks,
             "metrics": s.metrics,
@@ -101,7 +102,8 @@ class Run:
         except (RuntimeError, ValueError, KeyError, TypeError) as e:
             raise CheckpointError(f"{ckpt.path} does not fit its own settings ({first_line(e)})") from None
         # a whole epoch done: continue with the next; stopped part-way: continue that epoch
-        self.state = RunState(ckpt.epochs_done, ckpt.totals, ckpt.best_top1, ckpt.rollbacks, dict(ckpt.metrics))
+        totals = Totals() if ckpt.totals is None else ckpt.totals
+        self.state = RunState(ckpt.epochs_done, totals, ckpt.best_top1, ckpt.rollbacks, dict(ckpt.metrics))
         torch.set_rng_state(ckpt.rng["torch"])
         if self.device.type == "cuda" and ckpt.rng["cuda"] is not None:
             torch.cuda.set_rng_state(ckpt.rng["cuda"], self.device)
@@ -114,10 +116,11 @@ class Run:
         if self.world.writer:
             return
         s = self.state
-        steps = s.totals["steps"] if s.totals else 0
-        torch.manual_seed((self.cfg.seed * 1_000_003 + self.world.rank * 7_919 + s.epoch * 104_729 + steps) % 2**64)
+        seed = self.cfg.seed * 1_000_003 + self.world.rank * 7_919 + s.epoch * 104_729 + s.totals.steps
+        torch.manual_seed(seed % 2**64)
 
-    def save(self, epoch: int, totals: dict | None, best: bool = False) -> None:
+    def save(self, epoch: int, totals: Totals | None, best: bool = False) -> None:
+        """The writer saves the checkpoint (:meth:`checkpoint`) to the run folder."""
         if self.world.writer:
             self.folder.save(self.checkpoint(epoch, totals), best=best)
 
