@@ -145,8 +145,8 @@ def test_sgd_steps_give_the_one_device_weights(pair):
     cpu = torch.device("cpu")
     for step in range(2):
         x, y = torch.randn(8, 3, 67, 67), torch.randint(0, 7, (8,))
-        loss_ref, _ = engine.train_step(ref, x, y, opt_ref, device=cpu)
-        loss_split, _ = engine.train_step(split, x, y, opt_split, device=cpu)
+        loss_ref = engine.train_step(ref, x, y, opt_ref, device=cpu).loss
+        loss_split = engine.train_step(split, x, y, opt_split, device=cpu).loss
         assert torch.allclose(loss_split, loss_ref, rtol=1e-5), step
     before, after, moved = pair[0].state_dict(), split.state_dict(), 0
     for key, value in ref.state_dict().items():
@@ -157,7 +157,7 @@ def test_sgd_steps_give_the_one_device_weights(pair):
     with torch.no_grad(), engine.autocast(cpu, "bf16"):
         expected, got = ref.eval()(x).float(), split.eval()(x).float()
     assert torch.allclose(got, expected, rtol=0.05, atol=0.05 * expected.abs().max().item())
-    loss, _ = engine.train_step(split.train(), x, y, opt_split, device=cpu, precision="bf16")
+    loss = engine.train_step(split.train(), x, y, opt_split, device=cpu, precision="bf16").loss
     assert torch.isfinite(loss)
 
 
@@ -305,5 +305,5 @@ def test_cuda_towers_give_the_one_device_logits_and_step(devices, monkeypatch):
     after = split.state_dict()
     for key, value in ref.state_dict().items():
         assert torch.allclose(after[key], value, rtol=1e-3, atol=1e-5), key
-    loss, _ = engine.train_step(split, x, y, make_optimizer(split, cfg), device=devs[0], precision="bf16")
+    loss = engine.train_step(split, x, y, make_optimizer(split, cfg), device=devs[0], precision="bf16").loss
     assert torch.isfinite(loss)
