@@ -1,4 +1,4 @@
-"""The three AlexNet variants: shapes, gradients, exact sizes, and parity with their references.
+"""The AlexNet variants: shapes, gradients, exact sizes, and parity with their references.
 
 The strongest tests here compare against an outside reference: the source document's own class
 (tests/reference_seed.py, copied verbatim) and torchvision's ``alexnet``. Models are built once per
@@ -17,9 +17,16 @@ from reference_seed import AlexNet as SeedAlexNet
 VARIANTS = list(MODELS)
 
 # Exact totals for 3 x 227 x 227 (224 for alexnet_owt) and 1000 classes; see PAPER.md section 1.
-PARAMS = {"alexnet": 62_378_344, "alexnet2012": 60_965_224, "alexnet2012_half": 59_798_312, "alexnet_owt": 61_100_840}
-MIN_SIZE = {"alexnet": 67, "alexnet2012": 67, "alexnet2012_half": 67, "alexnet_owt": 63}
-NATIVE = {"alexnet": 227, "alexnet2012": 227, "alexnet2012_half": 227, "alexnet_owt": 224}
+# alexnet_tiny's is worked out layer by layer in test_tiny_parameters_by_hand.
+PARAMS = {
+    "alexnet": 62_378_344,
+    "alexnet2012": 60_965_224,
+    "alexnet2012_half": 59_798_312,
+    "alexnet_owt": 61_100_840,
+    "alexnet_tiny": 122_848,
+}
+MIN_SIZE = {"alexnet": 67, "alexnet2012": 67, "alexnet2012_half": 67, "alexnet_owt": 63, "alexnet_tiny": 67}
+NATIVE = {"alexnet": 227, "alexnet2012": 227, "alexnet2012_half": 227, "alexnet_owt": 224, "alexnet_tiny": 227}
 
 
 @pytest.fixture(scope="module")
@@ -154,6 +161,62 @@ def test_half_width_tower_parameters_by_hand(num_classes, in_channels):
     assert abs(expected / sum(p.numel() for p in two.parameters()) - 1) < 0.03
 
 
+@pytest.mark.parametrize("num_classes, in_channels", [(1000, 3), (10, 1)])
+def test_tiny_parameters_by_hand(num_classes, in_channels):
+    """The test-size network: the document's layers with 6/16/24/24/16 kernels and FC layers of
+    64, counted layer by layer with the formula (FC6 reads the 16 x 6 x 6 map)."""
+    expected = (
+        _params(11, in_channels, 6)
+        + _params(5, 6, 16)
+        + _params(3, 16, 24)
+        + _params(3, 24, 24)
+        + _params(3, 24, 16)
+        + _params(6, 16, 64)
+        + _params(1, 64, 64)
+        + _params(1, 64, num_classes)
+    )
+    model = build_model("alexnet_tiny", num_classes=num_classes, in_channels=in_channels)
+    assert sum(p.numel() for p in model.parameters()) == expected
+    if (num_classes, in_channels) == (1000, 3):
+        assert expected == PARAMS["alexnet_tiny"]
+
+
+def _shapes(modules, x: torch.Tensor) -> list[tuple[int, ...]]:
+    """The output shape (batch dimension dropped) of each module of ``modules`` in turn."""
+    shapes = []
+    for m in modules:
+        x = m(x)
+        shapes.append(tuple(x.shape[1:]))
+    return shapes
+
+
+@pytest.mark.parametrize("size", [67, 99, 227])
+def test_tiny_has_the_documents_layers_with_fewer_channels(size):
+    """Layer by layer, alexnet_tiny's maps have the document's network's spatial sizes (the same
+    kernels, strides, paddings and pooling) and the same kinds of layers, dropout included; only
+    the channels and FC widths differ."""
+    torch.manual_seed(0)
+    reference, tiny = SeedAlexNet().eval(), build_model("alexnet_tiny").eval()
+    x = torch.randn(1, 3, size, size)
+    with torch.no_grad():
+        ours, theirs = _shapes(tiny.features, x), _shapes(reference.features, x)
+    assert [type(m) for m in tiny.features] == [type(m) for m in reference.features]
+    assert [type(m) for m in tiny.classifier] == [type(m) for m in reference.classifier]
+    assert [s[1:] for s in ours] == [s[1:] for s in theirs]  # H x W after every layer
+    assert [s[0] for s in ours] == [6, 6, 6, 16, 16, 16, 24, 24, 24, 24, 16, 16, 16]
+    assert [s[0] for s in theirs] == [96, 96, 96, 256, 256, 256, 384, 384, 384, 384, 256, 256, 256]
+    with torch.no_grad():  # the classifier: 16 x 6 x 6 into FC6, FC layers of 64, 1000 logits
+        assert _shapes(tiny.classifier, torch.flatten(tiny.avgpool(tiny.features(x)), 1)) == [
+            (576,),
+            (64,),
+            (64,),
+            (64,),
+            (64,),
+            (64,),
+            (1000,),
+        ]
+
+
 def test_alexnet2012_has_two_towers(default_models):
     convs = _layers(default_models["alexnet2012"], nn.Conv2d)
     assert [c.groups for c in convs] == [1, 2, 1, 2, 2]  # conv3 sees both towers (figure 2)
@@ -207,7 +270,7 @@ def test_ablations_build_and_run(name):
 
 def test_lrn_is_off_by_default_except_in_the_paper_nets(default_models):
     counts = {n: len(_layers(m, nn.LocalResponseNorm)) for n, m in default_models.items()}
-    assert counts == {"alexnet": 0, "alexnet2012": 2, "alexnet2012_half": 2, "alexnet_owt": 0}
+    assert counts == {"alexnet": 0, "alexnet2012": 2, "alexnet2012_half": 2, "alexnet_owt": 0, "alexnet_tiny": 0}
 
 
 def test_alexnet_with_lrn_runs_at_227():

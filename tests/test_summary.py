@@ -16,8 +16,9 @@ EXPECTED = {
     "alexnet2012": (227, 60_965_224, 724_406_816),
     "alexnet2012_half": (227, 59_798_312, 391_514_384),  # test_models.py works both out by hand
     "alexnet_owt": (224, 61_100_840, 714_188_480),
+    "alexnet_tiny": (227, 122_848, 10_487_234),  # test_models.py works its parameters out by hand
 }
-MIN_SIZE = {"alexnet": 67, "alexnet2012": 67, "alexnet2012_half": 67, "alexnet_owt": 63}
+MIN_SIZE = {"alexnet": 67, "alexnet2012": 67, "alexnet2012_half": 67, "alexnet_owt": 63, "alexnet_tiny": 67}
 
 
 @pytest.fixture(scope="module")

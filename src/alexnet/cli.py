@@ -23,8 +23,9 @@ from alexnet.system.distributed import Forwarded
 def _cmd_models(args) -> int:
     from alexnet.models import MODELS
 
+    width = max(map(len, MODELS))
     for v in MODELS.values():
-        print(f"{v.name:<12} {v.description} (native input {v.image_size}, init {v.init})")
+        print(f"{v.name:<{width}} {v.description} (native input {v.image_size}, init {v.init})")
     return 0
 
 

@@ -77,7 +77,7 @@ class TrainConfig:
         "alexnet",
         (
             "variant: alexnet (the source document's), alexnet2012 (the paper's), alexnet2012_half (its one-GPU "
-            "baseline), alexnet_owt (torchvision's)"
+            "baseline), alexnet_owt (torchvision's), alexnet_tiny (the document's layers at a test size)"
         ),
     )
     activation: Activation = _f("relu", "relu, or tanh for the paper's figure-1 ablation")

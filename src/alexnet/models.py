@@ -1,4 +1,4 @@
-"""The three networks called AlexNet, built by name.
+"""The networks called AlexNet, built by name, and a small one for tests.
 
 ``alexnet``
     The source document's PyTorch class, exactly: 96/256/384/384/256 channels, no LRN, dropout
@@ -20,11 +20,17 @@
     torchvision's ``alexnet``: the single-tower variant of "One weird trick for parallelizing
     convolutional neural networks" (Krizhevsky, 2014) with 64/192/384/256/256 channels and padding
     2 in conv1, input 224. ``torchvision.models.alexnet().state_dict()`` loads with strict=True.
+``alexnet_tiny``
+    ``alexnet``'s layers at a test size: the same kernels, strides, paddings, pooling and dropout
+    placement (so the same code paths and the same minimum input 67), with 6/16/24/24/16 channels
+    and FC layers 64 wide: 122,848 parameters with 1000 classes against 62 million. Not a network
+    of the document or the paper; it is there so that tests and quick experiments whose claim is
+    not the network's size run in a fraction of the time.
 
-All three end in ``AdaptiveAvgPool2d((6, 6))`` as torchvision does, so FC6 always sees 256x6x6
-= 9216 inputs: at the native size the pooling is the identity, at other sizes the weights stay
-the same shape. Every variant takes ``num_classes``, ``in_channels`` and the ablation options of
-:func:`build_model`.
+All of them end in ``AdaptiveAvgPool2d((6, 6))`` as torchvision does, so FC6 always sees a 6x6 map
+(256x6x6 = 9216 inputs in the full-size networks): at the native size the pooling is the identity,
+at other sizes the weights stay the same shape. Every variant takes ``num_classes``,
+``in_channels`` and the ablation options of :func:`build_model`.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ from torch import nn
 
 from alexnet.errors import ConfigError
 
-ModelName = Literal["alexnet", "alexnet2012", "alexnet2012_half", "alexnet_owt"]
+ModelName = Literal["alexnet", "alexnet2012", "alexnet2012_half", "alexnet_owt", "alexnet_tiny"]
 Activation = Literal["relu", "tanh"]
 Pooling = Literal["overlap", "plain"]
 Init = Literal["paper", "caffe", "kaiming", "torch"]
@@ -63,7 +69,7 @@ INITS = get_args(Init)
 class AlexNet(nn.Module):
     """``features`` -> ``avgpool`` -> ``classifier``, as in torchvision.
 
-    Built by :func:`build_model`; the layers are written out literally in the three builders below.
+    Built by :func:`build_model`; the layers are written out literally in the builders below.
     """
 
     def __init__(self, features: nn.Sequential, classifier: nn.Sequential, min_size: int):
@@ -77,8 +83,9 @@ class AlexNet(nn.Module):
         return self.classifier(self._pooled(x))  # logits: the softmax lives in the loss and in prediction
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """FC7's output (N, 4096) after its activation: the features whose Euclidean neighbours the
-        paper shows in figure 4 (right). Call it in eval mode, where dropout is the identity."""
+        """FC7's output (N, 4096; N, 64 in ``alexnet_tiny``) after its activation: the features whose
+        Euclidean neighbours the paper shows in figure 4 (right). Call it in eval mode, where dropout
+        is the identity."""
         return self.classifier[:-1](self._pooled(x))
 
     def check_input_size(self, height: int, width: int) -> None:
@@ -92,7 +99,7 @@ class AlexNet(nn.Module):
     def _pooled(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input_size(*x.shape[-2:])
         x = self.avgpool(self.features(x))
-        return torch.flatten(x, 1)  # (N, 256, 6, 6) -> (N, 9216)
+        return torch.flatten(x, 1)  # (N, 256, 6, 6) -> (N, 9216) in the full-size networks
 
 
 def _act(activation: str) -> nn.Module:
@@ -223,6 +230,38 @@ def _alexnet_owt(num_classes, in_channels, activation, lrn, lrn_k, pooling, drop
     return features, _seed_classifier(num_classes, activation, dropout)
 
 
+def _alexnet_tiny(num_classes, in_channels, activation, lrn, lrn_k, pooling, dropout):
+    # _alexnet's layers with the channels and FC widths cut, so a test trains it in milliseconds
+    # through the same code. Shapes for 3 x 227 x 227.
+    features = nn.Sequential(
+        nn.Conv2d(in_channels, 6, kernel_size=11, stride=4, padding=0),  # conv1: 6 x 55 x 55
+        _act(activation),
+        *_lrn(lrn, lrn_k),
+        _pool(pooling),  # pool1: 6 x 27 x 27
+        nn.Conv2d(6, 16, kernel_size=5, padding=2),  # conv2: 16 x 27 x 27
+        _act(activation),
+        *_lrn(lrn, lrn_k),
+        _pool(pooling),  # pool2: 16 x 13 x 13
+        nn.Conv2d(16, 24, kernel_size=3, padding=1),  # conv3: 24 x 13 x 13
+        _act(activation),
+        nn.Conv2d(24, 24, kernel_size=3, padding=1),  # conv4: 24 x 13 x 13
+        _act(activation),
+        nn.Conv2d(24, 16, kernel_size=3, padding=1),  # conv5: 16 x 13 x 13
+        _act(activation),
+        _pool(pooling),  # pool5: 16 x 6 x 6
+    )
+    classifier = nn.Sequential(  # dropout before FC6 and FC7, as in the document's network
+        nn.Dropout(p=dropout),
+        nn.Linear(16 * 6 * 6, 64),  # fc6: 64
+        _act(activation),
+        nn.Dropout(p=dropout),
+        nn.Linear(64, 64),  # fc7: 64
+        _act(activation),
+        nn.Linear(64, num_classes),  # fc8: num_classes (logits)
+    )
+    return features, classifier
+
+
 @dataclass(frozen=True)
 class Variant:
     """One of the networks called AlexNet, as ``alexnet models`` lists it."""
@@ -272,6 +311,14 @@ MODELS: dict[str, Variant] = {
             "torch",
             False,
             "torchvision's 'one weird trick' variant: 64/192/384/256/256, pad 2, loads torchvision weights",
+        ),
+        Variant(
+            "alexnet_tiny",
+            _alexnet_tiny,
+            227,
+            "kaiming",
+            False,
+            "the document's layers at a test size: for tests and quick experiments (6/16/24/24/16, FC 64)",
         ),
     )
 }
@@ -397,7 +444,7 @@ def build_model(
     """Build an AlexNet variant by name (see :data:`MODELS` and ``alexnet models``).
 
     Args:
-        name: ``alexnet``, ``alexnet2012`` or ``alexnet_owt``.
+        name: ``alexnet``, ``alexnet2012``, ``alexnet2012_half``, ``alexnet_owt`` or ``alexnet_tiny``.
         num_classes: outputs of FC8.
         in_channels: 3 for RGB, 1 for grayscale.
         activation: ``relu`` or ``tanh`` (the paper's figure-1 ablation).

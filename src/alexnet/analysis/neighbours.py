@@ -134,12 +134,12 @@ def sample(total: int, count: int, seed: int) -> list[int]:
 
 @torch.no_grad()
 def fc7_features(predictor: Predictor, images: Images, batch_size: int = 128) -> torch.Tensor:
-    """FC7's output (N, 4096) after its ReLU for every image, in batches of ``batch_size``, on the
+    """FC7's output (N, FC7's width: 4096) after its ReLU for every image, in batches of ``batch_size``, on the
     CPU in float32 (the predictor's network is in eval mode: dropout is the identity)."""
     chunks = [
         predictor.embed([images.inputs(predictor, a, a + batch_size)]).cpu() for a in range(0, len(images), batch_size)
     ]
-    return torch.cat(chunks) if chunks else torch.zeros(0, 4096)
+    return torch.cat(chunks) if chunks else torch.zeros(0, predictor.model.classifier[-1].in_features)
 
 
 def nearest(queries: torch.Tensor, keys: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -166,8 +166,8 @@ def _run_sections(run: RunFolder, device: str, train_images: int) -> list[tuple[
             "nearest training images in FC7 space",
         )
         return picture + (
-            f'<p class="caption">nearest by Euclidean distance between FC7 features (4096-d, after the ReLU), '
-            f"searched over {found['searched']:,} training images drawn with seed 0.</p>"
+            f'<p class="caption">nearest by Euclidean distance between FC7 features ({found["features"]:,}-d, after '
+            f"the ReLU), searched over {found['searched']:,} training images drawn with seed 0.</p>"
         )
 
     sections.append(("Nearest neighbours (figure 4, right)", said + _guarded(neighbours)))

@@ -233,15 +233,14 @@ def visualize_neighbours(
     """Write figure 4 (right) to ``out`` (default: ``<run folder>/neighbours.png``): ``count`` test
     images drawn with ``seed``, each beside its ``neighbours`` nearest among ``train_images``
     training images drawn with the same seed (all of them when fewer). Returns where it went and
-    what was searched: the query and neighbour indices into the splits, the distances."""
+    what was searched: the query and neighbour indices into the splits, the distances, FC7's width."""
     model_file, predictor = _load(checkpoint, device)
     test = split_images(model_file, "test", checkpoint=checkpoint, data=data)
     train = split_images(model_file, "train", checkpoint=checkpoint, data=data)
     query_idx, train_idx = sample(len(test), count, seed), sample(len(train), train_images, seed)
     queries, keys = test.take(query_idx), train.take(train_idx)
-    distances, found = nearest(
-        fc7_features(predictor, queries, batch_size), fc7_features(predictor, keys, batch_size), neighbours
-    )
+    query_features, key_features = (fc7_features(predictor, x, batch_size) for x in (queries, keys))
+    distances, found = nearest(query_features, key_features, neighbours)
     out = default_out(checkpoint, "neighbours") if out is None else out
     draw_neighbours(queries, keys, found, distances, out)
     return out, {
@@ -249,6 +248,7 @@ def visualize_neighbours(
         "train": [[train_idx[j] for j in row] for row in found.tolist()],
         "distances": distances.tolist(),
         "searched": len(keys),
+        "features": key_features.shape[1],  # FC7's width: 4096 in the full-size networks
     }
 
 
