@@ -133,8 +133,12 @@ def test_a_global_batch_smaller_than_the_world_is_refused(idx_folder, tmp_path, 
 # --------------------------------------------------------------------------------------------
 # Real processes under torchrun (gloo, 127.0.0.1)
 
+# The test-size network (models.py): what is shared and summed is the same whatever the network's size.
+MODEL = "alexnet_tiny"
 # a global batch of 45: shares of 23 and 22, and a last batch of 5 (3 and 2)
 SETTINGS = [
+    "--model",
+    MODEL,
     "--epochs",
     "3",
     "--batch-size",
@@ -219,7 +223,7 @@ def _assert_same_steps(a: dict, b: dict) -> None:
     share or scale moves them by far more. One step, where nothing amplifies, is compared to 1e-6
     below (test_one_step_of_unequal_shares_is_the_one_process_step)."""
     torch.manual_seed(3)  # SETTINGS' seed: the initial weights
-    init = build_model("alexnet", num_classes=10, in_channels=1, dropout=0.0).state_dict()
+    init = build_model(MODEL, num_classes=10, in_channels=1, dropout=0.0).state_dict()
     assert a.keys() == b.keys()
     for key in a:
         moved = (a[key] - init[key]).norm()
@@ -249,7 +253,7 @@ def test_two_processes_take_the_steps_of_one_and_evaluate_to_its_counts(idx_fold
     assert env["processes"] == 2
     # the sharded evaluation's numbers are the one-process evaluation of the same weights
     ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
-    model = build_model("alexnet", num_classes=10, in_channels=1, dropout=0.0)
+    model = build_model(MODEL, num_classes=10, in_channels=1, dropout=0.0)
     model.load_state_dict(ckpt["model"])
     pre = Preprocess.from_dict(ckpt["preprocess"])
     val = TensorBatches(
@@ -333,7 +337,7 @@ def test_two_nodes_meet_on_loopback_and_write_one_run_folder(idx_folder, tmp_pat
     assert len(_metrics(tmp_path / "nodes")) == 1
 
 
-ONE_STEP = """
+ONE_STEP = f"""
 import sys, torch
 from alexnet.system import distributed
 from alexnet.training import engine
@@ -341,7 +345,7 @@ from alexnet.models import build_model
 world = distributed.from_environment()
 distributed.start(world, torch.device("cpu"))
 torch.manual_seed(0)
-model = build_model("alexnet", num_classes=10, in_channels=1, dropout=0.0)
+model = build_model("{MODEL}", num_classes=10, in_channels=1, dropout=0.0)
 x, y = torch.load(sys.argv[1])
 part = world.part(len(y))
 net = distributed.wrap(model, world, torch.device("cpu"))
@@ -363,7 +367,7 @@ def test_one_step_of_unequal_shares_is_the_one_process_step(tmp_path, n):
     torch.save((x, y), tmp_path / "batch.pt")
     (tmp_path / "step.py").write_text(ONE_STEP)
     torch.manual_seed(0)
-    model = build_model("alexnet", num_classes=10, in_channels=1, dropout=0.0)
+    model = build_model(MODEL, num_classes=10, in_channels=1, dropout=0.0)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
     engine.train_step(model, x, y, optimizer, device=torch.device("cpu"))
     for procs in (2, 4) if n == 3 else (2,):
