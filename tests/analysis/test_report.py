@@ -129,9 +129,11 @@ def test_an_experiment_folder_shows_its_tables_figures_and_runs(trained_run, tmp
     assert all(v.startswith(("data:image/png;base64,", "data:image/svg+xml;base64,")) for _, _, v in links.refs)
     assert "<td>no-lrn</td>" in page and "<td>90.10%</td>" in page  # the Markdown table
     assert "<th>top1</th>" in page and "0.901" in page  # the results JSON
-    assert "<h2>Runs in this folder</h2>" in page and "<td>no-lrn</td><td>alexnet</td><td>67</td><td>1 / 1</td>" in page
+    # each run's model as its config.json names it (trained_run's: the test-size network)
+    row = "<td>no-lrn</td><td>alexnet_tiny</td><td>67</td><td>1 / 1</td>"
+    assert "<h2>Runs in this folder</h2>" in page and row in page
     assert (
-        "lrn/config.json" not in page and "<td>lrn</td><td>alexnet</td>" in page
+        "lrn/config.json" not in page and "<td>lrn</td><td>alexnet_tiny</td>" in page
     )  # runs inside are summarised, not listed file by file
 
 

@@ -177,6 +177,8 @@ def test_an_image_folder_run_draws_from_its_hold_out_and_its_training_images(ima
         "67",
         "--workers",
         "0",
+        "--model",
+        "alexnet_tiny",  # the test-size network: what is drawn from is under test, not the network
     ]
     assert _main(capsys, *train, "--val-fraction", "0.25", "--out", str(tmp_path), "--name", "f")[0] == 0
     checkpoint = tmp_path / "f" / "checkpoints" / "last.pt"

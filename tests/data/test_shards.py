@@ -260,6 +260,8 @@ def test_train_on_shards_then_evaluate(shards, tmp_path, capsys):
         "train",
         "--data",
         dst,
+        "--model",
+        "alexnet_tiny",  # the test-size network: the shards' reading is under test
         "--epochs",
         "1",
         "--image-size",
@@ -391,6 +393,8 @@ def test_a_run_on_shards_stopped_mid_epoch_resumes_to_the_same_weights(shards, t
         "train",
         "--data",
         str(dst),
+        "--model",
+        "alexnet_tiny",  # the test-size network: the shards' position is under test
         "--epochs",
         "1",
         "--batch-size",

@@ -59,7 +59,7 @@ def test_cli_refuses_a_mismatched_checkpoint(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def trained(idx_folder, tmp_path_factory):
-    """One tiny real run (one epoch of 10 batches at 67 px on the IDX look-alike, on the CPU): its
+    """One tiny real run (one epoch of alexnet_tiny, 10 batches at 67 px on the IDX look-alike, on the CPU): its
     settings file, its finished checkpoint ("last") and the one saved after 9 steps ("mid", with
     running totals), as dicts to change copies of."""
     root = tmp_path_factory.mktemp("trained")
@@ -80,6 +80,8 @@ def trained(idx_folder, tmp_path_factory):
             "1",
             "--batch-size",
             "32",
+            "--model",
+            "alexnet_tiny",  # the test-size network: the checks are of the file's fields, not of its size
             "--image-size",
             "67",
             "--checkpoint-every",
@@ -111,7 +113,7 @@ def _resume(capsys, folder, trained, state) -> tuple[int, str, str]:
     save_checkpoint(state, folder / "checkpoints" / "last.pt")
     try:
         return _run(capsys, "train", "--resume", folder)
-    finally:  # each checkpoint is ~470 MB: 44 cases would leave 20 GB in the temporary folders
+    finally:  # one checkpoint per case: removed, so that the cases do not pile up in the temporary folders
         for ckpt in (folder / "checkpoints").glob("*.pt"):
             ckpt.unlink()
 
@@ -124,7 +126,8 @@ def _del(*path):
     return [(list(path), "delete", None)]
 
 
-# id: (the checkpoint changed, the change, words of the one line); conv1's bias is parameter 1
+# id: (the checkpoint changed, the change, words of the one line); conv1's bias is parameter 1, of
+# alexnet_tiny's 6 filters
 RESUME_FIELDS = {
     "epoch-a-string": ("last", _set("epoch", "0"), "'epoch' must be a whole number of at least 0, got '0'"),
     "epoch-a-float": ("last", _set("epoch", 0.0), "'epoch'"),
@@ -184,11 +187,11 @@ RESUME_FIELDS = {
     "momentum-of-another-shape": (
         "mid",
         _set("optimizer", "state", 1, "momentum_buffer", torch.zeros(3)),
-        "'optimizer' state of parameter 1 must be a finite momentum buffer of shape [96]",
+        "'optimizer' state of parameter 1 must be a finite momentum buffer of shape [6]",
     ),
     "momentum-nan": (
         "mid",
-        _set("optimizer", "state", 1, "momentum_buffer", torch.full((96,), math.nan)),
+        _set("optimizer", "state", 1, "momentum_buffer", torch.full((6,), math.nan)),
         "'optimizer' state of parameter 1",
     ),
     "momentum-state-none": ("mid", _set("optimizer", "state", 1, None), "'optimizer' state of parameter 1"),
@@ -314,7 +317,10 @@ def model_file(idx_folder):
     """A checkpoint of fake (zero) weights that predict and evaluate take as it is: a checkpoint
     of the IDX look-alike, whose class names are 0..9."""
     state = _checkpoint(
-        _fake_weights("alexnet", num_classes=10, in_channels=1), data=str(idx_folder.path), batch_size=32
+        _fake_weights("alexnet_tiny", num_classes=10, in_channels=1),
+        model="alexnet_tiny",  # each example builds the network: the test-size one
+        data=str(idx_folder.path),
+        batch_size=32,
     )
     state["classes"] = [str(i) for i in range(10)]
     # only what a model file holds: the training fields are resume's, changing them here would waste examples

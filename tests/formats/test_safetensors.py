@@ -29,14 +29,15 @@ from helpers import PREPROCESS, _checkpoint, _one_line_error, _refused_in_one_li
 
 @pytest.fixture(scope="module")
 def exported(idx_folder, tmp_path_factory):
-    """A real seeded alexnet for the IDX look-alike, saved as train.py would and exported once.
+    """A real seeded network for the IDX look-alike, saved as train.py would and exported once: the
+    test-size alexnet_tiny, since what is checked is the files and their fields, not the network's size.
 
     Its weights are channels_last, as training leaves them by default, which safetensors cannot
     store as they are: the export must make them contiguous."""
     folder = tmp_path_factory.mktemp("export")
     torch.manual_seed(0)
-    model = build_model("alexnet", num_classes=10, in_channels=1).to(memory_format=torch.channels_last)
-    state = _checkpoint(model.state_dict(), data=str(idx_folder.path), batch_size=32)
+    model = build_model("alexnet_tiny", num_classes=10, in_channels=1).to(memory_format=torch.channels_last)
+    state = _checkpoint(model.state_dict(), model="alexnet_tiny", data=str(idx_folder.path), batch_size=32)
     state["classes"] = idx_class_names(idx_folder.path, 10)
     save_checkpoint(state, folder / "model.pt")
     weights, sidecar = export(folder / "model.pt")
@@ -50,11 +51,13 @@ def test_export_writes_weights_and_sidecar(exported):
     assert weights == pt.with_suffix(".safetensors") and sidecar == pt.with_suffix(".json")
     meta = json.loads(sidecar.read_text())
     state = load_checkpoint(pt)
-    assert meta["format"] == WEIGHTS_FORMAT and meta["model"] == "alexnet"
+    assert meta["format"] == WEIGHTS_FORMAT and meta["model"] == "alexnet_tiny"
     assert meta["classes"] == state["classes"] and meta["num_classes"] == 10 and meta["in_channels"] == 1
     assert meta["preprocess"] == PREPROCESS  # the normalization predict applies
     assert (
-        meta["config"]["model"] == "alexnet" and meta["config"]["dropout"] == 0.5 and meta["config"]["image_size"] == 67
+        meta["config"]["model"] == "alexnet_tiny"
+        and meta["config"]["dropout"] == 0.5
+        and meta["config"]["image_size"] == 67
     )
     assert meta["source_checkpoint"] == str(pt) and meta["epoch"] == 0
     with safe_open(weights, framework="pt") as f:
@@ -122,7 +125,7 @@ def test_export_flags(exported, tmp_path, capsys):
 def test_export_needs_its_sidecar(exported, tmp_path, capsys):
     _, weights, sidecar = exported
     lonely = tmp_path / "lonely.safetensors"
-    os.link(weights, lonely)  # the same bytes without copying 230 MB
+    os.link(weights, lonely)  # the same bytes, not a copy
     image = tmp_path / "image.png"
     Image.new("L", (28, 28)).save(image)
     rc, _, err = _run(capsys, "predict", image, "--checkpoint", lonely)
@@ -167,7 +170,13 @@ SIDECAR_FIELDS = {
     "image-size-below-the-minimum": (
         {
             "preprocess": {**PREPROCESS, "image_size": 50},
-            "config": {"model": "alexnet", "activation": "relu", "lrn": None, "pooling": "overlap", "dropout": 0.5},
+            "config": {
+                "model": "alexnet_tiny",
+                "activation": "relu",
+                "lrn": None,
+                "pooling": "overlap",
+                "dropout": 0.5,
+            },
         },
         "--image-size 50 is below the minimum 67",
     ),
@@ -190,7 +199,7 @@ SIDECAR_FIELDS = {
     "lr-huge": (
         {
             "config": {
-                "model": "alexnet",
+                "model": "alexnet_tiny",
                 "activation": "relu",
                 "lrn": None,
                 "pooling": "overlap",

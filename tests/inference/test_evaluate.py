@@ -13,7 +13,9 @@ import alexnet.data.loader
 
 from helpers import _run as _cli
 
-FAST = ["--batch-size", "32", "--image-size", "67", "--seed", "1"]
+# The test-size network (models.py): what is decoded does not depend on the network's size.
+TINY = ["--model", "alexnet_tiny"]
+FAST = [*TINY, "--batch-size", "32", "--image-size", "67", "--seed", "1"]
 
 
 @pytest.fixture
@@ -42,6 +44,7 @@ def test_evaluating_a_plain_folder_decodes_only_its_held_out_images(image_folder
         "67",
         "--workers",
         "0",
+        *TINY,
     ]
     assert _cli(capsys, *train, "--val-fraction", "0.25", "--out", tmp_path, "--name", "f")[0] == 0
     held_out = json.loads((tmp_path / "f" / "split.json").read_text())["val"]
@@ -65,6 +68,7 @@ def test_evaluating_a_split_folder_decodes_only_val(image_folder_split, tmp_path
         "67",
         "--workers",
         "0",
+        *TINY,
     ]
     assert _cli(capsys, *train, "--out", tmp_path, "--name", "s")[0] == 0
     decodes.clear()

@@ -56,10 +56,11 @@ pytestmark = pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarn
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
     torch.manual_seed(0)
-    model = build_model("alexnet", num_classes=10, in_channels=1)
+    # the test-size network: the service's plumbing is under test, not the network's size
+    model = build_model("alexnet_tiny", num_classes=10, in_channels=1)
     with torch.no_grad():
         model.classifier[-1].weight.mul_(30)
-    state = _checkpoint(model.state_dict())
+    state = _checkpoint(model.state_dict(), model="alexnet_tiny")
     state["classes"] = list(FASHION_MNIST_CLASSES)
     path = tmp_path_factory.mktemp("serve_model") / "model.pt"
     save_checkpoint(state, path)

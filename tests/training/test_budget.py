@@ -14,7 +14,8 @@ from alexnet.errors import ConfigError
 from alexnet.formats import load_checkpoint
 from alexnet.training import budget
 
-FAST = ["--batch-size", "32", "--image-size", "67", "--seed", "1", "--precision", "fp32"]
+# the test-size network (models.py): the budget's arithmetic and records do not depend on the network's size
+FAST = ["--model", "alexnet_tiny", "--batch-size", "32", "--image-size", "67", "--seed", "1", "--precision", "fp32"]
 
 
 @pytest.mark.parametrize("text, seconds", [("90s", 90), ("15m", 900), ("1.5h", 5400), (".5m", 30)])
@@ -76,7 +77,18 @@ def test_an_epoch_no_longer_than_the_warm_up_is_timed_whole(idx_folder, tmp_path
     """One batch of 320 training and one of 80 evaluation images: nothing is left after the warm-up
     pass, so a second, whole pass is the measurement (of both), and the run goes on as any other."""
     monkeypatch.setattr(budget, "epochs_that_fit", lambda seconds, epoch: 1)
-    one_batch = ["--batch-size", "512", "--image-size", "67", "--seed", "1", "--precision", "fp32"]
+    one_batch = [
+        "--model",
+        "alexnet_tiny",
+        "--batch-size",
+        "512",
+        "--image-size",
+        "67",
+        "--seed",
+        "1",
+        "--precision",
+        "fp32",
+    ]
     assert (
         main(
             [
