@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display needed
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
 def read_metrics(path: str | Path) -> list[dict]:
@@ -16,10 +17,13 @@ def read_metrics(path: str | Path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
-def plot_curves(metrics_path: str | Path, out_png: str | Path) -> None:
-    """Loss and accuracy per epoch, training against validation."""
-    rows = read_metrics(metrics_path)
-    epochs = [r["epoch"] for r in rows]
+def curves_figure(rows: list[dict]):
+    """Loss and accuracy per epoch, training against validation, as a matplotlib figure.
+
+    ``metrics.jsonl`` counts epochs from 0; the axis counts them from 1 with whole-number ticks, as
+    the printed epoch lines and the report's table do.
+    """
+    epochs = [r["epoch"] + 1 for r in rows]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
     ax_loss.plot(epochs, [r["train_loss"] for r in rows], "o-", label="train")
     ax_loss.plot(epochs, [r["val_loss"] for r in rows], "o-", label="validation")
@@ -29,9 +33,18 @@ def plot_curves(metrics_path: str | Path, out_png: str | Path) -> None:
     ax_acc.plot(epochs, [100 * r["val_top5"] for r in rows], "o--", label="validation top-5")
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
     for ax in (ax_loss, ax_acc):
+        # half an epoch of margin keeps ticks 0 and N + 1, which are no epochs, out of view
+        ax.set_xlim(min(epochs, default=1) - 0.5, max(epochs, default=1) + 0.5)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
+    return fig
+
+
+def plot_curves(metrics_path: str | Path, out_png: str | Path) -> None:
+    """Draw :func:`curves_figure` of a run's ``metrics.jsonl`` to ``out_png`` (a path or a file object)."""
+    fig = curves_figure(read_metrics(metrics_path))
     fig.savefig(out_png, dpi=100)
     plt.close(fig)
 
