@@ -1,5 +1,5 @@
 # The source document's own network, copied verbatim from its code block "Python Example: AlexNet
-# in PyTorch" (seed/000_e46e5d940ceebd4d.txt, the tutorial chapter "03. AlexNet"); only these
+# in PyTorch" (the tutorial chapter "03. AlexNet" this project comes from: docs/paper.md); only these
 # comment lines are added. It is the reference for the parity tests in test_models.py: keep it as
 # the document has it, style included.
 import torch

@@ -16,7 +16,7 @@ from reference_seed import AlexNet as SeedAlexNet
 
 VARIANTS = list(MODELS)
 
-# Exact totals for 3 x 227 x 227 (224 for alexnet_owt) and 1000 classes; see PAPER.md section 1.
+# Exact totals for 3 x 227 x 227 (224 for alexnet_owt) and 1000 classes; see docs/paper.md, "The networks".
 # alexnet_tiny's is worked out layer by layer in test_tiny_parameters_by_hand.
 PARAMS = {
     "alexnet": 62_378_344,
@@ -135,7 +135,7 @@ def _layers(model, kind):
 
 
 def _params(k: int, c_in: int, c_out: int) -> int:
-    """k*k*c_in*c_out weights and c_out biases (PAPER.md sec. 2's formula; k = input size for FC)."""
+    """k*k*c_in*c_out weights and c_out biases (the formula of docs/paper.md; k = input size for FC)."""
     return k * k * c_in * c_out + c_out
 
 

@@ -100,7 +100,7 @@ def test_plateau_divides_by_ten_three_times_at_most():
 # The recipe
 
 
-PAPER_DOCUMENTED = {  # PAPER.md section 3 and docs/paper.md, written out here independently
+PAPER_DOCUMENTED = {  # the paper, as docs/paper.md's recipe table cites it, written out here independently
     "model": "alexnet2012",
     "lrn": True,
     "image_size": 227,

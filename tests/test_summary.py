@@ -10,7 +10,7 @@ from alexnet.summary import format_table, summarize
 VARIANTS = list(MODELS)
 
 # (image size, parameters, multiply-accumulates per image) for 3 channels and 1000 classes;
-# alexnet_owt's are torchvision's own meta (61,100,840 parameters, 0.714 GFLOPS); PAPER.md sec. 1.
+# alexnet_owt's are torchvision's own meta (61,100,840 parameters, 0.714 GFLOPS); docs/paper.md, "The networks".
 EXPECTED = {
     "alexnet": (227, 62_378_344, 1_135_256_096),
     "alexnet2012": (227, 60_965_224, 724_406_816),
@@ -57,7 +57,7 @@ def test_formula_matches_the_count_on_every_row(default_models, name, in_channel
 def test_alexnet_rows_read_like_the_paper(default_models):
     rows = summarize(default_models["alexnet"], 227)["rows"]
     spatial = [r["shape"][1] for r in rows if r["type"] in ("Conv2d", "MaxPool2d")]
-    assert spatial == [55, 27, 27, 13, 13, 13, 13, 6]  # PAPER.md section 2, the errata corrected
+    assert spatial == [55, 27, 27, 13, 13, 13, 13, 6]  # docs/paper.md's errata: the shapes corrected
     assert [r["name"] for r in rows] == [
         "conv1",
         "relu1",
