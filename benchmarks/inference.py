@@ -5,7 +5,7 @@ values), at batch 1 and batch 64. Rows, all in this one process:
 
 * ``torch fp32``: eager PyTorch, fp32, contiguous, as ``Predictor`` runs the network - the baseline;
 * ``torch default``: what ``alexnet evaluate`` runs - the precision ``--precision auto`` resolves
-  to on this machine (bf16 autocast only with AMX tiles, else fp32) and channels-last memory;
+  to on this machine (bf16 autocast where the CPU has AMX or AVX512-BF16 units, else fp32) and channels-last memory;
 * ``onnxruntime``: the export ``alexnet export --format onnx`` writes (formats.onnx.to_onnx), run by
   onnxruntime's CPU provider with all graph optimizations and as many threads as torch uses.
 

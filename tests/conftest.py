@@ -28,11 +28,10 @@ from PIL import Image
 from helpers import make_folder
 
 # Runs write checkpoints of ~230-470 MB, each written, fsynced and renamed (formats/files.py). On
-# disk that costs about 1.8 s per checkpoint here, against 0.3 s on tmpfs (where fsync is free),
-# and the suite writes hundreds: so the temporary folders go to /dev/shm when the machine has the
-# memory for them (measured: at most 6.2 GB there at once, one test's run folders plus the
-# module-scoped data) and no --basetemp was given (2 min 46 s of 17 min 40 s saved on the 2-core
-# EPYC). Only where the files live changes; every write path is the same.
+# disk every fsync waits for the device; on tmpfs it is free, and the suite writes hundreds: so the
+# temporary folders go to /dev/shm when the machine has the memory for them (one test's run
+# folders plus the module-scoped data at once) and no --basetemp was given. Only where the files
+# live changes; every write path is the same. What it saved: docs/results.md.
 SHM = Path("/dev/shm")
 SHM_NEEDED = 12 << 30  # free memory for the folders and the tests' own processes, else the disk
 SHM_KEY = pytest.StashKey[Path]()

@@ -228,7 +228,7 @@ def _train_pass(model, batches, optimizer, device: torch.device, precision: str)
 def gpu_e2e_rows(device: torch.device, *, quick: bool, warmup: int, repeats: int, workers: int, say) -> list[Row]:
     """On CUDA: training epochs of ``alexnet`` at 227 px, batch 256, over a folder of 500x375 JPEGs
     through the GPU-fed loader (data/gpudecode.py), against the same steps on synthetic batches
-    (the issue's goal: >= 0.9x) and against the CPU-worker loader."""
+    (the goal: >= 0.9x, docs/performance.md) and against the CPU-worker loader."""
     size, batch = 227, 256
     count, distinct = (1024, 128) if quick else (4096, 512)
     precision = runtime.resolve_precision("auto", device)

@@ -71,7 +71,7 @@ def fast_path(device: torch.device, precision: str = "auto", channels_last: bool
     * precision: ``auto`` as :func:`resolve_precision`; bf16 autocast on Apple's MPS needs macOS 14
       (torch refuses bf16 tensors there before it): fp32 otherwise.
     * channels-last: off on MPS. Its 2-D convolution backward ran channels-last through MPSGraph's
-      strided path, ~30x slower than NCHW (pytorch/pytorch#193349, fixed only in 2026-08 by #193623),
+      strided path, ~30x slower than NCHW (pytorch/pytorch#193349, fixed upstream by #193623),
       and conv2d on channel slices of a channels-last tensor - what the two towers of alexnet2012
       take - gave wrong results (#180984); NCHW is what MPS's convolution graphs are built in.
     * fused SGD: where torch's own list has a fused kernel for the device type (torch 2.14's:
@@ -115,9 +115,8 @@ def cpu_has_bf16_units() -> bool:
     """Whether this CPU does bf16 matrix arithmetic natively - AMX tiles (``amx_bf16``, Intel since
     Sapphire Rapids) or AVX512-BF16 dot products (``avx512_bf16``, AMD since Zen 4, Intel Cooper
     Lake) - and torch's oneDNN can use them."""
-    # oneDNN's bf16 convolutions and matmuls made a training step 1.6-1.9x faster than fp32 with AMX
-    # (docs/results.md) and 1.56-1.65x with AVX512-BF16 (docs/performance.md); without either,
-    # bf16 is emulated and no faster: stay in fp32.
+    # oneDNN runs bf16 convolutions and matmuls on these units, faster than fp32 on both kinds
+    # (docs/results.md, docs/performance.md); without either, bf16 is emulated and no faster: stay in fp32.
     try:
         return bool({"amx_bf16", "avx512_bf16"} & set(cpu_flags())) and torch.ops.mkldnn._is_mkldnn_bf16_supported()
     except (AttributeError, RuntimeError):  # a torch build without oneDNN
