@@ -4,6 +4,7 @@ status code that says which kind it was (:func:`alexnet.cli.main`)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 
@@ -13,6 +14,17 @@ class ConfigError(ValueError):
 
 class DataError(Exception):
     """Data that cannot be used; the message names the file or folder and what to do."""
+
+
+class BadFilesError(DataError):
+    """A folder with bad files: one summary line, then one line per file (``lines``)."""
+
+    def __init__(self, summary: str, lines: list[str]):
+        self.lines = [summary, *lines]
+        super().__init__("\n".join(self.lines))
+
+    def __reduce__(self):
+        return type(self), (self.lines[0], self.lines[1:])
 
 
 class ImageError(DataError):
@@ -62,3 +74,23 @@ def brief(value) -> str:
     may hold a whole tensor or a long list)."""
     text = " ".join(repr(value).split())
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+# Characters a terminal acts on rather than shows: C0 and C1 controls (a newline splits a one-line
+# message, ESC starts a sequence that can rewrite the screen), the line and paragraph separators,
+# the bidirectional overrides that reorder what is shown, and the lone surrogates a file name that
+# is not UTF-8 decodes to (which a UTF-8 stdout cannot even encode).
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+
+
+def message_lines(e: BaseException) -> list[str]:
+    """What the command line prints for ``e``: its message as one line, escaped by :func:`printable`
+    (a name holding a newline cannot split it), or each of its ``lines`` so escaped."""
+    return [printable(str(line)) for line in getattr(e, "lines", None) or [str(e)]]
+
+
+def printable(text: str) -> str:
+    """``text`` with the characters a terminal would act on written as Python escapes (``\\n``,
+    ``\\x1b``, ``\\u202e``, ``\\udcff``): names from files and folders reach the terminal as
+    text, and a message stays on one line."""
+    return _UNPRINTABLE.sub(lambda m: m[0].encode("unicode_escape", "backslashreplace").decode("ascii"), text)
