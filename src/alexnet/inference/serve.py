@@ -44,6 +44,7 @@ from alexnet.data.images import decode_image
 from alexnet.errors import ConfigError, ImageError, ImageFormatError, ImageSizeError, first_line
 from alexnet.inference.predict import Predictor
 from alexnet.inference.servemetrics import CONTENT_TYPE, Metrics, MetricsMiddleware
+from alexnet.system.runtime import parse_device
 
 DEFAULT_MAX_BYTES = 20_000_000  # a 20 MB body: the largest phone photos are 10-15 MB as JPEG
 # Images decoded at once. The decoder lets one image take up to 1.92 GB while it is decoded and
@@ -76,6 +77,7 @@ class ServeSettings:
             raise ConfigError(f"--port must be at most 65535, got {self.port}")
         if not 0 <= self.batch_wait_ms <= 1000:
             raise ConfigError(f"--batch-wait-ms must be between 0 and 1000, got {self.batch_wait_ms}")
+        parse_device(self.device)
 
 
 class RequestError(Exception):
@@ -238,11 +240,14 @@ def _error(status: int, message: str) -> JSONResponse:
 
 
 def _top(text: str | None) -> int:
+    """``?top=K``: a positive integer; beyond the classes it means all of them, so any number of
+    digits is taken without reading it whole (Python refuses to read one of over 4300 digits)."""
     if text is None:
         return 5
-    if not _digits(text) or int(text) < 1:
+    digits = text.lstrip("0")
+    if not _digits(text) or not digits:
         raise RequestError(400, f"top must be a positive integer, got {text[:40]!r}")
-    return int(text)
+    return int(digits) if len(digits) <= 9 else 10**9
 
 
 def _digits(text: str) -> bool:

@@ -24,21 +24,46 @@ def _mps_available() -> bool:
     return bool(mps is not None and mps.is_available())
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` is CUDA when present, else Apple's MPS when present, else the CPU; anything else
-    must name a device this machine has."""
+# The device types this program computes on; torch names others (meta holds no data, xpu, hpu,
+# ...) that its kernels here were never run on.
+DEVICE_TYPES = ("cpu", "cuda", "mps")
+DEVICE_WORDS = "auto, cpu, cuda, cuda:N or mps"
+
+
+def parse_device(name: str, flag: str = "--device") -> torch.device | None:
+    """The words of a device flag, checked before anything runs or is written: ``auto`` (None: see
+    :func:`resolve_device`), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``. Anything else - not a device,
+    or a device type torch knows but this program does not run on (``meta``, ``xpu``, ...) - is one
+    :class:`ConfigError` line naming ``flag``. Whether the machine has it is :func:`resolve_device`'s."""
     if name == "auto":
+        return None
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        raise ConfigError(f"{flag} {name!r} is not a device; use {DEVICE_WORDS}") from None
+    if device.type not in DEVICE_TYPES:
+        raise ConfigError(f"{flag} {name!r}: this program runs on {DEVICE_WORDS}, not on {device.type} devices")
+    if device.type != "cuda" and device.index not in (None, 0):
+        raise ConfigError(f"{flag} {name!r}: there is one {device.type} device; use {device.type}")
+    return device
+
+
+def resolve_device(name: str, flag: str = "--device") -> torch.device:
+    """``auto`` is CUDA when present, else Apple's MPS when present, else the CPU; anything else
+    must be a device :func:`parse_device` takes and this machine has."""
+    device = parse_device(name, flag)
+    if device is None:
         if torch.cuda.is_available():
             return torch.device("cuda")
         return torch.device("mps" if _mps_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"--device {name!r} is not a device; use auto, cpu, cuda, cuda:N or mps") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if not count:
+            raise ConfigError(f"{flag} {name}: CUDA is not available on this machine; use {flag} cpu")
+        if (device.index or 0) >= count:
+            raise ConfigError(f"{flag} {name}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
     if device.type == "mps" and not _mps_available():
-        raise ConfigError(f"--device {name}: Apple's MPS is not available on this machine; use --device cpu")
+        raise ConfigError(f"{flag} {name}: Apple's MPS is not available on this machine; use {flag} cpu")
     return device
 
 
@@ -216,12 +241,9 @@ def parse_devices(spec: str) -> tuple[torch.device, torch.device]:
         )
     devices = []
     for part in parts:
-        try:
-            devices.append(torch.device(part))
-        except RuntimeError:
-            raise ConfigError(
-                f"--model-parallel {spec!r}: {part!r} is not a device; use cpu, cuda, cuda:N or mps"
-            ) from None
+        if part == "auto":
+            raise ConfigError(f"--model-parallel {spec!r}: name each tower's device (cuda:0,cuda:1, or cpu,cpu)")
+        devices.append(parse_device(part, f"--model-parallel {spec!r}:"))
     if devices[0].type != devices[1].type:  # one autocast context covers one kind of device
         raise ConfigError(
             f"--model-parallel {spec!r}: both towers must be on devices of one kind, got {devices[0].type} and "
