@@ -26,8 +26,11 @@ from alexnet.data.transforms import Preprocess
 from alexnet.errors import CheckpointError, first_line
 from alexnet.formats.network import ModelFile
 from alexnet.models import LRN_ALPHA, LRN_BETA, LRN_SIZE, build_model
+from alexnet.system.files import read_bytes
 
 SUFFIXES = (".caffemodel",)
+# protobuf reads a message of at most 2 GB; bvlc_alexnet.caffemodel is 233 MB
+MAX_PROTO_BYTES = 2**31 - 1
 
 # ilsvrc_2012_mean.npy (Caffe's data/ilsvrc12, a 256 x 256 BGR image) averaged per channel: B, G, R
 IMAGENET_BGR_MEAN = (104.00698793, 116.66876762, 122.67891434)
@@ -111,9 +114,12 @@ def read(path: Path, source: str) -> ModelFile:
     dropout = params["drop6"].dropout_param.dropout_ratio
     fc8 = params["fc8"]
     # fc8's outputs: its weight is (outputs, inputs), or (inputs, outputs) when transposed
-    num_classes = (
-        _blob(fc8.blobs[0], "fc8", source, ndim=2)[1][1 if fc8.inner_product_param.transpose else 0] if fc8.blobs else 0
-    )
+    num_classes = 0
+    if fc8.blobs:
+        shape = _blob(fc8.blobs[0], "fc8", source, ndim=2)[1]
+        if len(shape) != 2:
+            raise CheckpointError(f"{source}: layer fc8's weight has shape {list(shape)}, expected outputs x inputs")
+        num_classes = shape[1 if fc8.inner_product_param.transpose else 0]
     weights = _weights(params, num_classes, float(k), source)
     config = {
         "model": "alexnet2012",
@@ -137,10 +143,9 @@ def read_mean(path: Path, source: str) -> tuple[float, float, float]:
 
     from alexnet.formats import caffe_pb2
 
-    if not path.is_file():
-        raise CheckpointError(f"{source}: no such file")
+    raw = read_bytes(path, limit=MAX_PROTO_BYTES, error=CheckpointError, source=source)
     try:
-        blob = caffe_pb2.BlobProto.FromString(path.read_bytes())
+        blob = caffe_pb2.BlobProto.FromString(raw)
     except DecodeError as e:
         raise CheckpointError(
             f"{source}: not a Caffe mean file (a BlobProto), or a damaged one ({first_line(e)})"
@@ -159,9 +164,7 @@ def _parse(path: Path, source: str):
 
     from alexnet.formats import caffe_pb2
 
-    if not path.is_file():
-        raise CheckpointError(f"{source}: no such file")
-    raw = path.read_bytes()
+    raw = read_bytes(path, limit=MAX_PROTO_BYTES, error=CheckpointError, source=source)
     if not raw:
         raise CheckpointError(f"{source}: an empty file, not a Caffe model")
     try:

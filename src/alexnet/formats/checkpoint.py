@@ -24,9 +24,9 @@ import torch
 
 from alexnet.config import TrainConfig, is_number
 from alexnet.errors import CheckpointError, brief
-from alexnet.formats.network import ModelFile
+from alexnet.formats.network import ModelFile, tensor_problem
 from alexnet.system.distributed import SINGLE, World
-from alexnet.system.files import atomic_write, load_torch_file, output_path
+from alexnet.system.files import atomic_write, load_torch_file, output_path, torch_save
 
 FORMAT = "alexnet-checkpoint/1"
 SUFFIXES = (".pt", ".pth")
@@ -53,7 +53,7 @@ MOVING_SCHEDULE = (
 
 def save_checkpoint(state: dict, path: str | Path) -> None:
     """Write ``state`` to ``path`` atomically (see :func:`~alexnet.system.files.atomic_write`)."""
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
+    atomic_write(path, lambda tmp: torch_save(state, tmp))
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -83,7 +83,7 @@ def write(model: ModelFile, out: str | Path | None, *, checkpoint: Path, force: 
         "metrics": model.metrics,
         "source": str(checkpoint),
     }
-    atomic_write(path, lambda tmp: torch.save(state, tmp), overwrite=force)
+    atomic_write(path, lambda tmp: torch_save(state, tmp), overwrite=force)
     return (path,)
 
 
@@ -303,7 +303,13 @@ def _check_rng(rng, where: str) -> None:
         value = rng[key]
         if key == "cuda" and value is None:
             continue
-        if not (isinstance(value, torch.Tensor) and value.dtype == torch.uint8 and value.shape == (size,)):
+        if not (
+            isinstance(value, torch.Tensor)
+            and value.layout == torch.strided
+            and value.device.type == "cpu"
+            and value.dtype == torch.uint8
+            and value.shape == (size,)
+        ):
             raise CheckpointError(f"{where}: 'rng' {key} must be a generator state of {size} bytes, got {brief(value)}")
 
 
@@ -322,15 +328,7 @@ def _check_optimizer(saved: dict, fresh: dict, params: list, where: str, buffer:
         )
     for i, entry in state.items():
         buf = entry.get(buffer) if isinstance(entry, dict) and set(entry) == {buffer} else entry
-        fits = isinstance(entry, dict) and (
-            buf is None
-            or (
-                isinstance(buf, torch.Tensor)
-                and buf.is_floating_point()
-                and buf.shape == params[i]
-                and bool(torch.isfinite(buf).all())
-            )
-        )
+        fits = isinstance(entry, dict) and (buf is None or (tensor_problem(buf) is None and buf.shape == params[i]))
         if not fits:  # a wrong shape would only fail at the first step, and NaN would poison every step
             raise CheckpointError(
                 f"{where}: 'optimizer' state of parameter {i} must be a finite momentum buffer of shape "

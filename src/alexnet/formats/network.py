@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import torch
 
 from alexnet.config import TrainConfig, is_number
+from alexnet.data.base import class_names_problem
 from alexnet.data.transforms import Preprocess
 from alexnet.errors import CheckpointError, ConfigError, brief, first_line
 from alexnet.models import LRN_K, AlexNet, build_model, check_image_size, resolve_lrn
@@ -42,8 +43,9 @@ class ModelFile:
             if not isinstance(state.get(key), kind):
                 raise CheckpointError(f"{source}: {key!r} must be {'an object' if kind is dict else 'a list'}")
         classes = state["classes"]
-        if not classes or not all(isinstance(c, str) and c for c in classes) or len(set(classes)) != len(classes):
-            raise CheckpointError(f"{source}: 'classes' must be a non-empty list of distinct names")
+        problem = class_names_problem(classes)
+        if problem:
+            raise CheckpointError(f"{source}: 'classes' {problem}")
         missing = [k for k in MODEL_SETTINGS if k not in state["config"] and k not in LATER_SETTINGS]
         if missing:
             raise CheckpointError(f"{source}: 'config' lacks {', '.join(missing)}")
@@ -61,6 +63,7 @@ class ModelFile:
                 f"{preprocess.image_size}"
             )
         _check_record(state, source)
+        check_state_dict(state["model"], source)
         return cls(
             dict(state["model"]),
             {**LATER_SETTINGS, **state["config"]},
@@ -75,15 +78,35 @@ class ModelFile:
         """The network, rebuilt from the settings with the weights loaded (strict).
 
         A state_dict of another variant, class count or channel count is refused with a message
-        that says which.
+        that says which; any other difference names the first key that differs.
         """
         cfg = self.config
-        num_classes, in_channels = len(self.classes), self.preprocess.channels
-        check_weights(self.weights, cfg["model"], num_classes, in_channels, self.source)
-        model = build_model(
+        check_weights(self.weights, cfg["model"], len(self.classes), self.preprocess.channels, self.source)
+        model = self._build()
+        problem = state_dict_mismatch(self.weights, model.state_dict())
+        if problem:
+            hint = _lrn_hint(self.weights, model.state_dict(), cfg)
+            raise CheckpointError(f"{self.source}: weights do not fit model {cfg['model']!r}{hint}: {problem}")
+        try:
+            model.load_state_dict(self.weights)
+        except RuntimeError as e:
+            raise CheckpointError(
+                f"{self.source}: weights do not fit model {cfg['model']!r}: {first_line(e)}"
+            ) from None
+        return model
+
+    def parameter_count(self) -> int:
+        """How many numbers the network these settings describe holds (built on the meta device:
+        no memory), to size a weights file against before it is read."""
+        with torch.device("meta"):
+            return sum(t.numel() for t in self._build().state_dict().values())
+
+    def _build(self) -> AlexNet:
+        cfg = self.config
+        return build_model(
             cfg["model"],
-            num_classes=num_classes,
-            in_channels=in_channels,
+            num_classes=len(self.classes),
+            in_channels=self.preprocess.channels,
             activation=cfg["activation"],
             lrn=cfg["lrn"],
             lrn_k=cfg.get("lrn_k", LRN_K),
@@ -91,14 +114,56 @@ class ModelFile:
             dropout=cfg["dropout"],
             init="torch",  # about to be overwritten
         )
-        try:
-            model.load_state_dict(self.weights)
-        except RuntimeError as e:
-            hint = _lrn_hint(self.weights, model.state_dict(), cfg)
-            raise CheckpointError(
-                f"{self.source}: weights do not fit model {cfg['model']!r}{hint}: {first_line(e)}"
-            ) from None
-        return model
+
+
+def state_dict_mismatch(weights: Mapping, expected: Mapping) -> str | None:
+    """How ``weights`` differ from the state_dict ``expected`` (a network's own), naming the first
+    key missing, unexpected, or of another shape; None when they fit."""
+    missing = [k for k in expected if k not in weights]
+    unexpected = [k for k in weights if k not in expected]
+    shapes = [k for k in expected if k in weights and tuple(weights[k].shape) != tuple(expected[k].shape)]
+    if missing:
+        return f"{len(missing)} weight(s) missing, the first {missing[0]}"
+    if unexpected:
+        return f"{len(unexpected)} weight(s) the network has no place for, the first {unexpected[0]}"
+    if shapes:
+        k = shapes[0]
+        return f"weight {k} has shape {list(weights[k].shape)}, the network's is {list(expected[k].shape)}"
+    return None
+
+
+# The types a weight may be stored as: real floating point, which every device here computes in.
+WEIGHT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def tensor_problem(value: object) -> str | None:
+    """Why ``value`` cannot be a weight or an optimizer's buffer, in words; None when it can: a
+    dense tensor (not sparse, quantized or nested) holding values (not on the meta device) of a
+    real floating-point type (:data:`WEIGHT_DTYPES`: not float8, complex or integer), finite."""
+    if not isinstance(value, torch.Tensor):
+        return f"not a tensor but {type(value).__name__}"
+    if value.layout != torch.strided or value.is_nested or value.is_quantized:
+        kind = "quantized" if value.is_quantized else "nested" if value.is_nested else str(value.layout)
+        return f"a {kind} tensor, not a dense one"
+    if value.device.type == "meta":
+        return "a meta tensor, which holds no values"
+    if value.dtype not in WEIGHT_DTYPES:
+        return f"of type {value.dtype}, not float16, bfloat16, float32 or float64"
+    if not torch.isfinite(value).all():
+        return "holding NaN or infinite values"
+    return None
+
+
+def check_state_dict(state_dict: object, source: str) -> None:
+    """A state_dict of named weights, each passing :func:`tensor_problem`; else one line naming the weight."""
+    if not isinstance(state_dict, dict) or not all(isinstance(k, str) for k in state_dict):
+        raise CheckpointError(f"{source}: its weights are not a state_dict of tensors")
+    for key, value in state_dict.items():  # NaN weights would predict NaN: "nan%" and exit 0
+        problem = tensor_problem(value)
+        if problem == "holding NaN or infinite values":
+            raise CheckpointError(f"{source}: weight {key} holds NaN or infinite values")
+        if problem:
+            raise CheckpointError(f"{source}: weight {key} is {problem}")
 
 
 def describe(model: ModelFile, format: str, source: str = "") -> dict:
@@ -179,13 +244,7 @@ _LOOKS = {  # what tells the variants apart, as a reader of the shapes sees it
 
 def check_weights(state_dict: dict, variant: str, num_classes: int, in_channels: int, source: str) -> None:
     """Raise :class:`CheckpointError` saying which, when ``state_dict`` is not for this network."""
-    if not isinstance(state_dict, dict) or not all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state_dict.items()
-    ):
-        raise CheckpointError(f"{source}: its weights are not a state_dict of tensors")
-    for key, value in state_dict.items():  # NaN weights would predict NaN: "nan%" and exit 0
-        if (value.is_floating_point() or value.is_complex()) and not torch.isfinite(value).all():
-            raise CheckpointError(f"{source}: weight {key} holds NaN or infinite values")
+    check_state_dict(state_dict, source)
     found = identify_weights(state_dict)
     if found["variant"] is not None and found["variant"] != variant and variant in _LOOKS:
         part = 0 if _LOOKS[found["variant"]][0] != _LOOKS[variant][0] else 1

@@ -26,8 +26,15 @@ def write(model: ModelFile, out: str | Path | None, *, checkpoint: Path, force: 
     path = output_path(checkpoint, out, ".pt2", force=force)
     program = to_exported(model)
     meta = json.dumps(describe(model, PT2_FORMAT, str(checkpoint)))
-    atomic_write(path, lambda tmp: torch.export.save(program, tmp, extra_files={EXTRA_FILE: meta}), overwrite=force)
+    atomic_write(path, lambda tmp: _save(program, tmp, meta), overwrite=force)
     return (path,)
+
+
+def _save(program: torch.export.ExportedProgram, tmp: Path, meta: str) -> None:
+    # through a Python file: torch warns about a path not ending in .pt2 (the temporary file's),
+    # and reports a full disk only as "unexpected pos"
+    with open(tmp, "wb") as f:
+        torch.export.save(program, f, extra_files={EXTRA_FILE: meta})
 
 
 def to_exported(model: ModelFile) -> torch.export.ExportedProgram:

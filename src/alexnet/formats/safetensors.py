@@ -13,10 +13,14 @@ from pathlib import Path
 
 from alexnet.errors import CheckpointError, ConfigError, brief, first_line
 from alexnet.formats.network import DATA_SETTINGS, MODEL_SETTINGS, ModelFile
-from alexnet.system.files import atomic_write
+from alexnet.system.files import atomic_write, check_regular, read_json
 
 WEIGHTS_FORMAT = "alexnet-weights/1"
 SUFFIXES = (".safetensors",)
+# A sidecar holds settings, preprocessing and class names: a few kB, or a few MB for a model of
+# many thousands of classes.
+MAX_SIDECAR_BYTES = 64 << 20
+MAX_HEADER_BYTES = 100 << 20  # safetensors' own limit on the JSON header before the tensors
 
 
 def sidecar_path(weights: str | Path) -> Path:
@@ -31,13 +35,18 @@ def write(model: ModelFile, out: str | Path | None, *, checkpoint: Path, force: 
     same stem). Existing files are kept unless ``force``: nothing already written is lost.
     Returns (weights path, sidecar path).
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     weights, side = _output_paths(checkpoint, out)
     if not force:  # before the slow part; atomic_write checks again without a race
         for path in (weights, side):
             if path.exists():
                 raise FileExistsError(f"{path} already exists; pass --force to replace it")
+    elif os.path.lexists(side) and not _is_sidecar(side):  # --force names the weights, never this file
+        raise FileExistsError(
+            f"{side} exists and is not an alexnet export's sidecar; --force replaces only a sidecar there (give "
+            "--out another name)"
+        )
     # safetensors stores raw bytes in C order: channels_last weights must be made contiguous
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.weights.items()}
     cfg = model.config
@@ -53,7 +62,9 @@ def write(model: ModelFile, out: str | Path | None, *, checkpoint: Path, force: 
         "epoch": model.epoch,
         "metrics": model.metrics,
     }
-    atomic_write(weights, lambda tmp: save_file(tensors, tmp, metadata={"format": WEIGHTS_FORMAT}), overwrite=force)
+    # written by Python, so that a full disk is an OSError naming itself
+    data = save(tensors, metadata={"format": WEIGHTS_FORMAT})
+    atomic_write(weights, lambda tmp: tmp.write_bytes(data), overwrite=force)
     try:
         atomic_write(side, lambda tmp: tmp.write_text(json.dumps(sidecar, indent=2) + "\n"), overwrite=force)
     except BaseException:
@@ -78,24 +89,28 @@ def _output_paths(checkpoint: Path, out: str | Path | None) -> tuple[Path, Path]
 
 
 def read(path: Path, source: str) -> ModelFile:
-    """Read a ``.safetensors`` export and its JSON sidecar; both are untrusted input, every field checked."""
+    """Read a ``.safetensors`` export and its JSON sidecar; both are untrusted input, every field
+    checked, and the weights file's size against the network the sidecar describes before any
+    tensor is read."""
     from safetensors import safe_open
 
     side = sidecar_path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such file")
-    if not side.is_file():
+    info = check_regular(path, error=CheckpointError)
+    if not os.path.lexists(side):
         raise CheckpointError(f"{path}: its sidecar {side} is missing (alexnet export writes both; keep them together)")
-    try:
-        meta = json.loads(side.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{side}: not a readable JSON file ({first_line(e)})") from None
+    meta = read_json(side, limit=MAX_SIDECAR_BYTES, error=CheckpointError)
     if not isinstance(meta, dict) or meta.get("format") != WEIGHTS_FORMAT:
         raise CheckpointError(f'{side}: not an alexnet export sidecar (expected "format": "{WEIGHTS_FORMAT}")')
     described = ModelFile.from_state(
         {**meta, "model": {}}, str(side)
     )  # the sidecar's fields, before the weights are read
     _check_summary(meta, described, side)
+    most = 8 * described.parameter_count() + MAX_HEADER_BYTES
+    if info.st_size > most:  # a header may declare tensors the network has no place for (a sparse file)
+        raise CheckpointError(
+            f"{path}: {info.st_size:,} bytes, more than the {most:,} the {described.config['model']} its sidecar "
+            "describes takes even in float64; not that network's weights"
+        )
     try:
         with safe_open(path, framework="pt", device="cpu") as f:
             metadata = f.metadata() or {}
@@ -105,6 +120,14 @@ def read(path: Path, source: str) -> ModelFile:
     if metadata.get("format") != WEIGHTS_FORMAT:
         raise CheckpointError(f"{path}: not an alexnet export (its metadata lacks format {WEIGHTS_FORMAT})")
     return ModelFile.from_state({**meta, "model": weights}, source)
+
+
+def _is_sidecar(path: Path) -> bool:
+    try:
+        value = read_json(path, limit=MAX_SIDECAR_BYTES, error=CheckpointError)
+    except CheckpointError:
+        return False
+    return isinstance(value, dict) and value.get("format") == WEIGHTS_FORMAT
 
 
 def _check_summary(meta: dict, model: ModelFile, side: Path) -> None:
