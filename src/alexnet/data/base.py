@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from alexnet.data.transforms import Preprocess
+from alexnet.errors import printable
 
 
 @dataclass
@@ -34,3 +35,22 @@ class EvalData:
     classes: list[str]
     num_images: int
     source: str
+
+
+def class_names_problem(names: object) -> str | None:
+    """Why ``names`` cannot be a model's class names, or None: every model file keeps them and
+    every answer names one, so they are a non-empty list of distinct, non-empty strings of text (a
+    folder name in another encoding than UTF-8 reaches Python as lone surrogates, which no JSON
+    answer or UTF-8 terminal can carry). Data sources ask it before training, model files when read."""
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
+        return "must be a non-empty list of distinct names"
+    seen = set()
+    for name in names:
+        if name in seen:
+            return f"must be a non-empty list of distinct names; {printable(name)!r} is there twice"
+        seen.add(name)
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            return f"must be text: {printable(name)!r} is not UTF-8 (a name in another encoding); rename it"
+    return None

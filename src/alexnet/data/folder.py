@@ -20,14 +20,14 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from alexnet.data import gpudecode
-from alexnet.data.base import Data, EvalData
+from alexnet.data.base import Data, EvalData, class_names_problem
 from alexnet.data.images import IMAGE_EXTENSIONS, MIN_IMAGE_SIDE, open_image
 from alexnet.data.loader import folder_loader
 from alexnet.data.sampling import subset_indices
 from alexnet.data.scancache import ScanCache
 from alexnet.data.stats import lighting_stats, pixel_moments, stats_problem
 from alexnet.data.transforms import Preprocess
-from alexnet.errors import DataError, ImageError
+from alexnet.errors import BadFilesError, DataError, ImageError
 from alexnet.system.distributed import SINGLE, World
 from alexnet.system.signals import held, ignore_in_worker
 
@@ -80,12 +80,12 @@ class _ImageProblems(Dataset):
         return None
 
 
-def bad_images_message(root: str | Path, bad: list[dict]) -> str:
+def bad_images_error(root: str | Path, bad: list[dict]) -> BadFilesError:
     """The error for a folder with bad files: one summary line, then one line per file."""
-    lines = [
-        f"{len(bad)} bad image file(s) in {root}; fix or remove them, or pass --skip-bad-images to train on the rest:"
-    ]
-    return "\n".join(lines + [f"  {b['path']}: {b['reason']}" for b in bad])
+    return BadFilesError(
+        f"{len(bad)} bad image file(s) in {root}; fix or remove them, or pass --skip-bad-images to train on the rest:",
+        [f"  {b['path']}: {b['reason']}" for b in bad],
+    )
 
 
 def scan_folder(root: Path, classes: list[str] | None = None) -> tuple[list[tuple[str, int]], list[str]]:
@@ -95,6 +95,9 @@ def scan_folder(root: Path, classes: list[str] | None = None) -> tuple[list[tupl
         classes = found
         if not classes:
             raise DataError(f"{root}: no class sub-folders; expected {root}/<class name>/<image files>")
+        problem = class_names_problem(classes)
+        if problem:  # before the images are scanned: a model of these names could not answer
+            raise DataError(f"{root}: its class folders' names {problem}")
     elif set(found) - set(classes):
         extra = ", ".join(sorted(set(found) - set(classes)))
         raise DataError(
@@ -305,7 +308,7 @@ def _bad_images(skip: bool, workers: int, root: Path, samples, mode: str) -> lis
     that lists them all (before anything is trained or written)."""
     bad = scan_images(samples, mode, workers)
     if bad and not skip:
-        raise DataError(bad_images_message(root, bad))
+        raise bad_images_error(root, bad)
     return bad
 
 

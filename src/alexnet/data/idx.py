@@ -10,19 +10,21 @@ from __future__ import annotations
 
 import gzip
 import math
+import os
 import zlib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import torch
 
-from alexnet.data.base import Data, EvalData
+from alexnet.data.base import Data, EvalData, class_names_problem
 from alexnet.data.sampling import EpochOrder, subset_indices
 from alexnet.data.stats import stats_problem
 from alexnet.data.transforms import Preprocess, random_flips_and_shifts
 from alexnet.errors import DataError
 from alexnet.models import MAX_IMAGE_SIZE
 from alexnet.system.distributed import SINGLE, World
+from alexnet.system.files import check_regular, read_text
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = [
@@ -46,37 +48,57 @@ IDX_FILES = {
 INSTALL_HINT = "install them with: sudo apt-get install dataset-fashion-mnist (or pass --data DIR)"
 
 _IDX_DTYPES = {0x08: torch.uint8}
+MAX_NAMES_BYTES = 16 << 20  # classes.txt: one name a line
+GZIP_RATIO = 1032  # deflate's largest expansion: 258 bytes from every 2 bits
 
 
 def read_idx(path: str | Path) -> torch.Tensor:
     """Read an IDX file (plain or .gz) into a uint8 tensor, checking its magic number and length.
 
-    Any malformed file - not gzip data in a .gz, a cut-off or damaged gzip stream, a wrong magic
-    number, a shape that does not match the length - raises :class:`DataError` naming it.
+    Any malformed file - not a regular file, not gzip data in a .gz, a cut-off or damaged gzip
+    stream, a wrong magic number, a shape that does not match the length - raises
+    :class:`DataError` naming it. The header is read first and only the bytes its shape implies
+    after it (one more, to tell a longer file), into the tensor's own memory: a file that holds
+    more than it says, or a gzip stream that expands without end, costs no more than it declares.
     """
     path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
+    size = check_regular(path).st_size
+    gz = path.suffix == ".gz"
     try:
-        with opener(path, "rb") as f:
-            raw = f.read()
+        with (gzip.open if gz else open)(path, "rb") as f:
+            head = f.read(4)
+            if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] not in _IDX_DTYPES or not 1 <= head[3] <= 4:
+                raise DataError(f"{path}: not an IDX file of unsigned bytes (wrong magic number)")
+            dims = f.read(4 * head[3])
+            if len(dims) < 4 * head[3]:
+                raise DataError(f"{path}: truncated IDX header")
+            shape = [int.from_bytes(dims[4 * i : 4 * i + 4], "big") for i in range(head[3])]
+            header, n = 4 + len(dims), math.prod(shape)
+            # a plain file's length is its size; deflate expands at most 1032 times
+            most = size - header if not gz else GZIP_RATIO * size
+            if n > most:
+                raise DataError(
+                    f"{path}: IDX length of at most {most:,} bytes after the header does not match its shape "
+                    f"{shape} ({n:,} bytes)"
+                )
+            body = bytearray(n)
+            got = f.readinto(body) if n else 0
+            while n and got < n and (more := f.readinto(memoryview(body)[got:])):
+                got += more
+            extra = len(f.read(1))
     except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError; bad deflate data a zlib.error
         raise DataError(f"{path}: cannot read IDX file ({e})") from None
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES or not 1 <= raw[3] <= 4:
-        raise DataError(f"{path}: not an IDX file of unsigned bytes (wrong magic number)")
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise DataError(f"{path}: truncated IDX header")
-    shape = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    expected = header + math.prod(shape)
-    if len(raw) != expected:
-        raise DataError(f"{path}: IDX length {len(raw)} bytes does not match its shape {shape} ({expected} bytes)")
-    if expected == header:  # a valid file of zero images; frombuffer refuses empty buffers
+    if got != n or extra:
+        raise DataError(
+            f"{path}: IDX length {header + got}{'+' if extra else ''} bytes does not match its shape {shape} "
+            f"({header + n} bytes)"
+        )
+    if n == 0:  # a valid file of zero images; frombuffer refuses empty buffers
         try:
             return torch.zeros(shape, dtype=torch.uint8)
         except RuntimeError:  # e.g. 0 x 2^32-1 x 2^32-1 x 2^32-1: no elements, but its strides overflow
             raise DataError(f"{path}: IDX shape {shape} is too large to hold") from None
-    return torch.frombuffer(bytearray(raw[header:]), dtype=torch.uint8).reshape(shape)
+    return torch.frombuffer(body, dtype=torch.uint8).reshape(shape)
 
 
 def find_idx_files(root: str | Path | None, splits: tuple[str, ...] = ("train", "test")) -> dict[str, Path]:
@@ -166,10 +188,14 @@ def idx_class_names(root: str | Path | None, count: int) -> list[str]:
     are 10 classes; else one name per line of ``classes.txt`` in the folder if present, else 0, 1, ..."""
     if root is not None:
         names_file = Path(root) / "classes.txt"
-        if names_file.is_file():
-            names = [line.strip() for line in names_file.read_text().splitlines() if line.strip()]
+        if os.path.lexists(names_file):
+            text = read_text(names_file, limit=MAX_NAMES_BYTES)
+            names = [line.strip() for line in text.splitlines() if line.strip()]
             if len(names) < count:
                 raise DataError(f"{names_file}: {len(names)} names for {count} classes; give one name per line")
+            problem = class_names_problem(names[:count])
+            if problem:  # refused now, not by every checkpoint of the run later
+                raise DataError(f"{names_file}: the class names {problem}")
             return names[:count]
     if (root is None or "fashion" in Path(root).resolve().name.lower()) and count == 10:
         return FASHION_MNIST_CLASSES

@@ -41,7 +41,9 @@ from alexnet.system.distributed import SINGLE, World
 from alexnet.system.signals import ignore_in_worker
 
 WINDOW = 16  # shards whose samples are shuffled together (16 shards of 1 GB: ~150,000 ImageNet images)
-CHANGED = "the shard was readable when the run started; check it, or prepare the shards again"
+# A run checks each shard's size against its index, not every image in it (that is prepare's scan):
+# an image that does not decode now was damaged after alexnet prepare wrote and checked it.
+CHANGED = "the shard has the size its index gives, but was damaged after alexnet prepare wrote it; prepare it again"
 
 
 def epoch_order(counts: list[int], g: torch.Generator, shuffle: bool, window: int = WINDOW) -> torch.Tensor:

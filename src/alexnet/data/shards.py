@@ -33,9 +33,11 @@ from pathlib import Path
 
 from PIL import Image
 
+from alexnet.data.base import class_names_problem
 from alexnet.data.images import check_size, convert, reduce_decode
 from alexnet.data.stats import stats_problem
 from alexnet.errors import DataError, ImageError
+from alexnet.system.files import atomic_write, check_regular, parse_json
 
 INDEX = "index.json"
 CLASSES = "classes.txt"
@@ -43,6 +45,8 @@ BAD_IMAGES = "bad_images.json"
 FORMAT = "alexnet-shards"
 VERSION = 1
 SPLITS = ("train", "val")
+# The index lists every image's label and place in its shard: tens of bytes an image.
+MAX_INDEX_BYTES = 1 << 30
 SHARD_NAME = re.compile(r"(train|val)-[0-9]{6}\.tar")
 _BLOCK = 512  # tar's block: every header is one, every member's data is padded to whole ones
 
@@ -69,10 +73,12 @@ def parse_size(text: str) -> int:
     m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([a-zA-Z]*)\s*", text)
     if not m or m.group(2).lower() not in units:
         raise ValueError(f"{text!r} is not a size; give e.g. 1GB, 500MB, 2GiB or a number of bytes")
-    size = int(float(m.group(1)) * units[m.group(2).lower()])
-    if size < 1:
+    size = float(m.group(1)) * units[m.group(2).lower()]
+    if not size < 2**63:  # 400 digits are a float of inf, and no shard is an exabyte
+        raise ValueError(f"{text[:40]!r} is larger than any shard can be (at most 9.2 EB)")
+    if int(size) < 1:
         raise ValueError(f"{text!r} is not a positive size")
-    return size
+    return int(size)
 
 
 @dataclass
@@ -177,13 +183,9 @@ class ShardIndex:
                 f"{where}: version {d.get('version')!r}, this alexnet reads version {VERSION}; prepare the shards again"
             )
         classes = d.get("classes")
-        if not (
-            isinstance(classes, list)
-            and classes
-            and all(isinstance(c, str) and c for c in classes)
-            and len(set(classes)) == len(classes)
-        ):
-            raise ValueError(f"{where}: 'classes' must be a non-empty list of distinct names")
+        problem = class_names_problem(classes)
+        if problem:
+            raise ValueError(f"{where}: 'classes' {problem}")
         if not (_whole(d.get("resize")) and d["resize"] >= 1) or d.get("mode") not in ("RGB", "L"):
             raise ValueError(f"{where}: 'resize' must be a positive whole number and 'mode' RGB or L")
         stats = d.get("stats")
@@ -222,8 +224,6 @@ class ShardIndex:
 
     def write(self, folder: Path) -> None:
         """``index.json`` and ``classes.txt`` in ``folder``, each atomically (the index last)."""
-        from alexnet.system.files import atomic_write  # formats imports data: not at module level
-
         atomic_write(folder / CLASSES, lambda tmp: tmp.write_text("".join(c + "\n" for c in self.classes)))
         atomic_write(
             folder / INDEX, lambda tmp: tmp.write_text(json.dumps(self.to_dict(), separators=(",", ":")) + "\n")
@@ -233,8 +233,12 @@ class ShardIndex:
     def read(cls, location: str) -> ShardIndex:
         """The index of the prepared folder at ``location`` (a path or an fsspec URL), checked."""
         try:
+            if not is_url(location) and os.path.lexists(join(location, INDEX)):  # no FIFO, device or link loop
+                check_regular(join(location, INDEX), source=f"--data {location}: its {INDEX}")
             with open_file(join(location, INDEX)) as f:
-                raw = f.read()
+                raw = f.read(MAX_INDEX_BYTES + 1)
+            if len(raw) > MAX_INDEX_BYTES:
+                raise DataError(f"--data {location}: its {INDEX} is over {MAX_INDEX_BYTES:,} bytes; not an index")
         except FileNotFoundError:
             raise DataError(
                 f"--data {location}: no {INDEX} there; make one with: alexnet prepare SRC {location}"
@@ -246,12 +250,7 @@ class ShardIndex:
                 f"--data {location}: reading it needs a package that is not installed ({e}); pip install it (s3fs, "
                 "gcsfs, aiohttp, ...)"
             ) from None
-        try:
-            values = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise DataError(
-                f"--data {location}: its {INDEX} is not JSON ({e}); prepare the shards again (alexnet prepare --force)"
-            ) from None
+        values = parse_json(raw, f"--data {location}: its {INDEX} (prepare the shards again: alexnet prepare --force)")
         try:
             return cls.from_dict(values)
         except ValueError as e:
