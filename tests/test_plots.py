@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from alexnet.plots import curves_figure, plot_curves, read_metrics
+from alexnet.plots import curves_figure, plot_curves
+from alexnet.training.rundir import read_metrics
 
 
 def _metrics_file(path, epochs: int):
@@ -53,5 +54,5 @@ def test_every_tick_is_a_whole_epoch_of_the_run(tmp_path, epochs):
 
 def test_plot_curves_writes_a_png(tmp_path):
     out = tmp_path / "curves.png"
-    plot_curves(_metrics_file(tmp_path / "metrics.jsonl", 3), out)
+    plot_curves(read_metrics(_metrics_file(tmp_path / "metrics.jsonl", 3)), out)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

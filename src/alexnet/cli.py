@@ -15,9 +15,10 @@ import os
 import shlex
 import sys
 
-from alexnet.config import TrainConfig, load_config_file, setting_types
-from alexnet.errors import CheckpointError, ConfigError, DataError, Interrupted, RunError
+from alexnet.config import SEED_RANGE, TrainConfig, load_config_file, setting_types
+from alexnet.errors import CheckpointError, ConfigError, DataError, Interrupted, RunError, message_lines
 from alexnet.system.distributed import Forwarded
+from alexnet.system.runtime import parse_device
 
 
 def _cmd_models(args) -> int:
@@ -213,6 +214,12 @@ def _cmd_prepare(args) -> int:
 
 def _cmd_bench(args) -> int:
     from alexnet.bench import run_bench
+    from alexnet.system.files import check_writable_folder
+
+    if args.json:  # before the benchmarks, whose record would otherwise be lost
+        if os.path.isdir(args.json):
+            raise ConfigError(f"--json {args.json}: a folder; give a file name")
+        check_writable_folder(os.path.dirname(os.path.abspath(args.json)), f"--json {args.json}")
 
     if args.only == "accuracy":  # whole training runs: never part of the default set
         from alexnet.bench.accuracy import run_accuracy
@@ -259,10 +266,33 @@ def _cmd_serve(args) -> int:
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    value = _bounded_int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
     return value
+
+
+def _count(text: str) -> int:
+    value = _bounded_int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def _seed(text: str) -> int:
+    value = _bounded_int(text, 20)
+    if value not in SEED_RANGE:
+        raise argparse.ArgumentTypeError(f"must be in 0 .. 2**64-1 (what torch takes), got {text}")
+    return value
+
+
+def _bounded_int(text: str, most: int = 18) -> int:
+    """An integer flag of at most 18 digits: larger is a typo, and Python refuses to read one of
+    over 4300 digits with a ValueError that argparse would show as "invalid value"."""
+    digits = text.strip().lstrip("+-").lstrip("0")
+    if len(digits) > most:
+        raise argparse.ArgumentTypeError(f"{text[:20]}... has {len(digits)} digits; give at most {most}")
+    return int(text)
 
 
 def _add_config_flags(p: argparse.ArgumentParser) -> None:
@@ -430,7 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
                 default=10_000,
                 help="training images searched, a seeded subset (default: %(default)s)",
             )
-        f.add_argument("--seed", type=int, default=0, help="seeds which images are drawn (default: %(default)s)")
+        f.add_argument("--seed", type=_seed, default=0, help="seeds which images are drawn (default: %(default)s)")
         f.add_argument(
             "--data",
             default=None,
@@ -607,8 +637,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", metavar="PATH", help="also write the record (machine, settings, rows, checks) as JSON")
     p.add_argument("--device", default="auto", help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps")
-    p.add_argument("--workers", type=int, default=1, help="loader worker processes of both pipelines (default: 1)")
-    p.add_argument("--warmup", type=int, help="untimed runs of each side first (default: 1 with --quick, else 2)")
+    p.add_argument("--workers", type=_count, default=1, help="loader worker processes of both pipelines (default: 1)")
+    p.add_argument("--warmup", type=_count, help="untimed runs of each side first (default: 1 with --quick, else 2)")
     p.add_argument(
         "--repeats", type=_positive_int, help="timed runs of each side, interleaved (default: 3 with --quick, else 5)"
     )
@@ -627,20 +657,22 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.argv = list(argv) if argv is not None else sys.argv[1:]
     try:
+        if isinstance(getattr(args, "device", None), str):  # every --device, before anything runs
+            parse_device(args.device)
         return args.func(args)
     except BrokenPipeError:  # `alexnet summary | head`: the reader left, nothing is wrong
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except ConfigError as e:
-        print(f"alexnet {args.command}: error: {e}", file=sys.stderr)
+        print(f"alexnet {args.command}: error: " + "\n".join(message_lines(e)), file=sys.stderr)
         return 2
     except Interrupted as e:
-        print(f"alexnet {args.command}: {e}", file=sys.stderr)
+        print(f"alexnet {args.command}: " + "\n".join(message_lines(e)), file=sys.stderr)
         return e.exit_code
     except Forwarded:  # rank 0's error, which rank 0 prints: the other processes only exit
         return 1
     except (DataError, CheckpointError, RunError, ValueError, FloatingPointError, OSError) as e:
-        print(f"alexnet {args.command}: error: {e}", file=sys.stderr)
+        print(f"alexnet {args.command}: error: " + "\n".join(message_lines(e)), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"alexnet {args.command}: interrupted", file=sys.stderr)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import math
 import re
 import types
@@ -20,9 +19,10 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
-from alexnet.errors import ConfigError, brief
+from alexnet.errors import ConfigError, brief, printable
 from alexnet.models import LRN_K, Activation, Init, ModelName, Pooling, check_image_size
-from alexnet.system.runtime import parse_devices
+from alexnet.system.files import read_json
+from alexnet.system.runtime import parse_device, parse_devices
 
 Schedule = Literal["onecycle", "plateau", "cosine", "constant"]
 Recipe = Literal["fast", "paper"]
@@ -36,12 +36,19 @@ EXTENDABLE_SCHEDULES = ("plateau", "constant")
 _BUDGET = re.compile(r"([0-9]*\.?[0-9]+)([smh])")
 
 
+# The longest --time-budget: ten years (a number of 400 digits is a typo, and not a float).
+MAX_BUDGET_SECONDS = 10 * 365 * 86400
+
+
 def budget_seconds(text: str) -> float:
     """``90s``, ``15m``, ``1.5h`` -> seconds; anything else is a ConfigError naming the flag."""
     match = _BUDGET.fullmatch(text.strip()) if isinstance(text, str) else None
     if not match or float(match[1]) <= 0:
-        raise ConfigError(f"--time-budget {text!r}: give a duration such as 90s, 15m or 1.5h")
-    return float(match[1]) * {"s": 1, "m": 60, "h": 3600}[match[2]]
+        raise ConfigError(f"--time-budget {brief(text)}: give a duration such as 90s, 15m or 1.5h")
+    seconds = float(match[1]) * {"s": 1, "m": 60, "h": 3600}[match[2]]
+    if seconds > MAX_BUDGET_SECONDS:
+        raise ConfigError(f"--time-budget {brief(text)}: at most {MAX_BUDGET_SECONDS // 3600}h (ten years)")
+    return seconds
 
 
 # The largest batch: AlexNet has been trained with batches of 32K (You et al. 2017, LARS); twice
@@ -51,6 +58,14 @@ MAX_BATCH_SIZE = 65536
 # torch.manual_seed and torch.Generator.manual_seed take an unsigned 64-bit seed (a negative one
 # is folded onto it, a larger one overflows), so that is the range a seed can name.
 SEED_RANGE = range(0, 2**64)
+# The paper trained for 90 epochs; schedules lay out epochs x steps as floats, which a run of 10**400
+# epochs overflows, and a million epochs is longer than any run anyone waits for.
+MAX_EPOCHS = 1_000_000
+MAX_SUBSET = 2**63 - 1  # an index torch can hold
+# A settings file holds a few dozen short values.
+MAX_CONFIG_BYTES = 1 << 20
+# A folder name's longest on Linux and macOS file systems (NAME_MAX), in bytes.
+MAX_NAME_BYTES = 255
 # Loader processes each import torch (a few hundred MB): more than any machine has cores is a typo.
 MAX_WORKERS = 256
 
@@ -234,26 +249,51 @@ class TrainConfig:
             raise ConfigError(f"--lrn-k must be a positive number, got {self.lrn_k}")
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"--dropout must be in [0, 1), got {self.dropout}")
-        if self.checkpoint_every is not None and not re.fullmatch(
-            r"[1-9][0-9]*m?|[0-9]*\.[0-9]+m", self.checkpoint_every
-        ):
-            raise ConfigError(f"--checkpoint-every {self.checkpoint_every!r}: give steps (500) or minutes (10m)")
+        if self.checkpoint_every is not None:
+            every = re.fullmatch(r"[1-9][0-9]*|([0-9]*\.?[0-9]+)m", self.checkpoint_every)
+            if not every or (every[1] is not None and not 0 < float(every[1]) < math.inf):
+                raise ConfigError(
+                    f"--checkpoint-every {brief(self.checkpoint_every)}: give steps (500) or minutes (10m), above 0"
+                )
         if self.time_budget is not None:
             budget_seconds(self.time_budget)
         if not 0 < self.val_fraction < 1:
             raise ConfigError(f"--val-fraction must be between 0 and 1, got {self.val_fraction}")
         self._check_upper_bounds()
+        parse_device(self.device)
         self._check_model_parallel()
         check_image_size(self.image_size, self.model, self.pooling)
-        if self.name is not None and (
-            self.name in ("", ".", "..") or "/" in self.name or "\\" in self.name or "\0" in self.name
-        ):
+        self._check_name()
+
+    def _check_name(self) -> None:
+        """A plain folder name inside --out, printable (it is in every later message and in the
+        printed --resume command), short enough for a file system's name (255 bytes)."""
+        if self.name is None:
+            return
+        if self.name in ("", ".", "..") or "/" in self.name or "\\" in self.name:
             raise ConfigError(
-                f"--name {self.name!r} must be a plain folder name (no / or ..): the run folder is made inside --out"
+                f"--name {brief(self.name)} must be a plain folder name (no / or ..): the run folder is made inside "
+                "--out"
+            )
+        if printable(self.name) != self.name:
+            raise ConfigError(
+                f"--name {printable(self.name)!r} holds control characters (a newline, an escape, ...); use letters, "
+                "digits, - and _"
+            )
+        if len(self.name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
+            raise ConfigError(
+                f"--name is {len(self.name.encode('utf-8', 'surrogateescape'))} bytes long; a folder "
+                f"name may have at most {MAX_NAME_BYTES}"
             )
 
     def _check_upper_bounds(self) -> None:
         """The ranges the libraries underneath take, refused here rather than mid-run."""
+        if self.epochs > MAX_EPOCHS:
+            raise ConfigError(f"--epochs {self.epochs} is above the maximum {MAX_EPOCHS:,}")
+        if self.subset is not None and self.subset > MAX_SUBSET:
+            raise ConfigError(
+                f"--subset {brief(self.subset)} is above the maximum 2**63-1 (give all images: leave it out)"
+            )
         if self.workers > MAX_WORKERS:
             raise ConfigError(f"--workers {self.workers} is above the maximum {MAX_WORKERS}")
         if self.batch_size > MAX_BATCH_SIZE:
@@ -307,14 +347,9 @@ class TrainConfig:
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a JSON settings file into a dict (checked later by :meth:`TrainConfig.from_dict`)."""
-    path = Path(path)
-    try:
-        values = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"--config {path}: no such file") from None
-    except (OSError, json.JSONDecodeError) as e:
-        raise ConfigError(f"--config {path}: not a readable JSON file ({e})") from None
+    """Read a JSON settings file into a dict (checked later by :meth:`TrainConfig.from_dict`): a
+    regular file of at most MAX_CONFIG_BYTES, else one line naming it."""
+    values = read_json(path, limit=MAX_CONFIG_BYTES, error=ConfigError, source=f"--config {path}")
     if not isinstance(values, dict):
         raise ConfigError(f"--config {path}: expected a JSON object of settings")
     return values
@@ -416,6 +451,7 @@ __all__ = [
     "recipe_settings",
     "MAX_BATCH_SIZE",
     "MAX_WORKERS",
+    "MAX_EPOCHS",
     "SEED_RANGE",
     "is_number",
 ]

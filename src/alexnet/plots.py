@@ -1,8 +1,7 @@
-"""Figures drawn from what a run wrote to disk (metrics.jsonl), never from live objects."""
+"""Figures drawn from what a run wrote to disk (metrics.jsonl, read by the caller), never from live objects."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import matplotlib
@@ -12,13 +11,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
-def read_metrics(path: str | Path) -> list[dict]:
-    """The epoch records of a run's ``metrics.jsonl``."""
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
-
-
 def curves_figure(rows: list[dict]):
-    """Loss and accuracy per epoch, training against validation, as a matplotlib figure.
+    """Loss and accuracy per epoch, training against validation, as a matplotlib figure, from the
+    epoch records of a run's ``metrics.jsonl`` (read and checked by ``training.rundir.read_metrics``).
 
     ``metrics.jsonl`` counts epochs from 0; the axis counts them from 1 with whole-number ticks, as
     the printed epoch lines and the report's table do.
@@ -42,9 +37,9 @@ def curves_figure(rows: list[dict]):
     return fig
 
 
-def plot_curves(metrics_path: str | Path, out_png: str | Path) -> None:
-    """Draw :func:`curves_figure` of a run's ``metrics.jsonl`` to ``out_png`` (a path or a file object)."""
-    fig = curves_figure(read_metrics(metrics_path))
+def plot_curves(rows: list[dict], out_png: str | Path) -> None:
+    """Draw :func:`curves_figure` of a run's epoch records to ``out_png`` (a path or a file object)."""
+    fig = curves_figure(rows)
     fig.savefig(out_png, dpi=100)
     plt.close(fig)
 

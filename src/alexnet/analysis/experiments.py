@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shlex
 import sys
 import time
@@ -28,9 +29,10 @@ from typing import Any
 
 import numpy as np
 
-from alexnet.config import TrainConfig
-from alexnet.errors import ConfigError
-from alexnet.training.rundir import RunFolder
+from alexnet.config import TrainConfig, is_number
+from alexnet.errors import ConfigError, DataError, brief
+from alexnet.system.files import read_json, read_json_lines
+from alexnet.training.rundir import RunFolder, read_metrics
 
 # Settings every experiment starts from: the fast recipe at the smallest input on a seeded subset
 # of Fashion-MNIST, so the defaults finish in minutes on two CPU cores (docs/experiments.md).
@@ -180,8 +182,6 @@ def arm_config(exp: Experiment, arm: Arm, seed: int, opts: Options, folder: Path
 
 
 def _finished(folder: Path, epochs: int) -> bool:
-    from alexnet.plots import read_metrics
-
     path = folder / "metrics.jsonl"
     return path.is_file() and any(r.get("epoch") == epochs - 1 for r in read_metrics(path))
 
@@ -217,10 +217,12 @@ def run_experiment(
         (arm.name, s): arm_config(exp, arm, s, opts, folder) for arm in exp.arms for s in range(seeds)
     }  # every flag checked first
     record = folder / "experiment.json"
-    if record.is_file() and json.loads(record.read_text()).get("experiment") != name:
+    found = read_json(record, error=ConfigError) if os.path.lexists(record) else {"experiment": name}
+    if not isinstance(found, dict):
+        raise ConfigError(f"{record}: not an experiment record (a JSON object); pick another --out")
+    if found.get("experiment") != name:
         raise ConfigError(
-            f"{folder} holds experiment {json.loads(record.read_text()).get('experiment')!r}, not {name!r}; pick "
-            "another --out"
+            f"{folder} holds experiment {brief(found.get('experiment'))}, not {name!r}; pick another --out"
         )
     for cfg in configs.values():  # before anything is written: the runs found again are this experiment's
         if (folder / cfg.name / "config.json").is_file():
@@ -293,14 +295,17 @@ def verdict(a: dict, b: dict) -> str:
 
 def _read_steps(run_dir: Path) -> list[dict]:
     path = run_dir / "steps.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    rows = read_json_lines(path) if os.path.lexists(path) else []
+    if not all(
+        isinstance(r, dict) and isinstance(r.get("step"), int) and is_number(r.get("train_error")) for r in rows
+    ):
+        raise DataError(f"{path}: not a steps record (lines of step and train_error)")
+    return rows
 
 
 def make_table(exp: Experiment, folder: Path, configs: list[TrainConfig], skipped: dict[str, str]) -> dict:
     """The experiment's numbers, read from its run folders: per arm the final test and training
     error (%) per seed and their spread, the curves, steps to each level; arms against the baseline."""
-    from alexnet.plots import read_metrics
-
     arms = []
     for arm in exp.arms:
         row: dict[str, Any] = {"arm": arm.name, "settings": arm.settings, "runs": []}
@@ -310,7 +315,8 @@ def make_table(exp: Experiment, folder: Path, configs: list[TrainConfig], skippe
         for cfg in (c for c in configs if c.name.startswith(f"{arm.name}-seed")):
             run_dir = folder / cfg.name
             metrics = read_metrics(run_dir / "metrics.jsonl")
-            env = json.loads((run_dir / "env.json").read_text()) if (run_dir / "env.json").is_file() else {}
+            env = read_json(run_dir / "env.json") if os.path.lexists(run_dir / "env.json") else {}
+            env = env if isinstance(env, dict) else {}
             steps = _read_steps(run_dir)
             row["runs"].append(
                 {

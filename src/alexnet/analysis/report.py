@@ -15,22 +15,21 @@ installed) is said on the page instead of stopping it.
 
 from __future__ import annotations
 
-import base64
 import html
-import io
-import json
 import os
+import stat
 import tempfile
 from collections.abc import Callable
-from datetime import datetime
 from pathlib import Path
 
+from alexnet.analysis.reporthtml import GENERATOR, figure, img, json_html, markdown_html, missing, page, table
+from alexnet.config import is_number
 from alexnet.errors import CheckpointError, ConfigError, DataError
 from alexnet.formats import atomic_write
-from alexnet.plots import plot_confusion, plot_curves, read_metrics
-from alexnet.training.rundir import RunFolder
+from alexnet.plots import plot_confusion, plot_curves
+from alexnet.system.files import check_regular, read_bytes, read_json
+from alexnet.training.rundir import RunFolder, read_metrics
 
-GENERATOR = '<meta name="generator" content="alexnet report">'  # marks the pages this command may replace
 # what a run writes and the page already shows (drawn again from the files they come from)
 RUN_FILES = {
     "config.json",
@@ -46,18 +45,7 @@ RUN_FILES = {
     "neighbours.png",
 }
 SKIPPED_FOLDERS = {"checkpoints", "tb"}
-MAX_JSON_CHARS = 20_000  # a results file larger than this is shown cut short
-STYLE = """
-body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }
-h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; margin-top: 1.8em; }
-table { border-collapse: collapse; margin: .6em 0; font-size: .9em; }
-td, th { border: 1px solid #ccc; padding: .25em .6em; text-align: left; vertical-align: top; }
-th { background: #f3f3f3; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
-img { max-width: 100%; height: auto; display: block; margin: .6em 0; }
-pre { background: #f6f6f6; padding: .6em; overflow-x: auto; font-size: .85em; }
-.missing { color: #8a4b00; background: #fff6e5; padding: .4em .6em; border-left: 3px solid #e0a040; }
-.caption { color: #555; font-size: .9em; }
-"""
+MAX_INLINE_BYTES = 32 << 20  # the largest file put into the page (figures are a few hundred kB)
 
 
 def write_report(
@@ -79,7 +67,7 @@ def write_report(
             f"(no tables, figures or runs); give a folder made by alexnet train or alexnet experiment"
         )
     out = Path(out) if out is not None else folder / "report.html"
-    if out.exists() and GENERATOR not in out.read_text(errors="replace")[:2000]:
+    if os.path.lexists(out) and not _written_here(out):
         raise ConfigError(
             f"--out {out}: the file exists and was not written by alexnet report; pick another --out or move it"
         )
@@ -93,7 +81,7 @@ def write_report(
                 _files_html(folder, files),
             )
         )
-    atomic_write(out, lambda tmp: tmp.write_text(_page(f"alexnet report: {folder.resolve().name}", folder, sections)))
+    atomic_write(out, lambda tmp: tmp.write_text(page(f"alexnet report: {folder.resolve().name}", folder, sections)))
     return out
 
 
@@ -101,23 +89,33 @@ def write_report(
 # A run folder
 
 
+def _written_here(out: Path) -> bool:
+    """Whether ``out`` is a page this command wrote (a regular file whose head carries GENERATOR):
+    only those are replaced; a device or a pipe (``--out /dev/stdout``) never is, nor read."""
+    try:
+        with open(out, "rb", opener=lambda p, f: os.open(p, f | os.O_NONBLOCK)) as f:
+            return stat.S_ISREG(os.fstat(f.fileno()).st_mode) and GENERATOR.encode() in f.read(2000)
+    except OSError:
+        return False
+
+
 def _run_sections(run: RunFolder, device: str, train_images: int) -> list[tuple[str, str]]:
     sections = [("Settings", _settings_html(run))]
-    if run.metrics_file.is_file():
-        sections.append(
-            (
-                "Learning curves",
-                _figure(lambda buf: plot_curves(run.metrics_file, buf), "learning curves")
-                + _metrics_table(read_metrics(run.metrics_file)),
-            )
-        )
+    if os.path.lexists(run.metrics_file):
+
+        def curves() -> str:
+            check_regular(run.metrics_file, inside=run.path)
+            rows = read_metrics(run.metrics_file)
+            return figure(lambda buf: plot_curves(rows, buf), "learning curves") + _metrics_table(rows)
+
+        sections.append(("Learning curves", _guarded(curves)))
     else:
         sections.append(
-            ("Learning curves", _missing(f"no {run.metrics_file.name} yet: the run has not finished an epoch"))
+            ("Learning curves", missing(f"no {run.metrics_file.name} yet: the run has not finished an epoch"))
         )
     checkpoint = run.best if run.best.is_file() else run.last
     if not checkpoint.is_file():
-        note = _missing(
+        note = missing(
             f"no checkpoint yet ({run.best.parent}/best.pt or last.pt): the confusion matrix, filters, "
             "sample predictions and neighbours appear once the run has finished an epoch"
         )
@@ -132,7 +130,7 @@ def _run_sections(run: RunFolder, device: str, train_images: int) -> list[tuple[
             said
             + _guarded(
                 lambda: (
-                    _figure(lambda buf: visualize.visualize_filters(checkpoint, buf), "conv1 filters")
+                    figure(lambda buf: visualize.visualize_filters(checkpoint, buf), "conv1 filters")
                     + (
                         '<p class="caption">conv1\'s kernels, each min-max scaled on its own; two towers as two '
                         "blocks.</p>"
@@ -147,7 +145,7 @@ def _run_sections(run: RunFolder, device: str, train_images: int) -> list[tuple[
             said
             + _guarded(
                 lambda: (
-                    _figure(
+                    figure(
                         lambda buf: visualize.visualize_predictions(checkpoint, out=buf, device=device),
                         "test images and their top-5",
                     )
@@ -159,7 +157,7 @@ def _run_sections(run: RunFolder, device: str, train_images: int) -> list[tuple[
 
     def neighbours() -> str:
         found = {}
-        picture = _figure(
+        picture = figure(
             lambda buf: found.update(
                 visualize.visualize_neighbours(checkpoint, out=buf, device=device, train_images=train_images)[1]
             ),
@@ -177,19 +175,23 @@ def _run_sections(run: RunFolder, device: str, train_images: int) -> list[tuple[
 def _settings_html(run: RunFolder) -> str:
     parts = []
     command = run.path / "command.txt"
-    if command.is_file():
-        parts.append("<h3>Command</h3><pre>" + html.escape(command.read_text().strip()) + "</pre>")
+    if os.path.lexists(command):
+        try:
+            text = read_bytes(command, limit=MAX_INLINE_BYTES, inside=run.path).decode(errors="replace")
+            parts.append("<h3>Command</h3><pre>" + html.escape(text.strip()) + "</pre>")
+        except DataError as e:
+            parts.append(missing(str(e)))
     for name, title in (("config.json", "Resolved settings"), ("env.json", "Environment")):
         path = run.path / name
-        if not path.is_file():
-            parts.append(_missing(f"no {name} in the folder"))
+        if not os.path.lexists(path):
+            parts.append(missing(f"no {name} in the folder"))
             continue
         try:
-            value = json.loads(path.read_text())
-        except (OSError, ValueError) as e:
-            parts.append(_missing(f"{path}: not readable JSON ({e})"))
+            value = read_json(path, limit=MAX_INLINE_BYTES, inside=run.path)
+        except DataError as e:
+            parts.append(missing(str(e)))
             continue
-        parts.append(f"<h3>{title} ({name})</h3>" + _json_html(value))
+        parts.append(f"<h3>{title} ({name})</h3>" + json_html(value))
     return "".join(parts)
 
 
@@ -220,7 +222,7 @@ def _confusion_html(run: RunFolder, checkpoint: Path, device: str) -> str:
     checkpoint is evaluated here (its files go to a temporary folder, not the run's)."""
     saved = run.path / "evaluation.json"
     if saved.is_file() and saved.stat().st_mtime >= checkpoint.stat().st_mtime:
-        result, whence = json.loads(saved.read_text()), f"from {saved.name} (alexnet evaluate)"
+        result, whence = _evaluation(saved, run.path), f"from {saved.name} (alexnet evaluate)"
     else:
         from alexnet.inference.evaluate import evaluate_checkpoint
 
@@ -231,9 +233,28 @@ def _confusion_html(run: RunFolder, checkpoint: Path, device: str) -> str:
         "images "
         f"of {html.escape(str(result['data']))} ({whence}).</p>"
     )
-    return summary + _figure(
-        lambda buf: plot_confusion(result["confusion"], result["classes"], buf), "confusion matrix"
-    )
+    return summary + figure(lambda buf: plot_confusion(result["confusion"], result["classes"], buf), "confusion matrix")
+
+
+def _evaluation(path: Path, folder: Path) -> dict:
+    """``evaluation.json`` as ``alexnet evaluate`` wrote it, the fields the page shows checked."""
+    result = read_json(path, limit=MAX_INLINE_BYTES, inside=folder)
+    classes = result.get("classes") if isinstance(result, dict) else None
+    if not (
+        isinstance(classes, list)
+        and all(isinstance(c, str) for c in classes)
+        and all(is_number(result.get(k)) for k in ("top1", "top5", "images"))
+        and isinstance(result.get("confusion"), list)
+        and len(result["confusion"]) == len(classes)
+        and all(
+            isinstance(row, list) and len(row) == len(classes) and all(is_number(v) for v in row)
+            for row in result["confusion"]
+        )
+    ):
+        raise DataError(
+            f"{path}: not an evaluation record of alexnet evaluate (top1, top5, images, classes, confusion)"
+        )
+    return result
 
 
 # --------------------------------------------------------------------------------------------
@@ -266,17 +287,18 @@ def _files_html(folder: Path, files: list[Path]) -> str:
     parts = []
     for path in files:
         name = html.escape(str(path.relative_to(folder)))
-        try:
+        try:  # a regular file inside the folder: never a link out of it, a device or a pipe
             suffix = path.suffix.lower()
-            if suffix == ".md":
-                body = _markdown_html(path.read_text(errors="replace"))
-            elif suffix == ".json":
-                body = _json_html(json.loads(path.read_text()))
+            if suffix == ".json":
+                body = json_html(read_json(path, limit=MAX_INLINE_BYTES, inside=folder))
             else:
-                kind = "image/png" if suffix == ".png" else "image/svg+xml"
-                body = _img(path.read_bytes(), kind, path.name)
-        except (OSError, ValueError) as e:
-            body = _missing(f"{path}: not readable ({e})")
+                data = read_bytes(path, limit=MAX_INLINE_BYTES, inside=folder)
+                if suffix == ".md":
+                    body = markdown_html(data.decode(errors="replace"))
+                else:
+                    body = img(data, "image/png" if suffix == ".png" else "image/svg+xml", path.name)
+        except DataError as e:
+            body = missing(str(e))
         parts.append(f"<h3>{name}</h3>{body}")
     return "".join(parts)
 
@@ -286,9 +308,11 @@ def _runs_table(runs: list[Path]) -> str:
     rows = []
     for path in runs:
         try:
-            cfg = json.loads((path / "config.json").read_text())
-            metrics = read_metrics(path / "metrics.jsonl") if (path / "metrics.jsonl").is_file() else []
-        except (OSError, ValueError) as e:
+            cfg = read_json(path / "config.json", limit=MAX_INLINE_BYTES, inside=path.parent)
+            if not isinstance(cfg, dict):
+                raise DataError(f"{path / 'config.json'}: not an object of settings")
+            metrics = read_metrics(path / "metrics.jsonl") if os.path.lexists(path / "metrics.jsonl") else []
+        except DataError as e:
             rows.append([path.name, f"not readable: {e}", "", "", "", ""])
             continue
         last = metrics[-1] if metrics else {}
@@ -303,99 +327,7 @@ def _runs_table(runs: list[Path]) -> str:
                 f"{best:.2%}" if best is not None else "",
             ]
         )
-    return _table(["run", "model", "image size", "epochs done", "last val top-1", "best val top-1"], rows)
-
-
-def _markdown_html(text: str) -> str:
-    """Markdown's tables, headings, code blocks and paragraphs; everything else as plain text
-    (links are not made: the page points nowhere)."""
-    out, table, para, code = [], [], [], None
-
-    def flush():  # noqa: E306
-        if table:
-            cells = [[c.strip() for c in line.strip().strip("|").split("|")] for line in table]
-            body = [r for r in cells[1:] if not all(set(c) <= set(":- ") for c in r)]
-            out.append(_table(cells[0], body))
-            table.clear()
-        if para:
-            out.append("<p>" + html.escape(" ".join(para)) + "</p>")
-            para.clear()
-
-    for line in text.splitlines():
-        if code is not None:
-            if line.strip().startswith("```"):
-                out.append("<pre>" + html.escape("\n".join(code)) + "</pre>")
-                code = None
-            else:
-                code.append(line)
-        elif line.strip().startswith("```"):
-            flush()
-            code = []
-        elif line.strip().startswith("|"):
-            if para:
-                flush()
-            table.append(line)
-        elif line.startswith("#"):
-            flush()
-            level = min(6, max(3, len(line) - len(line.lstrip("#")) + 2))  # under the page's own h1/h2
-            out.append(f"<h{level}>{html.escape(line.lstrip('#').strip())}</h{level}>")
-        elif not line.strip():
-            flush()
-        else:
-            if table:
-                flush()
-            para.append(line.strip())
-    flush()
-    if code is not None:
-        out.append("<pre>" + html.escape("\n".join(code)) + "</pre>")
-    return "".join(out)
-
-
-def _json_html(value) -> str:
-    """An object of plain values or a list of such objects as a table; anything else as JSON."""
-    scalar = lambda v: v is None or isinstance(v, (str, int, float, bool))  # noqa: E731
-    if isinstance(value, dict) and value and all(scalar(v) or isinstance(v, (list, dict)) for v in value.values()):
-        return _table(["setting", "value"], [[k, v if scalar(v) else json.dumps(v)] for k, v in value.items()])
-    if (
-        isinstance(value, list)
-        and value
-        and all(isinstance(r, dict) and all(scalar(v) for v in r.values()) for r in value)
-    ):
-        keys = list(dict.fromkeys(k for r in value for k in r))
-        return _table(keys, [[r.get(k, "") for k in keys] for r in value])
-    text = json.dumps(value, indent=2)
-    cut = f"\n... ({len(text) - MAX_JSON_CHARS:,} more characters)" if len(text) > MAX_JSON_CHARS else ""
-    return "<pre>" + html.escape(text[:MAX_JSON_CHARS] + cut) + "</pre>"
-
-
-# --------------------------------------------------------------------------------------------
-# HTML pieces
-
-
-def _table(head: list, rows: list[list]) -> str:
-    def cell(v, tag="td"):
-        text = f"{v:.6g}" if isinstance(v, float) else str(v)
-        numeric = ' class="num"' if isinstance(v, (int, float)) and tag == "td" else ""
-        return f"<{tag}{numeric}>{html.escape(text)}</{tag}>"
-
-    return (
-        "<table><tr>"
-        + "".join(cell(h, "th") for h in head)
-        + "</tr>"
-        + "".join("<tr>" + "".join(map(cell, r)) + "</tr>" for r in rows)
-        + "</table>"
-    )
-
-
-def _img(data: bytes, kind: str, alt: str) -> str:
-    return f'<img alt="{html.escape(alt)}" src="data:{kind};base64,{base64.b64encode(data).decode()}">'
-
-
-def _figure(draw: Callable[[io.BytesIO], object], alt: str) -> str:
-    """A figure drawn into memory by ``draw(buffer)`` (PNG), inlined."""
-    buf = io.BytesIO()
-    draw(buf)
-    return _img(buf.getvalue(), "image/png", alt)
+    return table(["run", "model", "image size", "epochs done", "last val top-1", "best val top-1"], rows)
 
 
 def _guarded(make: Callable[[], str]) -> str:
@@ -404,18 +336,4 @@ def _guarded(make: Callable[[], str]) -> str:
     try:
         return make()
     except (DataError, CheckpointError, ValueError, OSError) as e:
-        return _missing(f"could not draw this: {e}")
-
-
-def _missing(text: str) -> str:
-    return f'<p class="missing">{html.escape(text)}</p>'
-
-
-def _page(title: str, folder: Path, sections: list[tuple[str, str]]) -> str:
-    body = "".join(f"<h2>{html.escape(t)}</h2>{content}" for t, content in sections)
-    stamp = f"{html.escape(str(folder.resolve()))}, written {datetime.now():%Y-%m-%d %H:%M:%S}"
-    return (
-        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">{GENERATOR}'
-        f"<title>{html.escape(title)}</title><style>{STYLE}</style></head>"
-        f'<body><h1>{html.escape(title)}</h1><p class="caption">{stamp}</p>{body}</body></html>\n'
-    )
+        return missing(f"could not draw this: {e}")

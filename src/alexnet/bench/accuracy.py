@@ -18,6 +18,7 @@ from pathlib import Path
 from alexnet.bench.core import fmt, machine
 from alexnet.config import TrainConfig
 from alexnet.system import runtime
+from alexnet.training.rundir import read_metrics
 
 TARGETS = (0.90, 0.91)
 
@@ -31,10 +32,6 @@ def seconds_to(metrics: list[dict], target: float, key: str = "train_seconds") -
         if m["val_top1"] >= target:
             return total
     return None
-
-
-def read_metrics(run_dir: str | Path) -> list[dict]:
-    return [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines() if line.strip()]
 
 
 def seed_row(seed: int, metrics: list[dict], wall: float, targets=TARGETS) -> dict:
@@ -106,7 +103,9 @@ def time_to_accuracy(cfg: TrainConfig, train_flags: list[str], seeds: list[int],
         run = replace(cfg, seed=seed, out=str(out), name=f"tta-seed{seed}")
         start = time.perf_counter()
         result = train(run, argv=["alexnet", "train", *train_flags, "--seed", str(seed)], quiet=True)
-        rows.append(seed_row(seed, read_metrics(result["run_dir"]), time.perf_counter() - start))
+        rows.append(
+            seed_row(seed, read_metrics(Path(result["run_dir"]) / "metrics.jsonl"), time.perf_counter() - start)
+        )
         say(
             f"seed {seed}: last-epoch top-1 {100 * rows[-1]['final_top1']:.2f}% after "
             f"{rows[-1]['train_seconds']:.0f} s of training"

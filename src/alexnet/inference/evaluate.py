@@ -28,6 +28,7 @@ from alexnet.errors import ConfigError
 from alexnet.formats import ModelFile, read_model
 from alexnet.plots import plot_confusion
 from alexnet.system import runtime
+from alexnet.system.files import atomic_write, check_writable_folder
 from alexnet.training import engine
 from alexnet.training.rundir import RunFolder
 
@@ -65,6 +66,11 @@ def evaluate_models(
     if not paths:
         raise ConfigError("give at least one --checkpoint")
     files = [read_model(p, source=f"--checkpoint {p}") for p in paths]
+    folders = [RunFolder.of_checkpoint(p) for p in paths]
+    # the result's folder is checked before the evaluation, whose result would otherwise be lost
+    out = Path(out) if out is not None else folders[0].path
+    where = f"--out {out}" if out != folders[0].path else f"{out} (the model's folder; give --out elsewhere)"
+    check_writable_folder(out, where)
     cfgs = [TrainConfig.from_dict({**TrainConfig().to_dict(), **f.config}, source=str(p)) for p, f in zip(paths, files)]
     _check_ensemble(paths, files, cfgs, data)
     # an export keeps only the settings that rebuild the network and its validation set
@@ -73,7 +79,6 @@ def evaluate_models(
     )
     dev = runtime.resolve_device(cfg.device)
     precision = runtime.fast_path(dev, cfg.precision).precision  # bf16 only where torch runs it on the device
-    folders = [RunFolder.of_checkpoint(p) for p in paths]
     # the files the training runs skipped as bad are not in their hold-out split either
     exclude = set().union(*(f.read_bad_files() for f in folders)) if data is None else set()
     classes = files[0].classes
@@ -122,9 +127,7 @@ def evaluate_models(
         "model": names[-1],
         "table": table,
     }
-    out = Path(out) if out is not None else folders[0].path
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "evaluation.json").write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write(out / "evaluation.json", lambda tmp: tmp.write_text(json.dumps(result, indent=2) + "\n"))
     plot_confusion(result["confusion"], classes, out / "confusion.png")
     result["confusion_png"] = str(out / "confusion.png")
     return result

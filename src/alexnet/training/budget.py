@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from alexnet.config import budget_seconds
-from alexnet.errors import ConfigError
+from alexnet.config import MAX_EPOCHS, budget_seconds
+from alexnet.errors import ConfigError, RunError
 from alexnet.training import engine
 
 MARGIN = 0.9  # of the budget planned for epochs: checkpoints, the start, a slower spell of the machine
@@ -48,7 +48,7 @@ class Fit:
 
 def epochs_that_fit(budget: float, epoch_seconds: float) -> int:
     """Whole epochs in ``MARGIN`` of the budget; none fitting is refused in one line."""
-    epochs = math.floor(budget * MARGIN / epoch_seconds)
+    epochs = min(math.floor(budget * MARGIN / epoch_seconds), MAX_EPOCHS)
     if epochs < 1:
         raise ConfigError(
             f"--time-budget {budget / 60:.1f} min: one epoch takes about {epoch_seconds / 60:.1f} min on this machine; "
@@ -115,7 +115,12 @@ def _rate(step, batches, device, **counts) -> float:
     images, steps, seconds = _timed(step, batches, device, **counts)
     if not steps:
         images, steps, seconds = _timed(step, batches, device, warmup=0)
-    return images / max(seconds, 1e-9)
+    if not seconds > 0:  # a clock set back meanwhile: any rate from it would be made up
+        raise RunError(
+            f"--time-budget: the clock went back or stood still while {steps} step(s) were timed ({seconds:.3g} s); "
+            "run again, or give --epochs instead"
+        )
+    return images / seconds
 
 
 def _timed(

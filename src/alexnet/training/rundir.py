@@ -24,14 +24,21 @@ import fcntl
 import json
 import os
 import shlex
+import shutil
 import socket
 import sys
 from datetime import datetime
 from pathlib import Path
 
-from alexnet.config import TrainConfig
-from alexnet.errors import CheckpointError, ConfigError, RunError
+from alexnet.config import MAX_CONFIG_BYTES, TrainConfig, is_number
+from alexnet.errors import CheckpointError, ConfigError, DataError, RunError
 from alexnet.formats import atomic_write, link_file, save_checkpoint
+from alexnet.formats.checkpoint import METRICS
+from alexnet.system.files import parse_json, read_bytes, read_json
+
+# metrics.jsonl and steps.jsonl grow by a line per epoch and per --step-log steps: a few MB in the
+# longest runs; a file beyond this is not one a run wrote.
+MAX_RECORD_BYTES = 256 << 20
 
 
 class RunFolder:
@@ -76,27 +83,57 @@ class RunFolder:
     # -- starting and finding runs --
     @classmethod
     def create(cls, cfg: TrainConfig, argv: list[str] | None) -> RunFolder:
-        """A new run folder under ``cfg.out`` holding the settings and the command line."""
+        """A new run folder under ``cfg.out`` holding the settings and the command line. An existing
+        folder is taken only when it is empty: one that holds a run is for ``--resume``, and any other
+        is not ours to write into. A refusal or a failed write leaves the disk as it was."""
         name = cfg.name or f"{cfg.model}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
         folder = cls(Path(cfg.out) / name)
+        made = not os.path.lexists(folder.path)
         try:
             folder.path.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            raise ConfigError(f"--name {name}: {folder} exists and is not a folder; pick another --name") from None
         except OSError as e:
             raise ConfigError(
-                f"--out {cfg.out}: cannot write the run folder there ({e.strerror}); pick a writable --out"
+                f"--out {cfg.out}: cannot make the run folder {name} there ({e.strerror or e}); pick a writable --out"
             ) from None
-        folder.acquire()
+        lock_existed = (folder.path / ".lock").exists()
         try:
-            if folder.last.exists():
-                raise ConfigError(
-                    f"{folder} already holds a run; continue it with --resume {folder} or pick another --name"
-                )
+            folder.acquire()
+            folder._check_unused(name)
             folder.write_config(cfg)
             folder._write_text("command.txt", shlex.join(argv if argv is not None else sys.argv) + "\n")
-        except BaseException:
+        except BaseException as e:
+            held = isinstance(e, RunError) and folder._lock is None  # another process's folder: not ours to tidy
             folder.close()
+            if made and not held:
+                shutil.rmtree(folder.path, ignore_errors=True)
+            elif not held and not lock_existed:
+                (folder.path / ".lock").unlink(missing_ok=True)
+            if isinstance(e, OSError):
+                raise RunError(
+                    f"cannot write the run folder {folder} ({e.strerror or e}); nothing was left there - free space "
+                    "or pick another --out"
+                ) from None
             raise
         return folder
+
+    def _check_unused(self, name: str) -> None:
+        """Refuse a folder that already holds a run (for ``--resume``) or files of something else."""
+        if self.last.exists() or self.best.exists():
+            raise ConfigError(f"{self} already holds a run; continue it with --resume {self} or pick another --name")
+        if self.config_file.exists():
+            raise ConfigError(
+                f"{self} holds a run that stopped before its first checkpoint; continue it with --resume {self} "
+                "(it starts again from step 0) or pick another --name"
+            )
+        others = sorted(p.name for p in self.path.iterdir() if p.name != ".lock")
+        if others:
+            shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+            raise ConfigError(
+                f"--name {name}: {self} exists and is not a run folder (it holds {shown}); pick another --name or "
+                "an empty folder"
+            )
 
     @classmethod
     def find(cls, path: str | Path) -> tuple[RunFolder, str | None]:
@@ -133,12 +170,14 @@ class RunFolder:
         for env in out.glob(f"{cfg.name or '*'}/env.json"):
             folder = cls(env.parent)
             try:
+                record = read_json(env, error=DataError)
                 if (
-                    json.loads(env.read_text()).get("torchrun_id") == run_id
-                    and (folder.path / "command.txt").read_text() == command
+                    isinstance(record, dict)
+                    and record.get("torchrun_id") == run_id
+                    and read_bytes(folder.path / "command.txt", limit=MAX_RECORD_BYTES) == command.encode()
                 ):
                     found.append(folder)
-            except (OSError, ValueError, AttributeError):
+            except DataError:
                 continue
         return str(max(found, key=lambda f: f.last_activity())) if found else None
 
@@ -175,10 +214,7 @@ class RunFolder:
         self._write_text("config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
 
     def read_config(self) -> TrainConfig:
-        try:
-            values = json.loads(self.config_file.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise CheckpointError(f"{self.config_file}: not a readable settings file ({e})") from None
+        values = read_json(self.config_file, limit=MAX_CONFIG_BYTES, error=CheckpointError)
         if not isinstance(values, dict):
             raise CheckpointError(f"{self.config_file}: expected a JSON object of settings")
         return TrainConfig.from_dict(values, source=str(self.config_file))
@@ -190,7 +226,14 @@ class RunFolder:
     def read_bad_files(self) -> set[str]:
         """The paths ``--skip-bad-images`` left out of this run (none when it skipped none)."""
         path = self.path / "bad_images.json"
-        return {b["path"] for b in json.loads(path.read_text())} if path.is_file() else set()
+        if not os.path.lexists(path):
+            return set()
+        listed = read_json(path, error=CheckpointError)
+        if not isinstance(listed, list) or not all(
+            isinstance(b, dict) and isinstance(b.get("path"), str) for b in listed
+        ):
+            raise CheckpointError(f'{path}: expected a list of {{"path": ..., "reason": ...}} records')
+        return {b["path"] for b in listed}
 
     # -- checkpoints --
     def save(self, state: dict, *, best: bool = False) -> None:
@@ -226,10 +269,10 @@ class RunFolder:
         if not path.is_file():
             return
         kept = []
-        for line in path.read_text(errors="replace").splitlines():
+        for line in read_bytes(path, limit=MAX_RECORD_BYTES, error=RunError).decode(errors="replace").splitlines():
             try:
-                row = json.loads(line)
-            except ValueError:
+                row = parse_json(line, str(path), RunError)
+            except RunError:
                 continue
             if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= steps_done:
                 kept.append(line + "\n")
@@ -241,12 +284,12 @@ class RunFolder:
         the line itself. Damaged lines are dropped; the last finished epoch's line is restored
         from the checkpoint's own copy (``last``). Returns a note to print when lines were damaged."""
         path = self.metrics_file
-        raw = path.read_bytes() if path.is_file() else b""
+        raw = read_bytes(path, limit=MAX_RECORD_BYTES, error=RunError) if os.path.lexists(path) else b""
         by_epoch, damaged = {}, 0
         for line in raw.splitlines():
             try:
-                row = json.loads(line) if line.strip() else None
-            except ValueError:  # torn or garbled (UnicodeDecodeError is a ValueError)
+                row = parse_json(line, str(path), RunError) if line.strip() else None
+            except RunError:  # torn, garbled, or nested beyond any record of ours
                 row = None
                 damaged += 1
             if row is None:
@@ -270,7 +313,7 @@ class RunFolder:
         """Draw ``curves.png`` from ``metrics.jsonl`` and add the epoch to TensorBoard."""
         from alexnet.plots import plot_curves
 
-        plot_curves(self.metrics_file, self.path / "curves.png")
+        plot_curves(read_metrics(self.metrics_file), self.path / "curves.png")
         writer = self._writer()
         if writer is not None:
             for key in ("train_loss", "train_acc", "val_loss", "val_top1", "val_top5", "lr", "images_per_second"):
@@ -294,3 +337,26 @@ class RunFolder:
         if self._lock is not None:
             os.close(self._lock)
             self._lock = None
+
+
+def read_metrics(path: str | Path) -> list[dict]:
+    """The epoch records of a run's ``metrics.jsonl``: each line an object with a whole ``epoch`` and
+    a number for each of the fields a line holds (``formats.checkpoint.METRICS``), as the curves,
+    the report and the experiments read them; anything else is one :class:`DataError` naming the
+    file and the line."""
+    rows = []
+    for i, line in enumerate(read_bytes(path, limit=MAX_RECORD_BYTES).splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{path} line {i}"
+        row = parse_json(line, where)
+        if (
+            not isinstance(row, dict)
+            or not isinstance(row.get("epoch"), int)
+            or isinstance(row["epoch"], bool)
+            or row["epoch"] < 0
+            or not all(is_number(row.get(k)) for k in METRICS if k != "epoch")
+        ):
+            raise DataError(f"{where}: not an epoch record (an object of {', '.join(METRICS)})")
+        rows.append(row)
+    return rows
