@@ -16,9 +16,15 @@ import shlex
 import sys
 
 from alexnet.config import SEED_RANGE, TrainConfig, load_config_file, setting_types
-from alexnet.errors import CheckpointError, ConfigError, DataError, Interrupted, RunError, message_lines
+from alexnet.errors import CheckpointError, ConfigError, DataError, Interrupted, RunError, message_lines, printable
 from alexnet.system.distributed import Forwarded
 from alexnet.system.runtime import parse_device
+
+
+def _say(text: str) -> None:
+    """Print a result whose names come from files (class names, paths) line by line, each escaped
+    by :func:`printable`: a name cannot add lines or send the terminal escape sequences."""
+    print("\n".join(printable(line) for line in str(text).split("\n")))
 
 
 def _cmd_models(args) -> int:
@@ -49,7 +55,10 @@ def _cmd_summary(args) -> int:
 
     size = args.image_size or native_image_size(args.model)
     check_image_size(size, args.model)
-    model = build_model(args.model, num_classes=args.num_classes, in_channels=args.in_channels)
+    import torch
+
+    with torch.device("meta"):  # shapes and counts only: 10**9 classes would otherwise be 16 TB of weights
+        model = build_model(args.model, num_classes=args.num_classes, in_channels=args.in_channels)
     result = summarize(model, size, args.in_channels)
     result["model"] = args.model
     print(json.dumps(result, indent=2) if args.json else f"{args.model}: " + format_table(result))
@@ -81,7 +90,7 @@ def _cmd_train(args) -> int:
         result = train(_train_settings(args), argv=["alexnet", *args.argv])
     if not distributed.from_environment().writer:  # under torchrun rank 0 speaks for the run
         return 0
-    print(
+    _say(
         "done: validation top-1 "
         f"{100 * result['val_top1']:.2f}% top-5 {100 * result['val_top5']:.2f}%; run folder {result['run_dir']}"
     )
@@ -97,6 +106,8 @@ def _cmd_experiment(args) -> int:
     if args.name is None:
         raise ConfigError(f"name an experiment: {', '.join(EXPERIMENTS)}, or all (--list describes them)")
     number = lambda flag, text: None if text is None else _positive_flag(flag, text)  # noqa: E731
+    if args.seeds is not None and number("--seeds", args.seeds) > MAX_SEEDS:  # each one whole training runs
+        raise ConfigError(f"--seeds {args.seeds[:20]} is above the maximum {MAX_SEEDS}")
     opts = Options(
         epochs=number("--epochs", args.epochs),
         seeds=number("--seeds", args.seeds),
@@ -111,6 +122,9 @@ def _cmd_experiment(args) -> int:
     else:
         run_experiment(args.name, opts, args.out, argv=argv)
     return 0
+
+
+MAX_SEEDS = 1000  # seeds of an experiment's every arm: more is a typo, and each is a run
 
 
 def _positive_flag(flag: str, text: str) -> int:
@@ -128,7 +142,7 @@ def _cmd_evaluate(args) -> int:
     from alexnet.inference.evaluate import evaluate_models, format_report
 
     result = evaluate_models(args.checkpoint, data=args.data, device=args.device, out=args.out, ten_crop=args.ten_crop)
-    print(json.dumps(result, indent=2) if args.json else format_report(result))
+    _say(json.dumps(result, indent=2) if args.json else format_report(result))
     return 0
 
 
@@ -146,9 +160,9 @@ def _cmd_predict(args) -> int:
         print(json.dumps(results, indent=2))
         return 0
     for r in results:
-        print(r["image"])
+        _say(r["image"])
         for p in r["predictions"]:
-            print(f"  {100 * p['probability']:6.2f}%  {p['class']}")
+            _say(f"  {100 * p['probability']:6.2f}%  {p['class']}")
     return 0
 
 
@@ -170,14 +184,14 @@ def _cmd_visualize(args) -> int:
             **common,
         )
         print(f"searched {found['searched']:,} training images")
-    print(f"wrote {out}")
+    _say(f"wrote {out}")
     return 0
 
 
 def _cmd_report(args) -> int:
     from alexnet.analysis.report import write_report
 
-    print(f"wrote {write_report(args.folder, args.out, device=args.device, train_images=args.train_images)}")
+    _say(f"wrote {write_report(args.folder, args.out, device=args.device, train_images=args.train_images)}")
     return 0
 
 
@@ -185,7 +199,7 @@ def _cmd_export(args) -> int:
     from alexnet.formats import export
 
     paths = export(args.checkpoint, format=args.format, out=args.out, force=args.force)
-    print("wrote " + " and ".join(str(p) for p in paths))
+    _say("wrote " + " and ".join(str(p) for p in paths))
     return 0
 
 
@@ -245,7 +259,7 @@ def _cmd_convert(args) -> int:
     from alexnet.formats import convert
 
     paths = convert(args.file, args.to, force=args.force, mean_file=args.mean_file)
-    print("wrote " + " and ".join(str(p) for p in paths))
+    _say("wrote " + " and ".join(str(p) for p in paths))
     return 0
 
 

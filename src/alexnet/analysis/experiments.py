@@ -183,7 +183,7 @@ def arm_config(exp: Experiment, arm: Arm, seed: int, opts: Options, folder: Path
 
 def _finished(folder: Path, epochs: int) -> bool:
     path = folder / "metrics.jsonl"
-    return path.is_file() and any(r.get("epoch") == epochs - 1 for r in read_metrics(path))
+    return path.is_file() and any(r["epoch"] == epochs - 1 for r in read_metrics(path, ()))
 
 
 def _check_same(stored: TrainConfig, cfg: TrainConfig, where: Path) -> None:
@@ -314,7 +314,7 @@ def make_table(exp: Experiment, folder: Path, configs: list[TrainConfig], skippe
             continue
         for cfg in (c for c in configs if c.name.startswith(f"{arm.name}-seed")):
             run_dir = folder / cfg.name
-            metrics = read_metrics(run_dir / "metrics.jsonl")
+            metrics = read_metrics(run_dir / "metrics.jsonl", ("val_top1", "train_acc", "train_seconds", "val_seconds"))
             env = read_json(run_dir / "env.json") if os.path.lexists(run_dir / "env.json") else {}
             env = env if isinstance(env, dict) else {}
             steps = _read_steps(run_dir)

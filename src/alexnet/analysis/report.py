@@ -22,7 +22,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from alexnet.analysis.reporthtml import GENERATOR, figure, img, json_html, markdown_html, missing, page, table
+from alexnet.analysis.reporthtml import GENERATOR, figure, html_table, img, json_html, markdown_html, missing, page
 from alexnet.config import is_number
 from alexnet.errors import CheckpointError, ConfigError, DataError
 from alexnet.formats import atomic_write
@@ -327,7 +327,7 @@ def _runs_table(runs: list[Path]) -> str:
                 f"{best:.2%}" if best is not None else "",
             ]
         )
-    return table(["run", "model", "image size", "epochs done", "last val top-1", "best val top-1"], rows)
+    return html_table(["run", "model", "image size", "epochs done", "last val top-1", "best val top-1"], rows)
 
 
 def _guarded(make: Callable[[], str]) -> str:

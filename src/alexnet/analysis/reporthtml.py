@@ -36,7 +36,7 @@ def markdown_html(text: str) -> str:
         if table:
             cells = [[c.strip() for c in line.strip().strip("|").split("|")] for line in table]
             body = [r for r in cells[1:] if not all(set(c) <= set(":- ") for c in r)]
-            out.append(table(cells[0], body))
+            out.append(html_table(cells[0], body))
             table.clear()
         if para:
             out.append("<p>" + html.escape(" ".join(para)) + "</p>")
@@ -76,20 +76,20 @@ def json_html(value) -> str:
     """An object of plain values or a list of such objects as a table; anything else as JSON."""
     scalar = lambda v: v is None or isinstance(v, (str, int, float, bool))  # noqa: E731
     if isinstance(value, dict) and value and all(scalar(v) or isinstance(v, (list, dict)) for v in value.values()):
-        return table(["setting", "value"], [[k, v if scalar(v) else json.dumps(v)] for k, v in value.items()])
+        return html_table(["setting", "value"], [[k, v if scalar(v) else json.dumps(v)] for k, v in value.items()])
     if (
         isinstance(value, list)
         and value
         and all(isinstance(r, dict) and all(scalar(v) for v in r.values()) for r in value)
     ):
         keys = list(dict.fromkeys(k for r in value for k in r))
-        return table(keys, [[r.get(k, "") for k in keys] for r in value])
+        return html_table(keys, [[r.get(k, "") for k in keys] for r in value])
     text = json.dumps(value, indent=2)
     cut = f"\n... ({len(text) - MAX_JSON_CHARS:,} more characters)" if len(text) > MAX_JSON_CHARS else ""
     return "<pre>" + html.escape(text[:MAX_JSON_CHARS] + cut) + "</pre>"
 
 
-def table(head: list, rows: list[list]) -> str:
+def html_table(head: list, rows: list[list]) -> str:
     """A table of ``head`` and ``rows``, every cell escaped, numbers right-aligned."""
 
     def cell(v, tag="td"):

@@ -104,7 +104,11 @@ def time_to_accuracy(cfg: TrainConfig, train_flags: list[str], seeds: list[int],
         start = time.perf_counter()
         result = train(run, argv=["alexnet", "train", *train_flags, "--seed", str(seed)], quiet=True)
         rows.append(
-            seed_row(seed, read_metrics(Path(result["run_dir"]) / "metrics.jsonl"), time.perf_counter() - start)
+            seed_row(
+                seed,
+                read_metrics(Path(result["run_dir"]) / "metrics.jsonl", ("val_top1", "train_seconds", "val_seconds")),
+                time.perf_counter() - start,
+            )
         )
         say(
             f"seed {seed}: last-epoch top-1 {100 * rows[-1]['final_top1']:.2f}% after "

@@ -47,10 +47,10 @@ def class_names_problem(names: object) -> str | None:
     seen = set()
     for name in names:
         if name in seen:
-            return f"must be a non-empty list of distinct names; {printable(name)!r} is there twice"
+            return f"must be a non-empty list of distinct names; '{printable(name)}' is there twice"
         seen.add(name)
         try:
             name.encode("utf-8")
         except UnicodeEncodeError:
-            return f"must be text: {printable(name)!r} is not UTF-8 (a name in another encoding); rename it"
+            return f"must be text: '{printable(name)}' is not UTF-8 (a name in another encoding); rename it"
     return None

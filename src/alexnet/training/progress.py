@@ -9,6 +9,8 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
+from alexnet.errors import printable
+
 if TYPE_CHECKING:
     from alexnet.training.engine import EpochResult, StepResult
     from alexnet.training.run import Run
@@ -21,7 +23,7 @@ def printer(quiet: bool):
         if quiet:
             return
         try:
-            print(*args, flush=True)
+            print(*(printable(str(a)) for a in args), flush=True)  # names from files never act on the terminal
         except BrokenPipeError:  # stdout closed: keep training, print nowhere from now on
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 

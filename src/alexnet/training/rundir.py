@@ -339,10 +339,14 @@ class RunFolder:
             self._lock = None
 
 
-def read_metrics(path: str | Path) -> list[dict]:
-    """The epoch records of a run's ``metrics.jsonl``: each line an object with a whole ``epoch`` and
-    a number for each of the fields a line holds (``formats.checkpoint.METRICS``), as the curves,
-    the report and the experiments read them; anything else is one :class:`DataError` naming the
+# What the curves (plots.plot_curves) and the report's table read from every line.
+PLOTTED = ("train_loss", "train_acc", "val_loss", "val_top1", "val_top5")
+
+
+def read_metrics(path: str | Path, required: tuple[str, ...] = PLOTTED) -> list[dict]:
+    """The epoch records of a run's ``metrics.jsonl``: each line an object with a whole ``epoch``,
+    a number for each of ``required`` (what the caller reads) and for each other field of a line
+    (``formats.checkpoint.METRICS``) it holds; anything else is one :class:`DataError` naming the
     file and the line."""
     rows = []
     for i, line in enumerate(read_bytes(path, limit=MAX_RECORD_BYTES).splitlines(), 1):
@@ -355,8 +359,9 @@ def read_metrics(path: str | Path) -> list[dict]:
             or not isinstance(row.get("epoch"), int)
             or isinstance(row["epoch"], bool)
             or row["epoch"] < 0
-            or not all(is_number(row.get(k)) for k in METRICS if k != "epoch")
+            or not all(is_number(row.get(k)) for k in required)
+            or not all(is_number(row[k]) for k in METRICS if k in row and k != "epoch")
         ):
-            raise DataError(f"{where}: not an epoch record (an object of {', '.join(METRICS)})")
+            raise DataError(f"{where}: not an epoch record (an object of epoch and {', '.join(required or METRICS)})")
         rows.append(row)
     return rows
