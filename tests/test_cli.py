@@ -189,6 +189,8 @@ ARGPARSE_ERRORS = [
     ["summary", "--image-size", "0"],
     ["predict"],
     ["evaluate"],
+    ["bench", "--warmup", "-5"],  # before: accepted
+    ["visualize", "predictions", "--checkpoint", "x.pt", "--seed", str(2**70)],  # before: "Overflow when unpacking"
 ]
 
 
@@ -253,6 +255,29 @@ BAD_INPUT = [
         1,
         "--val-fraction 0.9 of 4 images",
     ),
+    # issue 22: every --device through one parser, refused before anything runs or is written
+    ("device-meta", ["train", "--device", "meta", "--out", "{tmp}/runs"], 2, "--device 'meta'"),
+    ("device-xpu", ["evaluate", "--checkpoint", "{tmp}/x.pt", "--device", "xpu"], 2, "--device 'xpu'"),
+    ("device-cpu:1", ["report", "{tmp}/empty", "--device", "cpu:1"], 2, "--device 'cpu:1'"),
+    ("serve-device-meta", ["serve", "--checkpoint", "{tmp}/x.pt", "--device", "meta", "--port", "0"], 2, "meta"),
+    # issue 22: lines that misled
+    ("name-newline", ["train", "--name", "a\nb", "--out", "{tmp}/runs"], 2, "control characters"),
+    ("name-too-long", ["train", "--name", "n" * 300, "--out", "{tmp}/runs"], 2, "--name is 300 bytes"),
+    ("config-nested", ["train", "--config", "{tmp}/deep.json", "--out", "{tmp}/runs"], 2, "deep.json: JSON nested"),
+    ("config-dev-zero", ["train", "--config", "/dev/zero", "--out", "{tmp}/runs"], 2, "a character device"),
+    ("checkpoint-folder", ["predict", "{tmp}/img.png", "--checkpoint", "{tmp}/empty"], 1, "but a folder"),
+    ("checkpoint-dev-zero", ["evaluate", "--checkpoint", "/dev/zero"], 1, "/dev/zero: not a regular file"),
+    ("checkpoint-every-0.0m", ["train", "--checkpoint-every", "0.0m", "--out", "{tmp}/runs"], 2, "above 0"),
+    ("time-budget-huge", ["train", "--time-budget", "1" * 400 + "s", "--out", "{tmp}/runs"], 2, "--time-budget"),
+    ("shard-size-huge", ["prepare", "{tmp}/few", "{tmp}/shards", "--shard-size", "9" * 400 + "GB"], 2, "--shard-size"),
+    ("bench-json-nowhere", ["bench", "--quick", "--json", "{tmp}/img.png/bench.json"], 2, "--json"),
+    (
+        "name-not-a-run",
+        ["train", "--data", "{idx}", "--out", "{tmp}", "--name", "few", "--epochs", "1", "--subset", "32"],
+        2,
+        "not a run folder",
+    ),
+    ("name-of-a-dead-run", ["train", "--data", "{idx}", "--out", "{tmp}/runs", "--name", "dead"], 2, "--resume"),
 ]
 
 
@@ -275,6 +300,10 @@ def bad_input_files(tmp_path, idx_folder):
     (tmp_path / "img.png").write_bytes(b"not really a png")
     (tmp_path / "runs" / "done" / "checkpoints").mkdir(parents=True)
     (tmp_path / "runs" / "done" / "checkpoints" / "last.pt").write_bytes(b"a run that finished")
+    (tmp_path / "runs" / "dead").mkdir()  # killed before its first checkpoint: settings and a step line
+    (tmp_path / "runs" / "dead" / "config.json").write_text(json.dumps(TrainConfig().to_dict()))
+    (tmp_path / "runs" / "dead" / "steps.jsonl").write_text('{"step": 20, "epoch": 0, "train_loss": 2.3}\n')
+    (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
     return tmp_path
 
 
@@ -303,6 +332,8 @@ def test_bad_input_gives_one_line_and_the_right_exit_code(capsys, bad_input_file
         pytest.param(["train", "--warmup", "1", "--data", "{idx}"], id="warmup-1"),
         pytest.param(["train", "--label-smoothing", "1.5", "--data", "{idx}"], id="label-smoothing-1.5"),
         pytest.param(["train", "--data", "{tmp}/half"], id="data-half-split"),
+        pytest.param(["train", "--device", "meta", "--data", "{idx}"], id="device-meta"),
+        pytest.param(["train", "--device", "xpu", "--data", "{idx}"], id="device-xpu"),
         pytest.param(["train", "--data", "{tmp}/lies"], id="data-label-gap"),
         pytest.param(
             ["train", "--data", "{tmp}/few", "--val-fraction", "0.9", "--workers", "0"], id="val-fraction-all"

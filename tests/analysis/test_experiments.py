@@ -268,3 +268,12 @@ def test_a_real_experiment_end_to_end(idx_folder, tmp_path, capsys, monkeypatch)
     assert json.loads(json.dumps(again["arms"])) == table["arms"]  # the table is a function of the run folders
     rc, printed, _ = _main(capsys, *argv)  # again: everything skipped
     assert rc == 0 and printed.count("finished before, skipped") == 4
+
+
+def test_a_damaged_experiment_record_is_one_line(tmp_path, capsys, monkeypatch):
+    """Before: an experiment.json that is a list (or not JSON) was a traceback."""
+    monkeypatch.setattr(alexnet.training.loop, "train", lambda *a, **k: pytest.fail("trained"))
+    for text in ("[]", "{", "[" * 100_000 + "]" * 100_000):
+        (tmp_path / "experiment.json").write_text(text)
+        rc, _, err = _main(capsys, "experiment", "lrn", "--seeds", "1", "--out", str(tmp_path))
+        assert rc == 2 and "experiment.json" in _one_line_error(err)

@@ -187,3 +187,43 @@ def test_the_page_shows_every_image_in_headless_chromium(trained_run, tmp_path):
             driver.save_screenshot(os.environ["ALEXNET_REPORT_SCREENSHOT"])
     finally:
         driver.quit()
+
+
+def test_the_page_inlines_only_regular_files_inside_its_folder(tmp_path, capsys):
+    """Before: a link to a system file was inlined into a page meant to be shared, a link to
+    /dev/zero ate memory, a FIFO hung the command, and so did a FIFO (or /dev/stdout) as --out."""
+    folder = tmp_path / "results"
+    folder.mkdir()
+    (folder / "table.md").write_text("| run | top-1 |\n|---|---|\n| a | 90% |\n")
+    (tmp_path / "secret.md").write_text("the host's own file\n")
+    (folder / "leak.md").symlink_to(tmp_path / "secret.md")
+    (folder / "zero.png").symlink_to("/dev/zero")
+    os.mkfifo(folder / "pipe.json")
+    page = write_report(folder).read_text()
+    assert "<td>90%</td>" in page and "own file" not in page
+    assert "leak.md: a link to a file outside" in page and "zero.png: a link to a file outside" in page
+    assert "pipe.json: not a regular file but a named pipe" in page
+    os.mkfifo(tmp_path / "out.html")
+    code, _, err = _main(capsys, "report", str(folder), "--out", str(tmp_path / "out.html"))
+    assert code == 2 and "was not written by alexnet report" in _one_line_error(err)
+
+
+def test_damaged_run_files_are_said_on_the_page(tmp_path):
+    """Before: tracebacks from a config.json nested 100,000 deep, metrics lines that are not
+    records, an env.json that is a list, and a run inside whose settings are not an object."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("[" * 100_000 + "]" * 100_000)
+    (run / "env.json").write_text("[1, 2]")
+    (run / "metrics.jsonl").write_text('{"epoch": 0, "train_loss": 1.0}\n[1]\n')
+    page = write_report(run).read_text()
+    assert "config.json: JSON nested more than 100 levels deep" in page
+    assert "metrics.jsonl line 1: not an epoch record" in page
+    folder = tmp_path / "experiment"
+    (folder / "arm-seed0").mkdir(parents=True)
+    (folder / "arm-seed0" / "config.json").write_text('["not", "settings"]')
+    (folder / "arm-seed1").mkdir()
+    (folder / "arm-seed1" / "config.json").write_text('{"model": "alexnet", "epochs": 1}')
+    (folder / "arm-seed1" / "metrics.jsonl").write_text('{"epoch": "zero"}\n')
+    page = write_report(folder).read_text()
+    assert "not an object of settings" in page and "metrics.jsonl line 1: not an epoch record" in page

@@ -5,6 +5,7 @@ as one line from the main process, never a loader worker's traceback."""
 from __future__ import annotations
 
 import multiprocessing
+import os
 import random
 import shutil
 
@@ -116,3 +117,12 @@ def test_a_file_gone_bad_after_the_scan_is_one_line_from_the_main_process(tmp_pa
     assert "\n" not in message and "Traceback" not in message and "worker" not in message
     # the loader's workers ended with the epoch, though the error (and through it the loader) is kept
     assert set(multiprocessing.active_children()) <= before
+
+
+def test_a_class_folder_whose_name_is_not_utf8_is_refused_before_the_scan(tmp_path):
+    """Before: it trained, then the service answered 500 to every request (its name cannot be JSON)."""
+    make_folder(tmp_path / "data", bad=False)
+    os.rename(tmp_path / "data" / "b", os.fsencode(tmp_path / "data") + b"/caf\xe9")  # Latin-1, not UTF-8
+    with pytest.raises(DataError, match=r"class folders' names must be text: 'caf\\udce9' is not UTF-8") as e:
+        scan_folder(tmp_path / "data")
+    assert "\n" not in str(e.value)

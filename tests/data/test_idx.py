@@ -251,7 +251,12 @@ GOOD_IDX = _idx(3, 2, 2, body=bytes(range(12)))
 
 MALFORMED_IDX = {
     "plain-bytes-in-gz": ("x-idx3-ubyte.gz", GOOD_IDX, "cannot read"),
-    "gzip-cut-off": ("x-idx3-ubyte.gz", gzip.compress(GOOD_IDX * 50)[:40], "cannot read"),
+    # cut inside the bytes its header declares (the reader stops one byte past them)
+    "gzip-cut-off": (
+        "x-idx3-ubyte.gz",
+        gzip.compress(_idx(3, 64, 64, body=bytes(range(256)) * 48))[:60],
+        "cannot read",
+    ),
     "gzip-damaged": (
         "x-idx3-ubyte.gz",
         (lambda z: z[:20] + bytes(b ^ 0xFF for b in z[20:30]) + z[30:])(gzip.compress(GOOD_IDX * 50)),
@@ -374,3 +379,32 @@ def test_training_batches_are_augmented(idx_folder):
     )
     differs = [not torch.allclose(a, b, atol=1e-3) for a, b in zip(x, reference)]
     assert sum(differs) >= 0.9 * n
+
+
+def test_a_gzip_stream_longer_than_its_header_says_costs_only_what_the_header_declares(tmp_path):
+    """Before: a gzipped IDX file expanding to 2 GB was read whole (4.3 GB) before its length was
+    checked. Here 64 MB of zeros behind a header of 10 images: the reader stops one byte past them."""
+    import tracemalloc
+
+    path = tmp_path / "bomb-idx3-ubyte.gz"
+    with gzip.open(path, "wb", compresslevel=1) as f:
+        f.write(_header(10, 28, 28))
+        for _ in range(64):
+            f.write(bytes(1 << 20))
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError, match="does not match its shape") as e:
+            read_idx(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20, peak  # the declared 7840 bytes and gzip's buffers, not the 64 MB
+    assert str(path) in str(e.value)
+
+
+def test_class_names_that_a_model_file_could_not_hold_are_refused_before_training(idx_folder, tmp_path):
+    """Before: a duplicate name in classes.txt trained, then every checkpoint was refused."""
+    root = write_idx_set(tmp_path / "named", idx_folder)
+    (root / "classes.txt").write_text("\n".join(["shoe", "bag", "shoe"] + [f"c{i}" for i in range(7)]) + "\n")
+    with pytest.raises(DataError, match=r"classes.txt: the class names must be .*'shoe' is there twice"):
+        build_data(TrainConfig(data=str(root), image_size=67, workers=0), CPU)

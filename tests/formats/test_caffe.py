@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from alexnet.data.transforms import Preprocess
+from alexnet.formats import CheckpointError, read_model
 from alexnet.formats import caffe_pb2 as pb
-from alexnet.formats import read_model
 from alexnet.formats.caffe import IMAGENET_BGR_MEAN
 from alexnet.inference.predict import Predictor
 
@@ -453,3 +453,15 @@ def test_a_model_file_without_lrn_k_has_the_papers():
     del state["config"]["lrn_k"]
     net = ModelFile.from_state(state).network()
     assert [m.k for m in net.modules() if isinstance(m, torch.nn.LocalResponseNorm)] == [2.0, 2.0]
+
+
+def test_a_one_dimensional_transposed_fc8_is_one_line(tmp_path):
+    """Before: an IndexError from reading the second dimension of a 1-D blob."""
+    path = tmp_path / "flat.caffemodel"
+    write_caffemodel(path, {"fc8": (np.zeros(10, np.float32), np.zeros(10, np.float32))})
+    net = pb.NetParameter.FromString(path.read_bytes())
+    next(layer for layer in net.layer if layer.name == "fc8").inner_product_param.transpose = True
+    path.write_bytes(net.SerializeToString())
+    with pytest.raises(CheckpointError, match=r"layer fc8's weight has shape \[10\], expected outputs x inputs") as e:
+        read_model(path)
+    assert str(e.value).startswith(str(path)) and "\n" not in str(e.value)

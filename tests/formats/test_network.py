@@ -148,3 +148,47 @@ def test_nan_weights_and_odd_keys_are_refused_naming_them():
         )
     with pytest.raises(CheckpointError, match=r"its weights are not a state_dict of tensors"):
         model_from_checkpoint(_checkpoint({**weights, 7: torch.zeros(1)}), source="ckpt.pt")
+
+
+def _sparse(shape):
+    return torch.zeros(shape).to_sparse()
+
+
+@pytest.mark.parametrize(
+    ("make", "words"),
+    [
+        (_sparse, "a torch.sparse_coo tensor, not a dense one"),
+        (lambda shape: torch.zeros(shape, device="meta"), "a meta tensor, which holds no values"),
+        (lambda shape: torch.zeros(shape).to(torch.float8_e4m3fn), "of type torch.float8_e4m3fn"),
+        (lambda shape: torch.zeros(shape, dtype=torch.complex64), "of type torch.complex64"),
+        (lambda shape: torch.zeros(shape, dtype=torch.int64), "of type torch.int64"),
+    ],
+    ids=["sparse", "meta", "float8", "complex", "integer"],
+)
+def test_weights_that_are_not_dense_real_floating_point_are_refused_naming_them(make, words):
+    """Before: tracebacks from the finiteness check (sparse, meta, float8), or complex weights
+    accepted with their imaginary part dropped."""
+    weights = _fake_weights("alexnet", num_classes=10, in_channels=1)
+    weights["features.3.weight"] = make(weights["features.3.weight"].shape)
+    with pytest.raises(CheckpointError) as e:
+        model_from_checkpoint(_checkpoint(weights), source="ckpt.pt")
+    assert str(e.value).startswith(f"ckpt.pt: weight features.3.weight is {words}"), str(e.value)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        ({"features.0.bias": None}, "1 weight(s) missing, the first features.0.bias"),
+        ({"features.99.weight": torch.zeros(1)}, "the network has no place for, the first features.99.weight"),
+        ({"features.0.bias": torch.zeros(95)}, "weight features.0.bias has shape [95], the network's is [96]"),
+    ],
+    ids=["missing", "unexpected", "shape"],
+)
+def test_weights_that_do_not_fit_name_the_key(change, words):
+    """Before: the message stopped at torch's "Error(s) in loading state_dict for AlexNet:"."""
+    weights = {**_fake_weights("alexnet", num_classes=10, in_channels=1), **change}
+    weights = {k: v for k, v in weights.items() if v is not None}
+    with pytest.raises(CheckpointError) as e:
+        model_from_checkpoint(_checkpoint(weights), source="ckpt.pt")
+    assert words in str(e.value) and "\n" not in str(e.value), str(e.value)

@@ -146,3 +146,16 @@ def test_caffe_preprocessing_travels_in_the_metadata():
     meta = describe(model, "alexnet-onnx/1")
     assert meta["preprocess"]["channel_order"] == "BGR" and meta["preprocess"]["scale"] == 255
     assert meta["config"] == {"model": "alexnet2012", "lrn_k": 1.0}
+
+
+def test_a_pt2_export_prints_no_warning_about_its_temporary_file(tmp_path, monkeypatch, caplog, capfd):
+    """Before: every export printed torch's warning that the temporary file's name does not end in .pt2."""
+    from alexnet.formats import pt2
+
+    model, path = _model_file(tmp_path, "alexnet", 99)
+    small = torch.export.export(torch.nn.Linear(2, 2), (torch.zeros(1, 2),))
+    monkeypatch.setattr(pt2, "to_exported", lambda model: small)  # the writer, not torch.export's tracing
+    (out,) = pt2.write(model, tmp_path / "net.pt2", checkpoint=path)
+    assert torch.export.load(out).module()(torch.ones(1, 2)).shape == (1, 2)
+    said = caplog.text + "".join(capfd.readouterr())
+    assert "Expect archive file" not in said and ".tmp" not in said, said

@@ -102,14 +102,45 @@ def test_export_refuses_to_overwrite(exported, tmp_path, capsys):
     assert {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in (weights, sidecar)} == before
 
     # a sidecar alone is enough to stop the export: no weights file is written beside it
-    (tmp_path / "other.json").write_text("{}")
+    (tmp_path / "other.json").write_text(json.dumps({**json.loads(sidecar.read_text()), "epoch": 7}))
     rc, _, err = _run(capsys, "export", "--checkpoint", pt, "--out", tmp_path / "other.safetensors")
     assert rc == 1 and "other.json already exists" in err
     assert not (tmp_path / "other.safetensors").exists()
     rc, out, _ = _run(capsys, "export", "--checkpoint", pt, "--out", tmp_path / "other.safetensors", "--force")
     assert rc == 0 and "other.safetensors" in out
-    assert json.loads((tmp_path / "other.json").read_text())["format"] == WEIGHTS_FORMAT
+    assert json.loads((tmp_path / "other.json").read_text()) == json.loads(sidecar.read_text())  # replaced
     assert not list(tmp_path.glob(".*.tmp"))  # no temporary files left behind
+
+
+def test_force_never_replaces_a_file_that_is_not_a_sidecar(exported, tmp_path, capsys):
+    """Before: ``--force --out RUN/config.safetensors`` replaced the run's config.json with the sidecar."""
+    pt, _, _ = exported
+    config = tmp_path / "config.json"
+    config.write_text('{"epochs": 4}\n')
+    rc, _, err = _run(capsys, "export", "--checkpoint", pt, "--out", tmp_path / "config.safetensors", "--force")
+    assert rc == 1 and "config.json exists and is not an alexnet export's sidecar" in _one_line_error(err)
+    assert config.read_text() == '{"epochs": 4}\n' and not (tmp_path / "config.safetensors").exists()
+
+
+def test_weights_larger_than_the_sidecars_network_are_refused_before_they_are_read(exported, tmp_path, capsys):
+    """Before: a header declaring an extra tensor of GBs (a sparse file) was read whole, then refused."""
+    _, weights, sidecar = exported
+    raw = weights.read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + n])
+    end = max(v["data_offsets"][1] for k, v in header.items() if k != "__metadata__")
+    # float32 values past what the network takes in float64 (twice its float32 bytes) and a header
+    extra = (end + (100 << 20)) // 4 + 1  # 100 MB: the largest header safetensors reads
+    header["extra"] = {"dtype": "F32", "shape": [extra], "data_offsets": [end, end + 4 * extra]}
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    big = tmp_path / "big.safetensors"
+    with open(big, "wb") as f:
+        f.write(len(text).to_bytes(8, "little") + text + raw[8 + n :])
+        f.truncate(8 + len(text) + end + 4 * extra)  # sparse: no disk, and no memory unless read
+    (tmp_path / "big.json").write_text(sidecar.read_text())
+    rc, _, err = _run(capsys, "predict", tmp_path / "x.png", "--checkpoint", big)
+    assert rc == 1 and "float64; not that network's weights" in _one_line_error(err)
 
 
 def test_export_flags(exported, tmp_path, capsys):

@@ -84,3 +84,17 @@ def test_evaluating_idx_data_reads_only_the_test_files(idx_folder, tmp_path, cap
     decodes.clear()
     assert _cli(capsys, "evaluate", "--checkpoint", tmp_path / "i" / "checkpoints" / "last.pt")[0] == 0
     assert sorted(Path(p).name for p in decodes) == ["t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
+
+
+def test_an_output_folder_that_cannot_be_written_is_refused_before_evaluating(idx_folder, tmp_path, capsys, decodes):
+    """Before: the whole evaluation ran, then its result was lost when evaluation.json could not be written."""
+    from alexnet.formats import save_checkpoint
+
+    from helpers import _checkpoint, _fake_weights
+
+    state = _checkpoint(_fake_weights("alexnet", num_classes=10, in_channels=1), data=str(idx_folder.path))
+    save_checkpoint(state, tmp_path / "model.pt")
+    (tmp_path / "file").write_text("a file, not a folder")
+    rc, _, err = _cli(capsys, "evaluate", "--checkpoint", tmp_path / "model.pt", "--out", tmp_path / "file" / "out")
+    assert rc == 2 and "--out" in err and "cannot write there" in err and "\n" not in err.strip()
+    assert decodes == []  # no image was read

@@ -173,10 +173,11 @@ def test_predict_over_http_answers_what_the_predictor_answers(client, predictor,
         want = _reference(predictor, path)
         _assert_same(by_form.json()["predictions"], want)
         _assert_same(by_body.json()["predictions"], want)
-    for top, count in (("1", 1), ("3", 3), ("100", 10)):  # more than there are classes: all of them
+    # more than there are classes: all of them, also of 5000 digits (before: a 500 from int())
+    for top, count in (("1", 1), ("3", 3), ("100", 10), ("0" * 5000 + "3", 3), ("9" * 5000, 10)):
         r = client.post(f"/predict?top={top}", files={"file": ("a.png", images[0].read_bytes())})
-        assert r.status_code == 200
-        _assert_same(r.json()["predictions"], _reference(predictor, images[0], top=int(top)))
+        assert r.status_code == 200, r.text
+        _assert_same(r.json()["predictions"], _reference(predictor, images[0], top=count))
         assert len(r.json()["predictions"]) == count
 
 

@@ -111,3 +111,21 @@ def test_an_epoch_no_longer_than_the_warm_up_is_timed_whole(idx_folder, tmp_path
     assert fit["epoch_seconds"] == pytest.approx(
         320 / fit["train_images_per_second"] + 80 / fit["eval_images_per_second"]
     )
+
+
+def test_a_clock_set_back_while_timing_is_refused_not_taken_as_infinite_speed(monkeypatch):
+    """Before: a negative interval was clamped to 1e-9 s, an epoch took "no time", and the run was
+    given as many epochs as the budget divided by nothing."""
+    from alexnet.errors import RunError
+
+    class Batches:
+        def set_epoch(self, epoch):
+            pass
+
+        def __iter__(self):
+            return iter([(None, [0] * 8)] * 10)
+
+    readings = iter([1000.0] + [900.0] * 100)  # the clock stepped back after the warm-up
+    monkeypatch.setattr(budget.time, "perf_counter", lambda: next(readings))
+    with pytest.raises(RunError, match="the clock went back or stood still while 3 step"):
+        budget._rate(lambda x, y: None, Batches(), torch.device("cpu"), warmup=1, max_steps=3)
