@@ -402,7 +402,7 @@ def test_disk_full_while_saving_keeps_the_previous_checkpoint(idx_folder, tmp_pa
     def save(obj, f, *args, **kwargs):
         count["n"] += 1
         if count["n"] == 2:
-            Path(f).write_bytes(b"partial")  # the disk fills up part-way through the write
+            f.write(b"partial")  # the disk fills up part-way through the write (torch writes to a file object)
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(obj, f, *args, **kwargs)
 

@@ -115,9 +115,15 @@ def _prepare(cfg: TrainConfig, resume, epochs: int | None, argv, world: World, s
 
 
 def _resumed_settings(folder: RunFolder, epochs: int | None) -> tuple[TrainConfig, Resume | None]:
-    """The settings and checkpoint a resumed run continues with (no checkpoint: from step 0)."""
-    ckpt = read_resume(folder.last) if folder.last.is_file() else None
-    cfg = ckpt.config if ckpt else folder.read_config()
+    """The settings and checkpoint a resumed run continues with (no checkpoint: from step 0, when
+    the run never wrote one); ``config.json`` may ask for more epochs, nothing else."""
+    if folder.last.is_file():
+        ckpt = read_resume(folder.last)
+        cfg, asked = ckpt.config, folder.edited_epochs(ckpt.config)
+        epochs = epochs if epochs is not None else asked
+    else:
+        folder.check_never_checkpointed()
+        ckpt, cfg = None, folder.read_config()
     if epochs is not None:
         check_extension(cfg, epochs, folder)
         cfg = replace(cfg, epochs=epochs)
@@ -192,7 +198,7 @@ def _train_epoch(run: Run, signals: StopSignals, quiet: bool) -> engine.EpochRes
         stopped = stop if world.distributed else signals.received is not None
         if stopped:
             break
-    result = engine.EpochResult.of(totals.summed(world), carried, time.perf_counter() - start, stopped)
+    result = engine.EpochResult.of(totals.summed(world), carried, max(0.0, time.perf_counter() - start), stopped)
     if bar is not None:
         bar.close()
     return result
@@ -267,7 +273,7 @@ def _record_epoch(run: Run, tr: engine.EpochResult, ev: dict, say) -> None:
     s, epoch = run.state, run.state.epoch
     lr = run.optimizer.param_groups[0]["lr"]
     run.schedule.after_epoch(ev["top1"])
-    is_best = ev["top1"] > s.best
+    is_best = ev["top1"] > s.best or (run.world.writer and not run.folder.best.exists())  # a best.pt from epoch 1
     s.best = max(s.best, ev["top1"])
     s.metrics = {
         "epoch": epoch,
@@ -279,7 +285,7 @@ def _record_epoch(run: Run, tr: engine.EpochResult, ev: dict, say) -> None:
         "lr": lr,
         "train_seconds": tr.seconds,
         "val_seconds": ev["seconds"],
-        "images_per_second": tr.images_now / tr.seconds,
+        "images_per_second": tr.images_now / tr.seconds if tr.seconds > 0 else 0.0,
     }
     if run.world.writer:
         run.folder.append_metrics(s.metrics)  # before the checkpoint: a resume trims lines it did not keep

@@ -13,6 +13,7 @@ from alexnet.config import TrainConfig
 from alexnet.data import Data
 from alexnet.errors import CheckpointError, ConfigError, DataError, brief, first_line
 from alexnet.formats import FORMAT, Resume, Totals, check_weights
+from alexnet.formats.network import state_dict_mismatch
 from alexnet.models import AlexNet, build_model
 from alexnet.system import distributed, runtime
 from alexnet.system.distributed import World
@@ -95,6 +96,9 @@ class Run:
         check_weights(
             ckpt.model.weights, self.cfg.model, len(self.data.classes), self.data.preprocess.channels, str(ckpt.path)
         )
+        problem = state_dict_mismatch(ckpt.model.weights, self.model.state_dict())
+        if problem:
+            raise CheckpointError(f"{ckpt.path}: weights do not fit its own settings: {problem}")
         try:
             self.model.load_state_dict(ckpt.model.weights)
             self.optimizer.load_state_dict(ckpt.optimizer)

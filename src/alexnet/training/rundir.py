@@ -219,6 +219,50 @@ class RunFolder:
             raise CheckpointError(f"{self.config_file}: expected a JSON object of settings")
         return TrainConfig.from_dict(values, source=str(self.config_file))
 
+    def check_never_checkpointed(self) -> None:
+        """Refuse to start this run again from step 0 unless it never wrote a checkpoint: a
+        ``best.pt``, a ``last.pt`` that is not a file (a dangling link, a folder) or two epochs in
+        ``metrics.jsonl`` (a line is written just before its epoch's checkpoint, so one alone may be
+        a run killed in between) say it got further, and starting again would overwrite that work."""
+        signs = []
+        if os.path.lexists(self.last):
+            signs.append(
+                f"{self.last.name} is {'a link to a missing file' if self.last.is_symlink() else 'not a file'}"
+            )
+        if os.path.lexists(self.best):
+            signs.append(f"{self.best.name} is there")
+        if os.path.lexists(self.metrics_file) and self.metrics_file.is_file():
+            lines = sum(
+                1 for line in read_bytes(self.metrics_file, limit=MAX_RECORD_BYTES).splitlines() if line.strip()
+            )
+            if lines > 1:
+                signs.append(f"{self.metrics_file.name} records {lines} epochs")
+        if signs:
+            way = (
+                f"continue from best.pt with: cp {self.best} {self.last}" if self.best.is_file() else "start a new run"
+            )
+            raise CheckpointError(
+                f"--resume {self}: checkpoints/last.pt is missing, but {', '.join(signs)}: the run got past its first "
+                f"checkpoint and would be trained again from step 0 over that work; put last.pt back, or {way}"
+            )
+
+    def edited_epochs(self, cfg: TrainConfig) -> int | None:
+        """The epochs ``config.json`` asks for when they differ from ``cfg`` (the checkpoint's
+        settings): a length changed by hand, or by an ``--epochs N`` stopped before it saved. Any
+        other setting changed there is refused: a resumed run keeps its checkpoint's settings."""
+        if not os.path.lexists(self.config_file):
+            return None  # written again from the checkpoint
+        there, ours = self.read_config().to_dict(), cfg.to_dict()
+        changed = [k for k in ours if k != "epochs" and there[k] != ours[k]]
+        if changed:
+            k = changed[0]
+            raise ConfigError(
+                f"{self.config_file}: {k} is {there[k]!r} there but {ours[k]!r} in {self.last}, whose settings a "
+                f"resumed run keeps; undo the edit (or remove config.json, which is written again from the "
+                f"checkpoint), or start a new run with --config {self.config_file}"
+            )
+        return there["epochs"] if there["epochs"] != ours["epochs"] else None
+
     def write_json(self, name: str, value) -> None:
         """``env.json``, ``split.json`` or ``bad_images.json``."""
         self._write_text(name, json.dumps(value, indent=2) + "\n")
