@@ -190,6 +190,7 @@ ARGPARSE_ERRORS = [
     ["predict"],
     ["evaluate"],
     ["bench", "--warmup", "-5"],  # before: accepted
+    ["bench", "--only", "step", "--quick", "--batch-size", str(10**17)],  # before: "Storage size ... overflowed"
     ["visualize", "predictions", "--checkpoint", "x.pt", "--seed", str(2**70)],  # before: "Overflow when unpacking"
 ]
 

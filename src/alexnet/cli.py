@@ -15,7 +15,7 @@ import os
 import shlex
 import sys
 
-from alexnet.config import SEED_RANGE, TrainConfig, load_config_file, setting_types
+from alexnet.config import MAX_BATCH_SIZE, SEED_RANGE, TrainConfig, load_config_file, setting_types
 from alexnet.errors import CheckpointError, ConfigError, DataError, Interrupted, RunError, message_lines, printable
 from alexnet.system.distributed import Forwarded
 from alexnet.system.runtime import parse_device
@@ -283,6 +283,13 @@ def _positive_int(text: str) -> int:
     value = _bounded_int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _batch_size(text: str) -> int:
+    value = _positive_int(text)
+    if value > MAX_BATCH_SIZE:  # train's bound: a batch of 10**17 images overflows torch's storage size
+        raise argparse.ArgumentTypeError(f"{value} is above the maximum {MAX_BATCH_SIZE}")
     return value
 
 
@@ -658,7 +665,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--batch-size",
-        type=_positive_int,
+        type=_batch_size,
         help="the step and choice rows' batch (default: 32 with --quick, else 128; 256 on CUDA)",
     )
     p.set_defaults(func=_cmd_bench)

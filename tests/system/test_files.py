@@ -178,3 +178,31 @@ def test_a_full_disk_when_a_run_starts_names_the_folder_and_leaves_nothing(small
         RunFolder.create(TrainConfig(out=str(small_tmpfs), name="run"), ["alexnet", "train", "--name", "run"])
     assert "\n" not in str(e.value)
     assert sorted(p.name for p in small_tmpfs.iterdir()) == ["filler"]
+
+
+def test_torchs_own_warnings_about_a_strangers_file_stay_out_of_the_one_line(tmp_path):
+    """Before: a checkpoint holding a quantized tensor printed torch's deprecation warnings (four
+    lines) before the one-line refusal. In a fresh process: pytest would catch the warnings itself."""
+    import sys
+
+    from helpers import _checkpoint, _fake_weights
+
+    weights = _fake_weights("alexnet", num_classes=10, in_channels=1)
+    weights["features.0.bias"] = torch.quantize_per_tensor(torch.zeros(96), 0.1, 0, torch.qint8)
+    torch.save(_checkpoint(weights), tmp_path / "q.pt")
+    Image.new("L", (28, 28)).save(tmp_path / "image.png")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "alexnet",
+            "predict",
+            str(tmp_path / "image.png"),
+            "--checkpoint",
+            str(tmp_path / "q.pt"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1 and "quantized" in _one_line_error(done.stderr)

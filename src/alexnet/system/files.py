@@ -12,6 +12,7 @@ import pickle
 import re
 import stat
 import tempfile
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -150,7 +151,9 @@ def load_torch_file(path: str | Path) -> object:
     if check_regular(path, error=CheckpointError).st_size == 0:  # a folder or /dev/zero is not "no such file"
         raise CheckpointError(f"{path}: an empty file, not a checkpoint")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's deprecation notes for what a stranger's file holds: noise here
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         raise CheckpointError(f"{path}: refused to load - {_unpickle_reason(str(e))}; nothing in it was run") from None
     except Exception as e:  # damaged bytes reach the unpickler, which then fails with any exception type
