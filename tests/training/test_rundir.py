@@ -80,6 +80,15 @@ def test_repair_drops_damaged_lines_and_restores_the_last_from_the_checkpoint(tm
     assert rows == [{"epoch": 0, "val_top1": 0.5}, {"epoch": 1, "val_top1": 0.75}]
 
 
+@pytest.mark.parametrize("record", ["metrics.jsonl", "steps.jsonl"])
+def test_repair_refuses_a_record_that_is_not_a_regular_file(tmp_path, record):
+    """Before: a steps.jsonl linked to /dev/zero was skipped, and every later line went nowhere."""
+    folder = RunFolder(tmp_path)
+    (tmp_path / record).symlink_to("/dev/zero")
+    with pytest.raises(RunError, match=f"{record}: not a regular file but a character device"):
+        folder.repair_metrics(1, None) if record == "metrics.jsonl" else folder.repair_steps(1)
+
+
 def test_repair_says_which_epochs_it_could_not_restore(tmp_path):
     folder = RunFolder(tmp_path)
     folder.metrics_file.write_bytes(b"\x89PNG not a metrics file at all")

@@ -310,7 +310,7 @@ class RunFolder:
         """Drop the ``steps.jsonl`` lines past the checkpoint a run resumes from (and torn ones):
         those steps are trained again and logged again."""
         path = self.steps_file
-        if not path.is_file():
+        if not os.path.lexists(path):  # a link to a device or a FIFO is refused by the reader, not skipped
             return
         kept = []
         for line in read_bytes(path, limit=MAX_RECORD_BYTES, error=RunError).decode(errors="replace").splitlines():
