@@ -274,7 +274,8 @@ class RunFolder:
         writer = self._writer()
         if writer is not None:
             for key in ("train_loss", "train_acc", "val_loss", "val_top1", "val_top5", "lr", "images_per_second"):
-                writer.add_scalar(key, row[key], row["epoch"] + 1)
+                if key in row:  # an epoch --eval-every did not evaluate has no val_*
+                    writer.add_scalar(key, row[key], row["epoch"] + 1)
             writer.flush()
 
     def _writer(self):
