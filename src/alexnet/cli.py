@@ -327,7 +327,10 @@ def build_parser() -> argparse.ArgumentParser:
         "experiment", help="one of the paper's ablations, measured over arms and seeds: a table and a figure (--list)"
     )
     p.add_argument(
-        "name", nargs="?", metavar="NAME", help="relu-vs-tanh, lrn, pooling, dropout, augmentation, towers, or all"
+        "name",
+        nargs="?",
+        metavar="NAME",
+        help="relu-vs-tanh, relu-vs-tanh-alexnet, dropout, augmentation, lrn, pooling, towers, or all",
     )
     p.add_argument(
         "--list", action="store_true", help="list the experiments, their defaults and their time on 2 CPU cores"

@@ -193,6 +193,13 @@ class TrainConfig:
             "no validation numbers in metrics.jsonl (the plateau schedule needs 1)"
         ),
     )
+    save_every: int = _f(
+        1,
+        (
+            "write the end-of-epoch checkpoint every N epochs, after the last and after a new best validation "
+            "top-1; a stopped run still saves where it is, a killed one resumes from the last checkpoint"
+        ),
+    )
     step_log: int = _f(
         20,
         "every N steps, append the training loss and error of those N steps to the run folder's steps.jsonl (0 = off)",
@@ -222,7 +229,7 @@ class TrainConfig:
                 raise ConfigError(
                     f"--{_flag(key)} {value!r} is not one of: {', '.join(a for a in allowed if a is not None)}"
                 )
-        for key in ("epochs", "batch_size", "image_size", "eval_every"):
+        for key in ("epochs", "batch_size", "image_size", "eval_every", "save_every"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"--{_flag(key)} must be a positive integer, got {getattr(self, key)}")
         if self.subset is not None and self.subset < 1:

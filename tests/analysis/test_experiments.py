@@ -46,6 +46,8 @@ DOCUMENTED = {
     "relu-vs-tanh": {
         "convnet4-relu": {"model": "convnet4", "activation": "relu"},
         "convnet4-tanh": {"model": "convnet4", "activation": "tanh"},
+    },
+    "relu-vs-tanh-alexnet": {
         "alexnet-relu": {"model": "alexnet", "activation": "relu"},
         "alexnet-tanh": {"model": "alexnet", "activation": "tanh"},
     },
@@ -60,8 +62,10 @@ DOCUMENTED = {
     "towers": {"one-tower-half": {"model": "alexnet2012_half"}, "two-towers": {"model": "alexnet2012"}},
 }
 # The regime every arm of an experiment shares, as docs/experiments.md states it.
+FIGURE1 = {"schedule": "constant", "dropout": 0.0, "weight_decay": 0.0, "augment": False, "lr_swept": True}
 SHARED = {
-    "relu-vs-tanh": {"schedule": "constant", "dropout": 0.0, "weight_decay": 0.0, "lr_swept": True},
+    "relu-vs-tanh": FIGURE1,
+    "relu-vs-tanh-alexnet": FIGURE1,
     "dropout": {"schedule": "onecycle", "weight_decay": 5e-4, "augment": True},
     "augmentation": {"schedule": "onecycle", "dropout": 0.5},
     "lrn": {"schedule": "onecycle", "dropout": 0.5},
@@ -90,12 +94,8 @@ def test_arms_make_the_documented_configs(name, tmp_path):
         assert changed <= set(DOCUMENTED[name][arm.name]) | set(DOCUMENTED[name][exp.arms[0].name]), changed
     if exp.rates:  # a sweep run: seed 0, its own length and rate, whatever --epochs says
         cfg = sweep_config(exp, exp.arms[1], exp.rates[0], Options(epochs=9), tmp_path)
-        assert (cfg.seed, cfg.epochs, cfg.lr, cfg.name) == (
-            0,
-            exp.sweep_epochs,
-            exp.rates[0],
-            "sweep-convnet4-tanh-lr0.003",
-        )
+        assert (cfg.seed, cfg.epochs, cfg.lr) == (0, exp.sweep_epochs, exp.rates[0])
+        assert cfg.name == f"sweep-{exp.arms[1].name}-lr{exp.rates[0]:g}"
 
 
 def test_options_override_the_experiment_defaults(tmp_path):
@@ -157,6 +157,13 @@ def test_the_sweep_picks_the_rate_that_reaches_the_level_first(tmp_path):
     assert fastest([*trials, tie]).lr == 0.003
     assert fastest([trials[0], trials[4]]).lr == 0.001
     assert fastest([trials[3]]) is None  # every rate diverged: nothing to choose
+
+
+def test_steps_to_reach_can_average_each_window_with_its_neighbours():
+    rows = [{"step": 10 * (i + 1), "train_error": e} for i, e in enumerate([0.5, 0.3, 0.2, 0.4, 0.1])]
+    assert steps_to_reach(rows, 0.25) == 30  # one window's 0.2
+    # averaged with one on either side: 0.4, 1/3, 0.3, 0.7/3 (step 40), 0.25
+    assert steps_to_reach(rows, 0.25, half=1) == 40 and steps_to_reach(rows, 0.2, half=1) is None
 
 
 def _run(run_dir, *, test: float, train: float | None = None, last_train: float = 0.0, epochs: int = 2) -> None:
@@ -275,7 +282,7 @@ def test_seed_k_of_every_arm_trains_on_the_same_images_from_the_same_weights(idx
 
 def _fake_train(calls, diverge_at: float | None = None):
     """train() as far as the experiment reads it: the run folder's config, metrics and steps. The
-    steps reach 25% sooner the closer the rate is to 0.03 (ReLU) or 0.01 (tanh); ``diverge_at``:
+    steps reach 25% sooner the closer the rate is to 0.02 (ReLU) or 0.01 (tanh); ``diverge_at``:
     a rate whose runs stop with a NaN loss, as train() does."""
 
     def train(cfg, *, argv=None, resume=None, epochs=None, quiet=False):
@@ -286,7 +293,7 @@ def _fake_train(calls, diverge_at: float | None = None):
             raise RunError("the training loss became nan by step 3 of the epoch; lower --lr or use --on-nan rollback")
         err = 0.1 * (1 + cfg.seed) + (0.05 if "tanh" in cfg.name else 0.0)
         _run(folder.path, test=100 * err, last_train=100 * err, epochs=cfg.epochs)
-        best = 0.01 if cfg.activation == "tanh" else 0.03
+        best = 0.01 if cfg.activation == "tanh" else 0.02
         at = 50 + round(100 * abs(math.log(cfg.lr / best)))
         _steps(folder.path, [0.9 if 10 * (i + 1) < at else 0.2 for i in range(40)])
         folder.save({"weights": "stand-in"})  # a checkpoint for the experiment to delete
@@ -298,7 +305,7 @@ def _fake_train(calls, diverge_at: float | None = None):
 
 def test_the_sweep_then_seed_by_seed_and_a_rerun_skips_or_resumes(tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(alexnet.training.loop, "train", _fake_train(calls, diverge_at=0.1))
+    monkeypatch.setattr(alexnet.training.loop, "train", _fake_train(calls, diverge_at=0.04))
     out, opts = tmp_path / "exp", Options(seeds=2)
     exp = experiment("relu-vs-tanh")
     run_experiment("relu-vs-tanh", opts, out, say=lambda s: None)
@@ -306,26 +313,21 @@ def test_the_sweep_then_seed_by_seed_and_a_rerun_skips_or_resumes(tmp_path, monk
     main = [(f"{a.name}-seed{s}", False) for s in range(2) for a in exp.arms]  # seed by seed: whole pairs first
     assert calls == sweep + main
     chosen = json.loads((out / "sweep.json").read_text())
-    assert {a: r["chosen"] for a, r in chosen.items()} == {
-        "convnet4-relu": 0.03,
-        "convnet4-tanh": 0.01,
-        "alexnet-relu": 0.03,
-        "alexnet-tanh": 0.01,
-    }
-    assert RunFolder(out / "alexnet-tanh-seed1").read_config().lr == 0.01
-    assert (out / "sweep-alexnet-relu-lr0.1" / DIVERGED).is_file()
+    assert {a: r["chosen"] for a, r in chosen.items()} == {"convnet4-relu": 0.02, "convnet4-tanh": 0.01}
+    assert RunFolder(out / "convnet4-tanh-seed1").read_config().lr == 0.01
+    assert (out / "sweep-convnet4-relu-lr0.04" / DIVERGED).is_file()
     assert not any(out.glob("*/checkpoints/*.pt"))  # the checkpoints of finished runs are gone
     table = json.loads((out / "table.json").read_text())
-    assert table["sweep"]["alexnet-relu"]["chosen"] == 0.03 and len(table["speedups"]) == 6
+    assert table["sweep"]["convnet4-relu"]["chosen"] == 0.02 and len(table["speedups"]) == 3
     assert (out / "figure.png").stat().st_size > 0 and "(chosen)" in (out / "table.md").read_text()
 
     calls.clear()  # again: nothing to train
     run_experiment("relu-vs-tanh", opts, out, say=lambda s: None)
     assert calls == []
     calls.clear()  # a run stopped before its last epoch: resumed, alone
-    (out / "alexnet-tanh-seed1" / "metrics.jsonl").write_text("")
+    (out / "convnet4-tanh-seed1" / "metrics.jsonl").write_text("")
     run_experiment("relu-vs-tanh", opts, out, say=lambda s: None)
-    assert calls == [("alexnet-tanh-seed1", True)]
+    assert calls == [("convnet4-tanh-seed1", True)]
 
     calls.clear()  # other settings into the same folder: refused before anything runs
     with pytest.raises(ConfigError, match="other settings"):
@@ -385,7 +387,7 @@ def test_the_training_error_is_the_final_weights_on_the_training_images(idx_fold
 
 def test_unknown_experiment_and_bad_flags_are_one_line(tmp_path, capsys):
     for argv, words in (
-        (["experiment", "nope"], "relu-vs-tanh, dropout"),
+        (["experiment", "nope"], "relu-vs-tanh, relu-vs-tanh-alexnet, dropout"),
         (["experiment", "lrn", "--seeds", "0"], "--seeds"),
         (["experiment", "lrn", "--subset", "many"], "--subset"),
         (["experiment"], "--list"),

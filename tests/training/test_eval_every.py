@@ -1,6 +1,7 @@
 """--eval-every N: the test images are evaluated after every N-th epoch and after the last, never
 more often; an epoch left unevaluated has no validation numbers in metrics.jsonl or in its
-checkpoint, never becomes best.pt, and a run stopped after one resumes to the same weights."""
+checkpoint, never becomes best.pt, and a run stopped after one resumes to the same weights.
+--save-every N: the end-of-epoch checkpoint every N epochs; a run killed between resumes exactly."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from alexnet.config import TrainConfig
 from alexnet.errors import ConfigError
 from alexnet.formats import load_checkpoint
 from alexnet.training import engine
+from alexnet.training.rundir import RunFolder
 
 from helpers import _run_stdout as _run
 
@@ -92,8 +94,45 @@ def test_a_run_stopped_after_an_unevaluated_epoch_resumes_exactly(idx_folder, tm
     [
         ({"eval_every": 0}, "--eval-every must be a positive integer"),
         ({"eval_every": 2, "schedule": "plateau"}, "plateau"),
+        ({"save_every": 0}, "--save-every must be a positive integer"),
     ],
 )
 def test_eval_every_is_checked(settings, words):
     with pytest.raises(ConfigError, match=words):
         TrainConfig(**settings)
+
+
+def test_save_every_writes_fewer_checkpoints_and_a_killed_run_resumes_exactly(
+    idx_folder, tmp_path, capsys, monkeypatch
+):
+    """--save-every 2 of 4 epochs: checkpoints after epochs 2 and 4 only; a run that dies in epoch
+    4 resumes from epoch 2's, the line of epoch 3 is trimmed and trained again, to the same weights."""
+    args = _args(idx_folder, tmp_path, "--epochs", "4", "--save-every", "2", "--eval-every", "4")
+    saved, real_save = [], RunFolder.save
+
+    def save(self, state, *, best=False):
+        saved.append(state["epoch"])
+        return real_save(self, state, best=best)
+
+    monkeypatch.setattr(RunFolder, "save", save)
+    assert _run(capsys, *args, "--name", "through")[0] == 0
+    assert saved == [1, 3]
+    real, calls = engine.train_one_epoch, []
+
+    def die_in_fourth_epoch(*a, **k):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(engine, "train_one_epoch", die_in_fourth_epoch)
+    assert _run(capsys, *args, "--name", "stopped")[0] == 130
+    assert load_checkpoint(tmp_path / "stopped" / "checkpoints" / "last.pt")["epoch"] == 1
+    assert len(_rows(tmp_path / "stopped")) == 3  # epoch 3's line, ahead of the checkpoint
+    monkeypatch.setattr(engine, "train_one_epoch", real)
+    rc, out = _run(capsys, "train", "--resume", str(tmp_path / "stopped"))
+    assert rc == 0, out
+    a, b = (load_checkpoint(tmp_path / n / "checkpoints" / "last.pt") for n in ("through", "stopped"))
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    strip = lambda r: {k: v for k, v in r.items() if "second" not in k}  # noqa: E731
+    assert [strip(r) for r in _rows(tmp_path / "through")] == [strip(r) for r in _rows(tmp_path / "stopped")]

@@ -194,7 +194,7 @@ class _Runner:
         for arm in arms:
             for lr in rates:
                 self.one(trials[arm.name, lr], sweep=True)
-            found = [trial_of(self.folder / trials[arm.name, lr].name, lr, level) for lr in rates]
+            found = [trial_of(self.folder / trials[arm.name, lr].name, lr, level, self.exp.smooth) for lr in rates]
             best = fastest(found)
             if best is None:
                 raise RunError(

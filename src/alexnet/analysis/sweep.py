@@ -27,10 +27,23 @@ def read_steps(run_dir: str | Path) -> list[dict]:
     return sorted(rows, key=lambda r: r["step"])
 
 
-def steps_to_reach(rows: list[dict], level: float) -> int | None:
-    """The first logged step whose training error (the mean of the steps since the line before)
-    is at or below ``level`` (a fraction); None when no line reaches it."""
-    return next((r["step"] for r in sorted(rows, key=lambda r: r["step"]) if r["train_error"] <= level), None)
+def smoothed(rows: list[dict], half: int) -> list[dict]:
+    """Each logged window's training error averaged with up to ``half`` windows on either side:
+    one window holds only ``--step-log`` batches, whose error is a few points noisy."""
+    rows = sorted(rows, key=lambda r: r["step"])
+    errors = [r["train_error"] for r in rows]
+    out = []
+    for i, r in enumerate(rows):
+        near = errors[max(0, i - half) : i + half + 1]
+        out.append({**r, "train_error": sum(near) / len(near)})
+    return out
+
+
+def steps_to_reach(rows: list[dict], level: float, half: int = 0) -> int | None:
+    """The first logged step whose training error (the mean of the steps since the line before,
+    averaged with ``half`` lines on either side) is at or below ``level`` (a fraction); None when
+    no line reaches it."""
+    return next((r["step"] for r in smoothed(rows, half) if r["train_error"] <= level), None)
 
 
 @dataclass(frozen=True)
@@ -48,14 +61,15 @@ class Trial:
         return asdict(self)
 
 
-def trial_of(run_dir: str | Path, lr: float, level: float) -> Trial:
-    """What the sweep run in ``run_dir`` at rate ``lr`` shows about reaching ``level``."""
+def trial_of(run_dir: str | Path, lr: float, level: float, half: int = 0) -> Trial:
+    """What the sweep run in ``run_dir`` at rate ``lr`` shows about reaching ``level`` (the
+    windows smoothed over ``half`` on either side, as :func:`steps_to_reach`)."""
     rows = read_steps(run_dir)
     tail = [r["train_error"] for r in rows[-TAIL:] if math.isfinite(r["train_error"])]
     return Trial(
         lr=lr,
         run_dir=Path(run_dir).name,
-        steps_to=steps_to_reach(rows, level),
+        steps_to=steps_to_reach(rows, level, half),
         final_error=sum(tail) / len(tail) if tail else None,
         last_step=rows[-1]["step"] if rows else 0,
         diverged=(Path(run_dir) / DIVERGED).is_file(),

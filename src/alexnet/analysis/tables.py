@@ -27,7 +27,7 @@ from alexnet.config import TrainConfig
 TRAINING_ERROR = "final_train.json"  # beside an arm-seed's run: its final weights on its training images
 
 
-def read_run(run_dir: Path, seed: int, levels: tuple[float, ...]) -> dict:
+def read_run(run_dir: Path, seed: int, levels: tuple[float, ...], half: int = 0) -> dict:
     """One arm-seed's numbers (errors in %): the last epoch's test error, its training error in
     training mode, the final weights' training error in evaluation mode with the train-test gap
     (when measured), the curves, and the steps to each training-error level."""
@@ -57,7 +57,7 @@ def read_run(run_dir: Path, seed: int, levels: tuple[float, ...]) -> dict:
         ],
         "steps": [{"step": s["step"], "train_error": 100 * s["train_error"]} for s in steps],
         "last_step": steps[-1]["step"] if steps else 0,
-        "steps_to": {_key(lv): steps_to_reach(steps, lv) for lv in levels},
+        "steps_to": {_key(lv): steps_to_reach(steps, lv, half) for lv in levels},
         "device": env.get("device"),
         "torch": env.get("torch"),
     }
@@ -81,7 +81,7 @@ def arm_rows(exp: Experiment, folder: Path, configs: list[TrainConfig], skipped:
             continue
         mine = sorted((c for c in configs if c.name == f"{arm.name}-seed{c.seed}"), key=lambda c: c.seed)
         row["lr"] = mine[0].lr if mine else None
-        row["runs"] = [read_run(folder / c.name, c.seed, exp.levels) for c in mine]
+        row["runs"] = [read_run(folder / c.name, c.seed, exp.levels, exp.smooth) for c in mine]
         for key in ARM_METRICS:
             values = [r[key] for r in row["runs"] if r[key] is not None]
             row[key] = stats.mean_interval(values).to_dict() if values else None
@@ -106,7 +106,7 @@ def compare(arms: dict[str, dict], c: Comparison) -> dict:
     seeds, xs, ys = _paired(a, b, lambda r: r[c.metric])
     pairs = [(s, x, y) for s, x, y in zip(seeds, xs, ys) if x is not None and y is not None]
     if not pairs:
-        return {**out, "verdict": None, "reading": "no seed ran both arms"}
+        return {**out, "verdict": None, "reading": f"no seed has {c.metric} for both arms"}
     diff = stats.paired_difference([x for _, x, _ in pairs], [y for _, _, y in pairs])
     word, sentence = stats.verdict(diff, c.paper_sign)
     return {

@@ -289,7 +289,8 @@ def _record_epoch(run: Run, tr: engine.EpochResult, ev: dict | None, say) -> Non
     }
     if run.world.writer:
         run.folder.append_metrics(s.metrics)  # before the checkpoint: a resume trims lines it did not keep
-    run.save(epoch, None, best=is_best)
+    if (epoch + 1) % run.cfg.save_every == 0 or epoch + 1 == run.cfg.epochs or is_best:  # --save-every
+        run.save(epoch, None, best=is_best)
     s.epoch, s.totals = epoch + 1, Totals()
     if run.world.writer:
         run.folder.log_epoch(s.metrics)
