@@ -66,8 +66,8 @@ FIGURE1 = {"schedule": "constant", "dropout": 0.0, "weight_decay": 0.0, "augment
 SHARED = {
     "relu-vs-tanh": FIGURE1,
     "relu-vs-tanh-alexnet": FIGURE1,
-    "dropout": {"schedule": "onecycle", "weight_decay": 5e-4, "augment": True},
-    "augmentation": {"schedule": "onecycle", "dropout": 0.5},
+    "dropout": {"schedule": "onecycle", "lr": 0.01, "weight_decay": 5e-4, "augment": False, "subset": 1000},
+    "augmentation": {"schedule": "onecycle", "lr": 0.01, "dropout": 0.5, "subset": 1000},
     "lrn": {"schedule": "onecycle", "dropout": 0.5},
     "pooling": {"schedule": "onecycle", "dropout": 0.5},
     "towers": {"schedule": "onecycle", "init": "kaiming"},
@@ -399,6 +399,12 @@ def test_unknown_experiment_and_bad_flags_are_one_line(tmp_path, capsys):
     lines = out.splitlines()
     assert rc == 0 and [line.split()[0] for line in lines] == list(EXPERIMENTS)
     assert all("(measured)" in line or "(estimated)" in line for line in lines)
+
+
+def test_the_defaults_fit_the_budgets():
+    """Each experiment at its defaults within 30 minutes on the 2-core CPU, all of them within 3 hours."""
+    minutes = [e.minutes for e in EXPERIMENTS.values()]
+    assert all(0 < m <= 30 for m in minutes) and sum(minutes) <= 180, minutes
 
 
 def test_subset_indices_are_seeded_sorted_and_shared_by_the_arms():

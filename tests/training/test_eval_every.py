@@ -13,7 +13,7 @@ import torch
 from alexnet.config import TrainConfig
 from alexnet.errors import ConfigError
 from alexnet.formats import load_checkpoint
-from alexnet.training import engine
+from alexnet.training import engine, loop
 from alexnet.training.rundir import RunFolder
 
 from helpers import _run_stdout as _run
@@ -68,7 +68,7 @@ def test_evaluation_every_n_epochs_and_after_the_last(idx_folder, tmp_path, caps
 def test_a_run_stopped_after_an_unevaluated_epoch_resumes_exactly(idx_folder, tmp_path, capsys, monkeypatch):
     args = _args(idx_folder, tmp_path, "--epochs", "2", "--eval-every", "2")
     assert _run(capsys, *args, "--name", "through")[0] == 0
-    real, calls = engine.train_one_epoch, []
+    real, calls = loop._train_epoch, []
 
     def stop_in_second_epoch(*a, **k):
         calls.append(1)
@@ -76,11 +76,11 @@ def test_a_run_stopped_after_an_unevaluated_epoch_resumes_exactly(idx_folder, tm
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(engine, "train_one_epoch", stop_in_second_epoch)
+    monkeypatch.setattr(loop, "_train_epoch", stop_in_second_epoch)
     assert _run(capsys, *args, "--name", "stopped")[0] == 130
     stopped = load_checkpoint(tmp_path / "stopped" / "checkpoints" / "last.pt")
     assert stopped["epoch"] == 0 and "val_top1" not in stopped["metrics"]  # the first epoch was not evaluated
-    monkeypatch.setattr(engine, "train_one_epoch", real)
+    monkeypatch.setattr(loop, "_train_epoch", real)
     rc, out = _run(capsys, "train", "--resume", str(tmp_path / "stopped"))
     assert rc == 0, out
     a, b = (load_checkpoint(tmp_path / n / "checkpoints" / "last.pt") for n in ("through", "stopped"))
@@ -117,7 +117,7 @@ def test_save_every_writes_fewer_checkpoints_and_a_killed_run_resumes_exactly(
     monkeypatch.setattr(RunFolder, "save", save)
     assert _run(capsys, *args, "--name", "through")[0] == 0
     assert saved == [1, 3]
-    real, calls = engine.train_one_epoch, []
+    real, calls = loop._train_epoch, []
 
     def die_in_fourth_epoch(*a, **k):
         calls.append(1)
@@ -125,11 +125,11 @@ def test_save_every_writes_fewer_checkpoints_and_a_killed_run_resumes_exactly(
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(engine, "train_one_epoch", die_in_fourth_epoch)
+    monkeypatch.setattr(loop, "_train_epoch", die_in_fourth_epoch)
     assert _run(capsys, *args, "--name", "stopped")[0] == 130
     assert load_checkpoint(tmp_path / "stopped" / "checkpoints" / "last.pt")["epoch"] == 1
     assert len(_rows(tmp_path / "stopped")) == 3  # epoch 3's line, ahead of the checkpoint
-    monkeypatch.setattr(engine, "train_one_epoch", real)
+    monkeypatch.setattr(loop, "_train_epoch", real)
     rc, out = _run(capsys, "train", "--resume", str(tmp_path / "stopped"))
     assert rc == 0, out
     a, b = (load_checkpoint(tmp_path / n / "checkpoints" / "last.pt") for n in ("through", "stopped"))
