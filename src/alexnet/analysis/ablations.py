@@ -103,12 +103,12 @@ EXPERIMENTS: dict[str, Experiment] = {
             (Comparison("convnet4-tanh", "convnet4-relu", +1, "steps"),),
             settings=FIGURE1_REGIME,
             epochs=5,
-            seeds=8,
+            seeds=10,
             curves="steps",
             levels=FIGURE1,
             smooth=2,
             rates=(0.0025, 0.005, 0.01, 0.02, 0.04),
-            minutes=30,
+            minutes=20,
         ),
         Experiment(
             "relu-vs-tanh-alexnet",
@@ -128,7 +128,7 @@ EXPERIMENTS: dict[str, Experiment] = {
             levels=FIGURE1,
             smooth=2,
             rates=(0.001, 0.002, 0.005, 0.01),
-            minutes=30,
+            minutes=21,
         ),
         Experiment(
             "dropout",
@@ -145,7 +145,7 @@ EXPERIMENTS: dict[str, Experiment] = {
             epochs=30,
             seeds=4,
             training_error=True,
-            minutes=30,
+            minutes=25,
         ),
         Experiment(
             "augmentation",
@@ -168,7 +168,7 @@ EXPERIMENTS: dict[str, Experiment] = {
             epochs=30,
             seeds=4,
             training_error=True,
-            minutes=30,
+            minutes=25,
         ),
         Experiment(
             "lrn",
@@ -180,7 +180,7 @@ EXPERIMENTS: dict[str, Experiment] = {
             settings=SHORT,
             epochs=6,
             seeds=5,
-            minutes=30,
+            minutes=25,
         ),
         Experiment(
             "pooling",
@@ -192,7 +192,7 @@ EXPERIMENTS: dict[str, Experiment] = {
             settings=SHORT,
             epochs=6,
             seeds=5,
-            minutes=30,
+            minutes=24,
         ),
         Experiment(
             "towers",
@@ -204,7 +204,7 @@ EXPERIMENTS: dict[str, Experiment] = {
             settings={**SHORT, "init": "kaiming"},
             epochs=6,
             seeds=5,
-            minutes=30,
+            minutes=23,
         ),
     )
 }
