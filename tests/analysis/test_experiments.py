@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+import alexnet.config
 import alexnet.training.loop
 from alexnet.analysis import ablations
 from alexnet.analysis.ablations import Arm, Comparison, Experiment
@@ -37,8 +38,9 @@ from alexnet.training.rundir import RunFolder
 
 from helpers import _main, _one_line_error
 
-# The network of the tests that train for real: its size is not what they test.
-TEST_MODEL = "convnet4"
+# The network of the tests that train for real: its size is not what they test (the test-size
+# alexnet: the document's layers with few channels).
+TEST_MODEL = "alexnet_tiny"
 T975_3, T80_3, T975_2 = 3.182446305284263, 0.9784723123633045, 4.302652729911275  # Student t quantiles
 
 # What each arm changes, as docs/experiments.md states it; everything else is the shared settings.
@@ -63,14 +65,32 @@ DOCUMENTED = {
 }
 # The regime every arm of an experiment shares, as docs/experiments.md states it.
 FIGURE1 = {"schedule": "constant", "dropout": 0.0, "weight_decay": 0.0, "augment": False, "lr_swept": True}
+SHORT = {"schedule": "onecycle", "lr": 0.02, "dropout": 0.5, "augment": True, "subset": 4000}
 SHARED = {
     "relu-vs-tanh": FIGURE1,
     "relu-vs-tanh-alexnet": FIGURE1,
     "dropout": {"schedule": "onecycle", "lr": 0.01, "weight_decay": 5e-4, "augment": False, "subset": 1000},
     "augmentation": {"schedule": "onecycle", "lr": 0.01, "dropout": 0.5, "subset": 1000},
-    "lrn": {"schedule": "onecycle", "dropout": 0.5},
-    "pooling": {"schedule": "onecycle", "dropout": 0.5},
-    "towers": {"schedule": "onecycle", "init": "kaiming"},
+    "lrn": {**SHORT, "model": "alexnet"},
+    "pooling": {**SHORT, "model": "alexnet"},
+    "towers": {**SHORT, "init": "kaiming"},
+}
+# Another default recipe: every setting an experiment's design rests on, changed (the defaults are
+# the `fast` recipe's, which from_dict fills in under the given settings).
+OTHER_DEFAULTS = {
+    "model": "alexnet_owt",
+    "image_size": 99,
+    "epochs": 3,
+    "batch_size": 64,
+    "augment": False,
+    "lighting": True,
+    "label_smoothing": 0.1,
+    "schedule": "cosine",
+    "lr": 0.05,
+    "warmup": 0.3,
+    "momentum": 0.8,
+    "weight_decay": 1e-3,
+    "dropout": 0.3,
 }
 
 
@@ -87,6 +107,7 @@ def test_arms_make_the_documented_configs(name, tmp_path):
             for key, value in SHARED[name].items():
                 assert key == "lr_swept" or getattr(cfg, key) == value, (arm.name, key)
             assert (cfg.seed, cfg.epochs, cfg.image_size, cfg.batch_size) == (seed, exp.epochs, 67, 32)
+            assert cfg.label_smoothing == 0.0  # the paper's plain cross-entropy
             assert cfg.out == str(tmp_path) and cfg.name == f"{arm.name}-seed{seed}"
         # the arms of one seed differ in their own settings only
         other = arm_config(exp, exp.arms[0], 0, Options(), tmp_path).to_dict()
@@ -96,6 +117,23 @@ def test_arms_make_the_documented_configs(name, tmp_path):
         cfg = sweep_config(exp, exp.arms[1], exp.rates[0], Options(epochs=9), tmp_path)
         assert (cfg.seed, cfg.epochs, cfg.lr) == (0, exp.sweep_epochs, exp.rates[0])
         assert cfg.name == f"sweep-{exp.arms[1].name}-lr{exp.rates[0]:g}"
+
+
+@pytest.mark.parametrize("name", list(EXPERIMENTS))
+def test_the_arms_do_not_change_when_the_default_recipe_does(name, tmp_path, monkeypatch):
+    """Every arm-seed (and sweep run) names the settings its design rests on: with other defaults
+    under them the configs are the same, setting for setting."""
+    exp = experiment(name)
+
+    def configs():
+        made = [arm_config(exp, arm, seed, Options(), tmp_path) for arm in exp.arms for seed in range(exp.seeds)]
+        made += [sweep_config(exp, arm, lr, Options(), tmp_path) for arm in exp.arms for lr in exp.rates]
+        return [cfg.to_dict() for cfg in made]
+
+    before = configs()
+    monkeypatch.setitem(alexnet.config.RECIPES, "fast", OTHER_DEFAULTS)
+    assert TrainConfig.from_dict({}).to_dict().items() >= OTHER_DEFAULTS.items()  # the patch takes
+    assert configs() == before
 
 
 def test_options_override_the_experiment_defaults(tmp_path):
