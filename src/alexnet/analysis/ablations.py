@@ -163,6 +163,7 @@ EXPERIMENTS: dict[str, Experiment] = {
             seeds=4,
             training_error=True,
             minutes=25,
+            timing="measured",
         ),
         Experiment(
             "augmentation",
