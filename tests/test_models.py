@@ -1,4 +1,4 @@
-"""The AlexNet variants: shapes, gradients, exact sizes, and parity with their references.
+"""The AlexNet variants (and figure 1's convnet4): shapes, gradients, exact sizes, and parity with their references.
 
 The strongest tests here compare against an outside reference: the source document's own class
 (tests/reference_seed.py, copied verbatim) and torchvision's ``alexnet``. Models are built once per
@@ -17,16 +17,35 @@ from reference_seed import AlexNet as SeedAlexNet
 VARIANTS = list(MODELS)
 
 # Exact totals for 3 x 227 x 227 (224 for alexnet_owt) and 1000 classes; see docs/paper.md, "The networks".
-# alexnet_tiny's is worked out layer by layer in test_tiny_parameters_by_hand.
+# alexnet_tiny's is worked out layer by layer in test_tiny_parameters_by_hand; convnet4's (67 x 67) in
+# test_convnet4_parameters_by_hand.
 PARAMS = {
     "alexnet": 62_378_344,
     "alexnet2012": 60_965_224,
     "alexnet2012_half": 59_798_312,
     "alexnet_owt": 61_100_840,
     "alexnet_tiny": 122_848,
+    "convnet4": 2_384_328,
 }
-MIN_SIZE = {"alexnet": 67, "alexnet2012": 67, "alexnet2012_half": 67, "alexnet_owt": 63, "alexnet_tiny": 67}
-NATIVE = {"alexnet": 227, "alexnet2012": 227, "alexnet2012_half": 227, "alexnet_owt": 224, "alexnet_tiny": 227}
+MIN_SIZE = {
+    "alexnet": 67,
+    "alexnet2012": 67,
+    "alexnet2012_half": 67,
+    "alexnet_owt": 63,
+    "alexnet_tiny": 67,
+    "convnet4": 27,
+}
+NATIVE = {
+    "alexnet": 227,
+    "alexnet2012": 227,
+    "alexnet2012_half": 227,
+    "alexnet_owt": 224,
+    "alexnet_tiny": 227,
+    "convnet4": 67,
+}
+# ReLUs and dropout layers: five convolutions and FC6/FC7 in the AlexNets, three and none in convnet4
+ACTIVATIONS = {name: 3 if name == "convnet4" else 7 for name in PARAMS}
+DROPOUTS = {name: 1 if name == "convnet4" else 2 for name in PARAMS}
 
 
 @pytest.fixture(scope="module")
@@ -217,6 +236,17 @@ def test_tiny_has_the_documents_layers_with_fewer_channels(size):
         ]
 
 
+@pytest.mark.parametrize("num_classes, in_channels", [(1000, 3), (10, 1)])
+def test_convnet4_parameters_by_hand(num_classes, in_channels):
+    """Figure 1's four layers: 5x5 convolutions of 32/32/64 maps, then one FC layer reading the
+    64 x 6 x 6 map (its input at 67 px: 63 -> 31 -> 27 -> 13 -> 13 -> 6)."""
+    expected = _params(5, in_channels, 32) + _params(5, 32, 32) + _params(5, 32, 64) + _params(6, 64, num_classes)
+    model = build_model("convnet4", num_classes=num_classes, in_channels=in_channels)
+    assert sum(p.numel() for p in model.parameters()) == expected
+    assert [type(m) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))] == [nn.Conv2d] * 3 + [nn.Linear]
+    assert model.features(torch.zeros(1, in_channels, 67, 67)).shape == (1, 64, 6, 6)  # the avgpool is the identity
+
+
 def test_alexnet2012_has_two_towers(default_models):
     convs = _layers(default_models["alexnet2012"], nn.Conv2d)
     assert [c.groups for c in convs] == [1, 2, 1, 2, 2]  # conv3 sees both towers (figure 2)
@@ -258,9 +288,9 @@ def test_alexnet2012_uses_the_paper_init(default_models):
 def test_ablations_build_and_run(name):
     options = dict(activation="tanh", pooling="plain", dropout=0.2, lrn=name != "alexnet2012")
     model = build_model(name, num_classes=10, init="torch", **options)
-    assert not _layers(model, nn.ReLU) and len(_layers(model, nn.Tanh)) == 7
+    assert not _layers(model, nn.ReLU) and len(_layers(model, nn.Tanh)) == ACTIVATIONS[name]
     assert all(p.kernel_size == 2 and p.stride == 2 for p in _layers(model, nn.MaxPool2d))
-    assert [d.p for d in _layers(model, nn.Dropout)] == [0.2, 0.2]
+    assert [d.p for d in _layers(model, nn.Dropout)] == [0.2] * DROPOUTS[name]
     assert len(_layers(model, nn.LocalResponseNorm)) == (0 if name == "alexnet2012" else 2)
     model.train()
     out = model(torch.randn(2, 3, model.min_size, model.min_size))
@@ -270,7 +300,14 @@ def test_ablations_build_and_run(name):
 
 def test_lrn_is_off_by_default_except_in_the_paper_nets(default_models):
     counts = {n: len(_layers(m, nn.LocalResponseNorm)) for n, m in default_models.items()}
-    assert counts == {"alexnet": 0, "alexnet2012": 2, "alexnet2012_half": 2, "alexnet_owt": 0, "alexnet_tiny": 0}
+    assert counts == {
+        "alexnet": 0,
+        "alexnet2012": 2,
+        "alexnet2012_half": 2,
+        "alexnet_owt": 0,
+        "alexnet_tiny": 0,
+        "convnet4": 0,
+    }
 
 
 def test_alexnet_with_lrn_runs_at_227():

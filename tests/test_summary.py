@@ -17,8 +17,16 @@ EXPECTED = {
     "alexnet2012_half": (227, 59_798_312, 391_514_384),  # test_models.py works both out by hand
     "alexnet_owt": (224, 61_100_840, 714_188_480),
     "alexnet_tiny": (227, 122_848, 10_487_234),  # test_models.py works its parameters out by hand
+    "convnet4": (67, 2_384_328, 39_144_800),  # test_convnet4_rows_by_hand works these out
 }
-MIN_SIZE = {"alexnet": 67, "alexnet2012": 67, "alexnet2012_half": 67, "alexnet_owt": 63, "alexnet_tiny": 67}
+MIN_SIZE = {
+    "alexnet": 67,
+    "alexnet2012": 67,
+    "alexnet2012_half": 67,
+    "alexnet_owt": 63,
+    "alexnet_tiny": 67,
+    "convnet4": 27,
+}
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +100,26 @@ def test_alexnet2012_names_its_lrn_and_dropout_layers(default_models):
     names = [r["name"] for r in summarize(default_models["alexnet2012"], 227)["rows"]]
     assert names[:8] == ["conv1", "relu1", "lrn1", "pool1", "conv2", "relu2", "lrn2", "pool2"]
     assert names[-7:] == ["fc6", "relu6", "drop6", "fc7", "relu7", "drop7", "fc8"]
+
+
+def test_convnet4_rows_by_hand(default_models):
+    """Figure 1's net at 67 px: each layer's map, parameters (k^2 c_in c_out + c_out) and MACs
+    (output pixels x c_out x k^2 x c_in) worked out here."""
+    rows = {r["name"]: r for r in summarize(default_models["convnet4"], 67)["rows"]}
+    expected = {  # name: (shape, params, macs)
+        "conv1": ([32, 63, 63], 25 * 3 * 32 + 32, 63 * 63 * 32 * 25 * 3),
+        "pool1": ([32, 31, 31], 0, 0),
+        "conv2": ([32, 27, 27], 25 * 32 * 32 + 32, 27 * 27 * 32 * 25 * 32),
+        "pool2": ([32, 13, 13], 0, 0),
+        "conv3": ([64, 13, 13], 25 * 32 * 64 + 64, 13 * 13 * 64 * 25 * 32),
+        "pool3": ([64, 6, 6], 0, 0),
+        "avgpool": ([64, 6, 6], 0, 0),
+        "fc4": ([1000], 36 * 64 * 1000 + 1000, 2304 * 1000),
+    }
+    for name, (shape, params, macs) in expected.items():
+        assert (rows[name]["shape"], rows[name]["params"], rows[name]["macs"]) == (shape, params, macs), name
+    assert sum(p for _, p, _ in expected.values()) == EXPECTED["convnet4"][1]
+    assert sum(m for _, _, m in expected.values()) == EXPECTED["convnet4"][2]
 
 
 @pytest.mark.parametrize("name", VARIANTS)

@@ -111,10 +111,11 @@ def _cmd_experiment(args) -> int:
     opts = Options(
         epochs=number("--epochs", args.epochs),
         seeds=number("--seeds", args.seeds),
-        subset=None if args.subset == "all" else number("--subset", args.subset),
+        subset="all" if args.subset == "all" else number("--subset", args.subset),
         image_size=number("--image-size", args.image_size),
         data=args.data,
         device=args.device,
+        keep_checkpoints=args.keep_checkpoints,
     )
     argv = ["alexnet", *args.argv]
     if args.name == "all":
@@ -351,7 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--image-size",
         type=_positive_int,
         default=None,
-        help="default: the variant's native size (227, or 224 for alexnet_owt)",
+        help="default: the variant's native size (227; 224 for alexnet_owt, 67 for convnet4)",
     )
     p.add_argument("--num-classes", type=_positive_int, default=1000)
     p.add_argument("--in-channels", type=_positive_int, default=3)
@@ -371,13 +372,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(p)
     p.set_defaults(func=_cmd_train)
 
-    from alexnet.analysis.experiments import BASE
+    from alexnet.analysis.ablations import BASE
 
     p = sub.add_parser(
         "experiment", help="one of the paper's ablations, measured over arms and seeds: a table and a figure (--list)"
     )
     p.add_argument(
-        "name", nargs="?", metavar="NAME", help="relu-vs-tanh, lrn, pooling, dropout, augmentation, towers, or all"
+        "name",
+        nargs="?",
+        metavar="NAME",
+        help="relu-vs-tanh, relu-vs-tanh-alexnet, dropout, augmentation, lrn, pooling, towers, or all",
     )
     p.add_argument(
         "--list", action="store_true", help="list the experiments, their defaults and their time on 2 CPU cores"
@@ -385,9 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", default=None, help="epochs of every run (default: the experiment's)")
     p.add_argument("--seeds", default=None, help="seeds 0..K-1 of every arm (default: the experiment's)")
     p.add_argument(
-        "--subset",
-        default=str(BASE["subset"]),
-        help="training images per run, a seeded subset, or all (default: %(default)s)",
+        "--subset", default=None, help="training images per run, a seeded subset, or all (default: the experiment's)"
     )
     p.add_argument("--image-size", default=str(BASE["image_size"]), help="input side (default: %(default)s)")
     p.add_argument("--data", default=None, help="as train --data (default: Fashion-MNIST)")
@@ -399,6 +401,11 @@ def build_parser() -> argparse.ArgumentParser:
             "the experiment's folder; the same folder again skips finished arm-seeds (default: "
             "runs/experiment-NAME-<time>)"
         ),
+    )
+    p.add_argument(
+        "--keep-checkpoints",
+        action="store_true",
+        help="keep the checkpoints of finished runs (by default deleted once measured: 0.5 GB each for alexnet)",
     )
     p.set_defaults(func=_cmd_experiment)
 

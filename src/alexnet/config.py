@@ -92,7 +92,8 @@ class TrainConfig:
         "alexnet",
         (
             "variant: alexnet (the source document's), alexnet2012 (the paper's), alexnet2012_half (its one-GPU "
-            "baseline), alexnet_owt (torchvision's), alexnet_tiny (the document's layers at a test size)"
+            "baseline), alexnet_owt (torchvision's), alexnet_tiny (the document's layers at a test size), convnet4 "
+            "(figure 1's four-layer CNN, not an AlexNet)"
         ),
     )
     activation: Activation = _f("relu", "relu, or tanh for the paper's figure-1 ablation")
@@ -200,6 +201,20 @@ class TrainConfig:
     precision: Literal["auto", "fp32", "bf16"] = _f(
         "auto", "auto (bf16 autocast where the hardware runs it fast), fp32, bf16"
     )
+    eval_every: int = _f(
+        1,
+        (
+            "evaluate on the validation/test images every N epochs and after the last one; the epochs between have "
+            "no validation numbers in metrics.jsonl (the plateau schedule needs 1)"
+        ),
+    )
+    save_every: int = _f(
+        1,
+        (
+            "write the end-of-epoch checkpoint every N epochs, after the last and after a new best validation "
+            "top-1; a stopped run still saves where it is, a killed one resumes from the last checkpoint"
+        ),
+    )
     step_log: int = _f(
         20,
         "every N steps, append the training loss and error of those N steps to the run folder's steps.jsonl (0 = off)",
@@ -229,11 +244,16 @@ class TrainConfig:
                 raise ConfigError(
                     f"--{_flag(key)} {value!r} is not one of: {', '.join(a for a in allowed if a is not None)}"
                 )
-        for key in ("epochs", "batch_size", "image_size"):
+        for key in ("epochs", "batch_size", "image_size", "eval_every", "save_every"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"--{_flag(key)} must be a positive integer, got {getattr(self, key)}")
         if self.subset is not None and self.subset < 1:
             raise ConfigError(f"--subset must be a positive integer, got {self.subset}")
+        if self.eval_every > 1 and self.schedule == "plateau":
+            raise ConfigError(
+                f"--eval-every {self.eval_every}: the plateau schedule divides the rate when validation stops "
+                "improving, so it evaluates every epoch; give --eval-every 1 or another --schedule"
+            )
         if self.step_log < 0:
             raise ConfigError(f"--step-log must be 0 (off) or a number of steps, got {self.step_log}")
         if self.workers < 0:

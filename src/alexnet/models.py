@@ -26,10 +26,17 @@
     and FC layers 64 wide: 122,848 parameters with 1000 classes against 62 million. Not a network
     of the document or the paper; it is there so that tests and quick experiments whose claim is
     not the network's size run in a fraction of the time.
+``convnet4``
+    Not an AlexNet: the small network of the paper's figure 1 ("a four-layer convolutional neural
+    network" on CIFAR-10, ReLU against tanh), after the CIFAR-10 examples of Krizhevsky's
+    cuda-convnet: three 5x5 convolutions of 32/32/64 maps, each followed by 3x3/2 pooling, and
+    one FC layer; native input 67, the document's minimum, which ends in a 6 x 6 map (its own
+    minimum is 27). ``alexnet experiment relu-vs-tanh`` compares the activations on it and on
+    ``alexnet``, since the paper says the speed-up "varies with network architecture".
 
 All of them end in ``AdaptiveAvgPool2d((6, 6))`` as torchvision does, so FC6 always sees a 6x6 map
-(256x6x6 = 9216 inputs in the full-size networks): at the native size the pooling is the identity,
-at other sizes the weights stay the same shape. Every variant takes ``num_classes``,
+(256x6x6 = 9216 inputs in the full-size networks, ``convnet4``'s FC 64x6x6): at the native size the
+pooling is the identity, at other sizes the weights stay the same shape. Every variant takes ``num_classes``,
 ``in_channels`` and the ablation options of :func:`build_model`.
 """
 
@@ -45,7 +52,7 @@ from torch import nn
 
 from alexnet.errors import ConfigError
 
-ModelName = Literal["alexnet", "alexnet2012", "alexnet2012_half", "alexnet_owt", "alexnet_tiny"]
+ModelName = Literal["alexnet", "alexnet2012", "alexnet2012_half", "alexnet_owt", "alexnet_tiny", "convnet4"]
 Activation = Literal["relu", "tanh"]
 Pooling = Literal["overlap", "plain"]
 Init = Literal["paper", "caffe", "kaiming", "torch"]
@@ -262,6 +269,32 @@ def _alexnet_tiny(num_classes, in_channels, activation, lrn, lrn_k, pooling, dro
     return features, classifier
 
 
+def _convnet4(num_classes, in_channels, activation, lrn, lrn_k, pooling, dropout):
+    # Figure 1's network, after cuda-convnet's CIFAR-10 examples: 5x5 convolutions of 32/32/64 maps,
+    # each followed by 3x3/2 pooling (cuda-convnet averaged in the later two), then one FC layer.
+    # Those padded every convolution by 2 on 32 px images; here conv1 and conv2 are unpadded, so
+    # that the document's minimum input, 67, ends in exactly the 6 x 6 map the adaptive pooling
+    # keeps (it is then the identity). Shapes for 1 x 67 x 67.
+    features = nn.Sequential(
+        nn.Conv2d(in_channels, 32, kernel_size=5),  # conv1: 32 x 63 x 63
+        _act(activation),
+        *_lrn(lrn, lrn_k),
+        _pool(pooling),  # pool1: 32 x 31 x 31
+        nn.Conv2d(32, 32, kernel_size=5),  # conv2: 32 x 27 x 27
+        _act(activation),
+        *_lrn(lrn, lrn_k),
+        _pool(pooling),  # pool2: 32 x 13 x 13
+        nn.Conv2d(32, 64, kernel_size=5, padding=2),  # conv3: 64 x 13 x 13
+        _act(activation),
+        _pool(pooling),  # pool3: 64 x 6 x 6
+    )
+    classifier = nn.Sequential(
+        nn.Dropout(p=dropout),  # figure 1 has none ("no regularization"); here so that --dropout means the same
+        nn.Linear(64 * 6 * 6, num_classes),  # fc4: num_classes (logits)
+    )
+    return features, classifier
+
+
 @dataclass(frozen=True)
 class Variant:
     """One of the networks called AlexNet, as ``alexnet models`` lists it."""
@@ -320,6 +353,14 @@ MODELS: dict[str, Variant] = {
             False,
             "the document's layers at a test size: for tests and quick experiments (6/16/24/24/16, FC 64)",
         ),
+        Variant(
+            "convnet4",
+            _convnet4,
+            67,
+            "kaiming",
+            False,
+            "not an AlexNet: the paper's figure-1 four-layer CNN (conv 32/32/64 of 5x5, FC), for relu-vs-tanh",
+        ),
     )
 }
 assert tuple(MODELS) == get_args(ModelName)
@@ -344,8 +385,9 @@ def resolve_lrn(name: str, lrn: bool | None) -> bool:
 
 @functools.cache
 def min_input_size(name: str, pooling: str = "overlap") -> int:
-    """Smallest square input ``name`` accepts with ``pooling``: 67 for every variant with the
-    paper's overlapping pooling. Worked out from the layers themselves (built on the meta device)."""
+    """Smallest square input ``name`` accepts with ``pooling``: 67 for the AlexNets with the
+    paper's overlapping pooling (63 for ``alexnet_owt``, 27 for ``convnet4``). Worked out from the
+    layers themselves (built on the meta device)."""
     with torch.device("meta"):
         features, _ = variant(name).build(1, 1, "relu", False, LRN_K, pooling, 0.0)
     return min_image_size(features)
@@ -444,7 +486,7 @@ def build_model(
     """Build an AlexNet variant by name (see :data:`MODELS` and ``alexnet models``).
 
     Args:
-        name: ``alexnet``, ``alexnet2012``, ``alexnet2012_half``, ``alexnet_owt`` or ``alexnet_tiny``.
+        name: ``alexnet``, ``alexnet2012``, ``alexnet2012_half``, ``alexnet_owt``, ``alexnet_tiny`` or ``convnet4``.
         num_classes: outputs of FC8.
         in_channels: 3 for RGB, 1 for grayscale.
         activation: ``relu`` or ``tanh`` (the paper's figure-1 ablation).

@@ -19,13 +19,15 @@ def curves_figure(rows: list[dict]):
     the printed epoch lines and the report's table do.
     """
     epochs = [r["epoch"] + 1 for r in rows]
+    val = [r for r in rows if "val_top1" in r]  # --eval-every leaves epochs without validation numbers
+    val_epochs = [r["epoch"] + 1 for r in val]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
     ax_loss.plot(epochs, [r["train_loss"] for r in rows], "o-", label="train")
-    ax_loss.plot(epochs, [r["val_loss"] for r in rows], "o-", label="validation")
+    ax_loss.plot(val_epochs, [r["val_loss"] for r in val], "o-", label="validation")
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss")
     ax_acc.plot(epochs, [100 * r["train_acc"] for r in rows], "o-", label="train top-1")
-    ax_acc.plot(epochs, [100 * r["val_top1"] for r in rows], "o-", label="validation top-1")
-    ax_acc.plot(epochs, [100 * r["val_top5"] for r in rows], "o--", label="validation top-5")
+    ax_acc.plot(val_epochs, [100 * r["val_top1"] for r in val], "o-", label="validation top-1")
+    ax_acc.plot(val_epochs, [100 * r["val_top5"] for r in val], "o--", label="validation top-5")
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
     for ax in (ax_loss, ax_acc):
         # half an epoch of margin keeps ticks 0 and N + 1, which are no epochs, out of view
@@ -67,7 +69,8 @@ def plot_confusion(confusion: list[list[int]], classes: list[str], out_png: str 
 def plot_experiment(table: dict, out_png: str | Path) -> None:
     """An experiment's curves (experiments.make_table reads them from the run folders): per arm the
     mean over seeds, the min-max over seeds shaded. ``steps``: training error per logged step with
-    the levels dashed (the paper's figure 1); ``epochs``: test error solid, training error dashed."""
+    the levels dashed (the paper's figure 1); ``epochs``: test error solid (at the epochs that were
+    evaluated), training error (in training mode, as the epoch went) dashed."""
     import numpy as np
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
@@ -83,10 +86,20 @@ def plot_experiment(table: dict, out_png: str | Path) -> None:
                 )
             ]
         else:
-            xs = [[e["epoch"] for e in r["epochs"]] for r in arm["runs"]]
+            tested = [[e for e in r["epochs"] if e["test_error"] is not None] for r in arm["runs"]]  # --eval-every
             series = [
-                ("test", xs, [[e["test_error"] for e in r["epochs"]] for r in arm["runs"]], "o-"),
-                ("train", xs, [[e["train_error"] for e in r["epochs"]] for r in arm["runs"]], "s--"),
+                (
+                    "test",
+                    [[e["epoch"] for e in t] for t in tested],
+                    [[e["test_error"] for e in t] for t in tested],
+                    "o-",
+                ),
+                (
+                    "train",
+                    [[e["epoch"] for e in r["epochs"]] for r in arm["runs"]],
+                    [[e["train_error"] for e in r["epochs"]] for r in arm["runs"]],
+                    "s--",
+                ),
             ]
         for kind, xs, ys, style in series:
             n = min(len(y) for y in ys)  # seeds share the grid; a shorter run cuts it

@@ -63,7 +63,7 @@ def _row_name(module: nn.Module, counters: dict) -> str:
         counters["layer"] += 1
         return f"conv{counters['layer']}"
     if isinstance(module, nn.Linear):
-        counters["layer"] = max(counters["layer"], 5) + 1  # the paper's FC layers are 6, 7, 8
+        counters["layer"] += 1  # after the AlexNets' five convolutions the paper's fc6, fc7, fc8
         return f"fc{counters['layer']}"
     if isinstance(module, nn.Dropout):
         # Numbered in order from 6: the paper drops the outputs of FC6 and FC7, the document's

@@ -56,6 +56,11 @@ def test_identify_weights_sees_through_lrn_layers():
             {"model": "alexnet_tiny"},
             "weights are alexnet's (conv1 has 96 filters), not alexnet_tiny's (conv1 has 6 filters)",
         ),
+        (
+            ("convnet4", 10, 1),
+            {},
+            "weights are convnet4's (conv1 has 32 filters), not alexnet's (conv1 has 96 filters)",
+        ),
         (("alexnet", 1000, 1), {}, "weights are for 1000 classes, the checkpoint says 10"),
         (("alexnet", 10, 3), {}, "weights have 3 input channels, expected 1"),
     ],

@@ -33,6 +33,7 @@ SUFFIXES = (".pt", ".pth")
 METRICS = ("epoch", "train_loss", "train_acc", "val_loss", "val_top1", "val_top5", "lr",
            "train_seconds", "val_seconds", "images_per_second")  # fmt: skip  # train._one_epoch's line
 SHARES = ("train_acc", "val_top1", "val_top5")  # metrics that are fractions of images
+VALIDATION = ("val_loss", "val_top1", "val_top5")  # absent from an epoch --eval-every did not evaluate
 # What changes in the optimizer's and the schedule's state as a run goes on (the halvings of a NaN
 # rollback included); every other entry follows from the run's settings and must be what they build.
 MOVING_RATES = ("lr", "initial_lr", "max_lr", "min_lr")
@@ -276,19 +277,20 @@ def _check_metrics(metrics, epochs_done: int, best: float, where: str) -> None:
                 f"{where}: 'metrics' must be {{}} before the first epoch has finished, got {brief(metrics)}"
             )
         return
-    if not isinstance(metrics, dict) or set(metrics) != set(METRICS):
+    unevaluated = set(METRICS) - set(VALIDATION)
+    if not isinstance(metrics, dict) or set(metrics) not in (set(METRICS), unevaluated):
         raise CheckpointError(f"{where}: 'metrics' must be an object of {', '.join(METRICS)}, got {brief(metrics)}")
     bad = [
-        k for k in METRICS if not (is_number(metrics[k]) and metrics[k] >= 0 and (k not in SHARES or metrics[k] <= 1))
+        k for k in metrics if not (is_number(metrics[k]) and metrics[k] >= 0 and (k not in SHARES or metrics[k] <= 1))
     ]
     if bad:
         raise CheckpointError(
             f"{where}: 'metrics' {bad[0]} must be a number of at least 0 (a fraction for accuracies), got "
             f"{brief(metrics[bad[0]])}"
         )
-    if metrics["epoch"] != epochs_done - 1 or metrics["val_top1"] > best:
+    if metrics["epoch"] != epochs_done - 1 or metrics.get("val_top1", 0) > best:
         raise CheckpointError(
-            f"{where}: 'metrics' are of epoch {metrics['epoch']} with top-1 {metrics['val_top1']}, "
+            f"{where}: 'metrics' are of epoch {metrics['epoch']} with top-1 {metrics.get('val_top1')}, "
             f"but the checkpoint has finished {epochs_done} epoch(s) with a best top-1 of {best}"
         )
 

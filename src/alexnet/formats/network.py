@@ -201,8 +201,8 @@ def identify_weights(state_dict: dict) -> dict:
     conv1 has 96 filters in ``alexnet`` and ``alexnet2012`` and 64 in ``alexnet_owt``; the 2012
     paper's conv2 is grouped (two towers), so its weight is 256 x 48 x 5 x 5 instead of 256 x 96 x
     5 x 5; its one-GPU baseline ``alexnet2012_half`` has 48 conv1 filters, all seen by conv2; the
-    test-size ``alexnet_tiny`` has 6, all seen by conv2. The class count is the last Linear
-    layer's out_features. Unknown shapes give None.
+    test-size ``alexnet_tiny`` has 6 and figure 1's ``convnet4`` 32, all seen by conv2. The class count
+    is the last Linear layer's out_features. Unknown shapes give None.
     """
 
     def layers(prefix: str, dim: int) -> list[torch.Tensor]:
@@ -226,6 +226,8 @@ def identify_weights(state_dict: dict) -> dict:
             variant = "alexnet2012_half"
         elif convs[0][0] == 6 and convs[1][1] == 6:
             variant = "alexnet_tiny"
+        elif convs[0][0] == 32 and convs[1][1] == 32:
+            variant = "convnet4"
     return {
         "variant": variant,
         "num_classes": int(linears[-1][0]) if linears else None,
@@ -239,6 +241,7 @@ _LOOKS = {  # what tells the variants apart, as a reader of the shapes sees it
     "alexnet2012_half": ("conv1 has 48 filters", "conv2 sees all 48 maps"),
     "alexnet_owt": ("conv1 has 64 filters", "conv2 sees all 64 maps"),
     "alexnet_tiny": ("conv1 has 6 filters", "conv2 sees all 6 maps"),
+    "convnet4": ("conv1 has 32 filters", "conv2 sees all 32 maps"),
 }
 
 

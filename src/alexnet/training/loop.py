@@ -137,17 +137,23 @@ def _one_epoch(run: Run, signals: StopSignals, say, quiet: bool) -> None:
     tr = _train_epoch(run, signals, quiet)
     if tr.stopped:
         raise _interrupted(run, signals, f"saved a checkpoint at epoch {epoch + 1}, step {tr.steps}")
-    ev = engine.evaluate(
-        run.model,
-        run.data.val,
-        len(run.data.classes),
-        device=run.device,
-        precision=run.precision,
-        channels_last=run.channels_last,
-        should_stop=lambda: world.any(signals.stopping, run.device),
-        world=world,
+    # --eval-every: the test images are seen every N epochs and after the last, never more often
+    evaluated = (epoch + 1) % run.cfg.eval_every == 0 or epoch + 1 == run.cfg.epochs
+    ev = (
+        engine.evaluate(
+            run.model,
+            run.data.val,
+            len(run.data.classes),
+            device=run.device,
+            precision=run.precision,
+            channels_last=run.channels_last,
+            should_stop=lambda: world.any(signals.stopping, run.device),
+            world=world,
+        )
+        if evaluated
+        else None
     )
-    if ev["stopped"]:  # the epoch's training is saved whole; its evaluation runs again on resume
+    if ev is not None and ev["stopped"]:  # the epoch's training is saved whole; its evaluation runs again on resume
         run.save(epoch, tr.totals)
         raise _interrupted(
             run, signals, f"saved a checkpoint after epoch {epoch + 1}'s training, before its evaluation"
@@ -267,29 +273,32 @@ def _interrupted(run: Run, signals: StopSignals, saved: str) -> Interrupted:
     )
 
 
-def _record_epoch(run: Run, tr: engine.EpochResult, ev: dict, say) -> None:
+def _record_epoch(run: Run, tr: engine.EpochResult, ev: dict | None, say) -> None:
     """A finished epoch: the schedule's step, its line of metrics.jsonl, its checkpoint (best.pt
     too when its top-1 is the best yet), TensorBoard and its printed line; then the next epoch."""
     s, epoch = run.state, run.state.epoch
     lr = run.optimizer.param_groups[0]["lr"]
-    run.schedule.after_epoch(ev["top1"])
-    is_best = ev["top1"] > s.best or (run.world.writer and not run.folder.best.exists())  # a best.pt from epoch 1
-    s.best = max(s.best, ev["top1"])
+    is_best = ev is not None and (  # a best.pt from the first evaluated epoch, even at 0%
+        ev["top1"] > s.best or (run.world.writer and not run.folder.best.exists())
+    )
+    if ev is not None:
+        run.schedule.after_epoch(ev["top1"])
+        s.best = max(s.best, ev["top1"])
+    validation = {"val_loss": ev["loss"], "val_top1": ev["top1"], "val_top5": ev["top5"]} if ev is not None else {}
     s.metrics = {
         "epoch": epoch,
         "train_loss": tr.loss,
         "train_acc": tr.acc,
-        "val_loss": ev["loss"],
-        "val_top1": ev["top1"],
-        "val_top5": ev["top5"],
+        **validation,
         "lr": lr,
         "train_seconds": tr.seconds,
-        "val_seconds": ev["seconds"],
+        "val_seconds": ev["seconds"] if ev is not None else 0.0,
         "images_per_second": tr.images_now / tr.seconds if tr.seconds > 0 else 0.0,
     }
     if run.world.writer:
         run.folder.append_metrics(s.metrics)  # before the checkpoint: a resume trims lines it did not keep
-    run.save(epoch, None, best=is_best)
+    if (epoch + 1) % run.cfg.save_every == 0 or epoch + 1 == run.cfg.epochs or is_best:  # --save-every
+        run.save(epoch, None, best=is_best)
     s.epoch, s.totals = epoch + 1, Totals()
     if run.world.writer:
         run.folder.log_epoch(s.metrics)

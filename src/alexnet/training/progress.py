@@ -58,12 +58,16 @@ def announce(run: Run, restarted: bool, say) -> None:
         say(f"{run.folder} already finished all {cfg.epochs} epochs")
 
 
-def epoch_line(epoch: int, epochs: int, tr: EpochResult, ev: dict, images_per_second: float) -> str:
-    """The line printed after an epoch: training loss and accuracy, validation top-1/top-5/loss, times."""
+def epoch_line(epoch: int, epochs: int, tr: EpochResult, ev: dict | None, images_per_second: float) -> str:
+    """The line printed after an epoch: training loss and accuracy, validation top-1/top-5/loss
+    (``ev`` None: an epoch --eval-every leaves unevaluated), times."""
+    head = f"epoch {epoch + 1}/{epochs}: train loss {tr.loss:.4f} acc {100 * tr.acc:.2f}% | "
+    speed = f"{tr.seconds:.0f}s train ({images_per_second:.0f} img/s)"
+    if ev is None:
+        return f"{head}not evaluated (--eval-every) | {speed}"
     return (
-        f"epoch {epoch + 1}/{epochs}: train loss {tr.loss:.4f} acc {100 * tr.acc:.2f}% | "
-        f"val top-1 {100 * ev['top1']:.2f}% top-5 {100 * ev['top5']:.2f}% loss {ev['loss']:.4f} | "
-        f"{tr.seconds:.0f}s train ({images_per_second:.0f} img/s) + {ev['seconds']:.0f}s val"
+        f"{head}val top-1 {100 * ev['top1']:.2f}% top-5 {100 * ev['top5']:.2f}% loss {ev['loss']:.4f} | "
+        f"{speed} + {ev['seconds']:.0f}s val"
     )
 
 

@@ -361,7 +361,8 @@ class RunFolder:
         writer = self._writer()
         if writer is not None:
             for key in ("train_loss", "train_acc", "val_loss", "val_top1", "val_top5", "lr", "images_per_second"):
-                writer.add_scalar(key, row[key], row["epoch"] + 1)
+                if key in row:  # an epoch --eval-every did not evaluate has no val_*
+                    writer.add_scalar(key, row[key], row["epoch"] + 1)
             writer.flush()
 
     def _writer(self):
@@ -383,8 +384,9 @@ class RunFolder:
             self._lock = None
 
 
-# What the curves (plots.plot_curves) and the report's table read from every line.
-PLOTTED = ("train_loss", "train_acc", "val_loss", "val_top1", "val_top5")
+# What the curves (plots.plot_curves) and the report's table read from every line; the validation
+# fields are checked where a line has them (--eval-every leaves epochs without).
+PLOTTED = ("train_loss", "train_acc")
 
 
 def read_metrics(path: str | Path, required: tuple[str, ...] = PLOTTED) -> list[dict]:
