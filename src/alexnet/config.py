@@ -161,6 +161,9 @@ class TrainConfig:
     batch_size: int = _f(128, "images per SGD step (the paper: 128)")
     lr: float = _f(0.02, "peak learning rate (the paper: 0.01, constant until validation error stops improving)")
     momentum: float = _f(0.9, "SGD momentum (the paper: 0.9)")
+    nesterov: bool = _f(
+        False, "Nesterov's momentum (Sutskever et al. 2013) instead of the paper's heavy ball; --optimizer sgd only"
+    )
     weight_decay: float = _f(5e-4, "L2 weight decay (the paper: 0.0005)")
     schedule: Schedule = _f(
         "onecycle",
@@ -230,6 +233,10 @@ class TrainConfig:
                 raise ConfigError(f"--{_flag(key)} must not be negative, got {getattr(self, key)}")
         if self.lr == 0:
             raise ConfigError("--lr must be positive, got 0")
+        if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
+            raise ConfigError(
+                "--nesterov needs --optimizer sgd and a positive --momentum (the paper's rule has no Nesterov form)"
+            )
         if not is_number(self.lrn_k) or self.lrn_k <= 0:
             raise ConfigError(f"--lrn-k must be a positive number, got {self.lrn_k}")
         if not 0 <= self.dropout < 1:
