@@ -77,6 +77,9 @@ def test_the_script_draws_the_figure_and_refuses_a_record_that_is_not_one(tmp_pa
     assert done.stderr.strip().splitlines() == [
         f"error: {tmp_path / 'bad.json'}: not a readable JSON record (JSONDecodeError); give the file --json wrote"
     ]
+    (tmp_path / "more.json").write_text(json.dumps(_record(["--epochs", "1"], [0.85], [180.0])))
+    (pooled,) = [r for r in read_records([*paths, tmp_path / "more.json"]) if r["label"] == "fastest"]
+    assert [x["final_top1"] for x in pooled["rows"]] == [0.84, 0.83, 0.835, 0.85]  # the same flags: one recipe
     with pytest.raises(ConfigError, match="no rows"):
         (tmp_path / "empty.json").write_text(json.dumps({"rows": []}))
         read_records([tmp_path / "empty.json"])

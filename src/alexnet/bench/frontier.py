@@ -16,8 +16,9 @@ from alexnet.errors import ConfigError
 
 
 def read_records(paths: list[str | Path]) -> list[dict]:
-    """The JSON records of ``alexnet bench --only accuracy --json``, each labelled with its file name."""
-    records = []
+    """The JSON records of ``alexnet bench --only accuracy --json``, each labelled with its file name;
+    records of the same flags (a recipe's seeds measured in several calls) are pooled into the first."""
+    records: dict[tuple, dict] = {}
     for path in paths:
         try:
             record = json.loads(Path(path).read_text())
@@ -27,8 +28,12 @@ def read_records(paths: list[str | Path]) -> list[dict]:
             ) from None
         if not isinstance(record, dict) or not isinstance(record.get("rows"), list) or not record["rows"]:
             raise ConfigError(f"{path}: not a record of alexnet bench --only accuracy --json (no rows)")
-        records.append({**record, "label": Path(path).stem})
-    return records
+        flags = tuple(record.get("train_flags", []))
+        if flags in records:
+            records[flags]["rows"] += record["rows"]
+        else:
+            records[flags] = {**record, "rows": list(record["rows"]), "label": Path(path).stem}
+    return list(records.values())
 
 
 def frontier_rows(records: list[dict]) -> list[dict]:
