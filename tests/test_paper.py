@@ -115,6 +115,7 @@ PAPER_DOCUMENTED = {  # the paper, as docs/paper.md's recipe table cites it, wri
     "epochs": 90,
     "label_smoothing": 0.0,
     "augment": True,
+    "nesterov": False,
 }
 
 

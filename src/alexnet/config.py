@@ -163,8 +163,12 @@ class TrainConfig:
     batch_size: int = _f(128, "images per SGD step (the paper: 128)")
     lr: float = _f(0.02, "peak learning rate (the paper: 0.01, constant until validation error stops improving)")
     momentum: float = _f(0.9, "SGD momentum (the paper: 0.9)")
-    nesterov: bool = _f(
-        False, "Nesterov's momentum (Sutskever et al. 2013) instead of the paper's heavy ball; --optimizer sgd only"
+    nesterov: bool | None = _f(
+        None,
+        (
+            "Nesterov's momentum (Sutskever et al. 2013) instead of the paper's heavy ball; None = on for --optimizer "
+            "sgd with momentum, off for the paper's rule (which has no Nesterov form)"
+        ),
     )
     weight_decay: float = _f(5e-4, "L2 weight decay (the paper: 0.0005)")
     schedule: Schedule = _f(
@@ -380,12 +384,13 @@ other modules and the docs."""
 
 # Named settings over the defaults; each value with where it comes from (docs/paper.md).
 RECIPES: dict[str, dict[str, Any]] = {
-    # the defaults: kaiming init, one-cycle at lr 0.02, 67x67 inputs, 2 epochs without crops or flips,
-    # label smoothing 0.1: the most accuracy in about six minutes of a 2-core CPU (docs/performance.md)
+    # the defaults: kaiming init, one-cycle at lr 0.02, Nesterov momentum, 67x67 inputs, 2 epochs
+    # without crops or flips, label smoothing 0.1: the most accuracy measured in about six minutes of
+    # a 2-core CPU (docs/performance.md)
     "fast": {},
     # the earlier default, four epochs at 99 px with the paper's crops and flips: slower, and the
     # augmentation pays only as runs grow long enough to overfit (docs/performance.md)
-    "augmented": {"image_size": 99, "epochs": 4, "augment": True, "label_smoothing": 0.0},
+    "augmented": {"image_size": 99, "epochs": 4, "augment": True, "label_smoothing": 0.0, "nesterov": False},
     "paper": {
         "model": "alexnet2012",  # two towers (groups=2), dropout after FC6/FC7 (figure 2, section 4.2)
         "lrn": True,  # section 3.3: after the ReLUs of conv1 and conv2
@@ -393,6 +398,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "augment": True,  # section 4.1: random 224 crops (here 227) and horizontal flips
         "lighting": True,  # section 4.1: PCA colour augmentation
         "optimizer": "paper",  # section 5: v <- 0.9v - 0.0005*eps*w - eps*grad; w <- w + v
+        "nesterov": False,  # the paper's heavy-ball momentum
         "batch_size": 128,
         "momentum": 0.9,
         "weight_decay": 5e-4,
