@@ -114,6 +114,8 @@ PAPER_DOCUMENTED = {  # the paper, as docs/paper.md's recipe table cites it, wri
     "schedule": "plateau",
     "epochs": 90,
     "label_smoothing": 0.0,
+    "augment": True,
+    "nesterov": False,
 }
 
 
@@ -149,7 +151,7 @@ def test_recipe_precedence_defaults_recipe_file_flags(tmp_path, capsys, monkeypa
     assert _cli(capsys, "train", "--config", settings)[0] == 0
     assert (seen["cfg"].recipe, seen["cfg"].epochs, seen["cfg"].schedule) == ("paper", 2, "plateau")
     rc, _, err = _cli(capsys, "train", "--recipe", "slow")
-    assert rc == 2 and "fast, paper" in err and len(err.strip().splitlines()) == 1
+    assert rc == 2 and "fast, augmented, paper" in err and len(err.strip().splitlines()) == 1
 
 
 def test_recipes_command_lists_what_each_sets(capsys):

@@ -121,3 +121,30 @@ def plot_experiment(table: dict, out_png: str | Path) -> None:
     fig.tight_layout()
     fig.savefig(out_png, dpi=90)
     plt.close(fig)
+
+
+def plot_frontier(rows: list[dict], out_png: str | Path) -> None:
+    """Accuracy against wall time, a point per recipe (bench/frontier.py's rows): the seeds' mean
+    top-1 at their median wall time, bars from the worst to the best seed and the fastest to the
+    slowest; the frontier's points joined."""
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for i, r in enumerate(rows):
+        x, y = r["wall_median"] / 60, 100 * r["top1_mean"]
+        ax.errorbar(
+            x,
+            y,
+            xerr=[[x - r["wall_min"] / 60], [r["wall_max"] / 60 - x]],
+            yerr=[[y - 100 * r["top1_min"]], [100 * r["top1_max"] - y]],
+            fmt="o",
+            color=f"C{i % 10}",
+            label=f"{r['label']} ({r['seeds']} seed{'s' if r['seeds'] > 1 else ''})",
+            capsize=3,
+        )
+    edge = [r for r in rows if r["frontier"]]
+    ax.plot([r["wall_median"] / 60 for r in edge], [100 * r["top1_mean"] for r in edge], "k:", linewidth=1)
+    ax.set(xlabel="wall time (minutes)", ylabel="test top-1, last epoch (%)", title="accuracy against time")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=90)
+    plt.close(fig)

@@ -15,7 +15,7 @@ def test_sgd_equals_the_papers_update_while_the_rate_is_constant():
     """Section 5: v <- 0.9 v - 0.0005 lr w - lr g; w <- w + v, computed by hand for three steps."""
     torch.manual_seed(0)
     model = torch.nn.Linear(4, 3)
-    cfg = TrainConfig(lr=0.01)
+    cfg = TrainConfig(lr=0.01, nesterov=False)
     opt = make_optimizer(model, cfg)
     w = [p.detach().clone().double() for p in model.parameters()]
     v = [torch.zeros_like(p) for p in w]
@@ -30,6 +30,35 @@ def test_sgd_equals_the_papers_update_while_the_rate_is_constant():
             w[i] = w[i] + v[i]
     for p, ref in zip(model.parameters(), w):
         torch.testing.assert_close(p.double(), ref, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_nesterov_looks_ahead_along_the_momentum(fused):
+    """Sutskever et al. 2013 in PyTorch's form, by hand: b <- m b + g'; w <- w - lr (g' + m b), g' = g + wd w."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3)
+    opt = make_optimizer(model, TrainConfig(lr=0.01), fused=fused)  # the default: Nesterov with SGD's momentum
+    w = [p.detach().clone().double() for p in model.parameters()]
+    b = [None] * len(w)
+    for _ in range(3):
+        opt.zero_grad()
+        model(torch.randn(5, 4)).square().sum().backward()
+        grads = [p.grad.double() for p in model.parameters()]
+        opt.step()
+        for i, g in enumerate(grads):
+            g = g + 5e-4 * w[i]
+            b[i] = g if b[i] is None else 0.9 * b[i] + g
+            w[i] = w[i] - 0.01 * (g + 0.9 * b[i])
+    for p, ref in zip(model.parameters(), w):
+        torch.testing.assert_close(p.double(), ref, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("bad", [dict(optimizer="paper"), dict(momentum=0.0)])
+def test_nesterov_without_sgd_momentum_is_refused_and_off_by_default(bad):
+    with pytest.raises(ConfigError, match="--nesterov"):
+        TrainConfig(nesterov=True, **bad)
+    opt = make_optimizer(torch.nn.Linear(2, 2), TrainConfig(**bad))
+    assert not opt.param_groups[0].get("nesterov", False)
 
 
 def _schedule(name: str, epochs: int = 2, steps: int = 5):

@@ -67,12 +67,21 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, fused: bool = True)
     PyTorch's update v <- m*v + (g + wd*w); w <- w - lr*v equals the paper's
     v <- 0.9v - 0.0005*lr*w - lr*g; w <- w + v while the learning rate is constant.
     ``fused`` (runtime.fast_path decides it per device): one kernel for the whole update; else
-    torch's foreach update, a loop over tensors computing the same.
+    torch's foreach update, a loop over tensors computing the same. ``cfg.nesterov`` (None: on
+    whenever there is momentum): the step looks ahead along the momentum, w <- w - lr*(g' + m*v) with
+    g' = g + wd*w.
     """
     if cfg.optimizer == "paper":
         return PaperSGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     kind = {"fused": True} if fused else {"foreach": True}
-    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, **kind)
+    return torch.optim.SGD(
+        model.parameters(),
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
+        nesterov=cfg.momentum > 0 if cfg.nesterov is None else cfg.nesterov,
+        **kind,
+    )
 
 
 @dataclass
