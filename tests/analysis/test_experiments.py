@@ -82,9 +82,10 @@ OTHER_DEFAULTS = {
     "image_size": 99,
     "epochs": 3,
     "batch_size": 64,
-    "augment": False,
+    "augment": True,  # the fast recipe's own is off: the patch must differ from it
     "lighting": True,
-    "label_smoothing": 0.1,
+    "label_smoothing": 0.2,
+    "nesterov": True,
     "schedule": "cosine",
     "lr": 0.05,
     "warmup": 0.3,

@@ -29,6 +29,7 @@ BASE: dict[str, Any] = {
     "lr": 0.02,
     "warmup": 0.15,
     "momentum": 0.9,
+    "nesterov": False,  # the paper's heavy ball, as every experiment was calibrated
     "weight_decay": 5e-4,
     "dropout": 0.5,
     "label_smoothing": 0.0,
