@@ -1,18 +1,22 @@
 # make run   - set everything up, then train and evaluate AlexNet on Fashion-MNIST
 # make test  - set everything up, then run the test suite
-# Both are safe to run again: set-up is skipped when .venv is current.
+# make tour  - set everything up, then run the guided tour docs/tour.ipynb and save it with its outputs
+# All are safe to run again: set-up is skipped when .venv is current.
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: run test lint setup data browser clean
+.PHONY: run test tour lint setup data browser clean
 
 run: setup data
 	$(VENV)/bin/alexnet train $(ARGS)
 
 test: setup data browser lint
 	$(VENV)/bin/python -m pytest -q $(ARGS)
+
+tour: setup data
+	$(VENV)/bin/python scripts/tour.py
 
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks scripts
