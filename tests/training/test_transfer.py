@@ -16,7 +16,7 @@ from alexnet.data.transforms import resize_size
 from alexnet.models import build_model
 from alexnet.training import transfer
 from alexnet.training.loop import train
-from alexnet.training.optim import PaperSGD, make_optimizer
+from alexnet.training.optim import STATE_BUFFERS, PaperSGD, make_optimizer, start_buffers
 
 from helpers import PREPROCESS, _checkpoint, _main, _one_line_error
 
@@ -53,25 +53,35 @@ def _same(a, b, layer):
     return all(torch.equal(a[f"{KEYS[layer]}.{p}"], b[f"{KEYS[layer]}.{p}"]) for p in ("weight", "bias"))
 
 
-@pytest.mark.parametrize("fused", [True, False])
-def test_sgd_skips_a_parameter_without_a_gradient(fused):
+@pytest.mark.parametrize("kind", ["fused", "foreach", "paper"])
+def test_sgd_skips_a_parameter_without_a_gradient(kind):
     """What --freeze-epochs relies on: a parameter in the optimizer whose requires_grad is off gets
-    no momentum and no weight decay step, with torch's fused and foreach SGD and the paper's."""
-    for make in (
-        lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9, weight_decay=0.1, **({"fused": True} if fused else {})),
-        lambda ps: PaperSGD(ps, lr=0.1, momentum=0.9, weight_decay=0.1),
-    ):
+    no momentum and no weight decay step, with torch's fused and foreach SGD and the paper's; once
+    it trains (a zero buffer given, as fused SGD needs) it follows the steps torch's own first step
+    starts, the foreach update being the reference."""
+
+    def run(kind, buffers):
         torch.manual_seed(0)
         still, moving = torch.nn.Parameter(torch.randn(4, 3)), torch.nn.Parameter(torch.randn(3))
+        if kind == "paper":
+            optimizer = PaperSGD([still, moving], lr=0.1, momentum=0.9, weight_decay=0.1)
+        else:
+            optimizer = torch.optim.SGD([still, moving], lr=0.1, momentum=0.9, weight_decay=0.1, **{kind: True})
         before = still.detach().clone()
-        optimizer = make([still, moving])
         still.requires_grad_(False)
-        for _ in range(3):
+        for step in range(6):
+            if step == 3:  # unfrozen
+                assert torch.equal(still.detach(), before) and still not in optimizer.state
+                assert moving in optimizer.state
+                still.requires_grad_(True)
+                if buffers:
+                    start_buffers(optimizer, STATE_BUFFERS["paper" if kind == "paper" else "sgd"])
             optimizer.zero_grad(set_to_none=True)
-            (torch.randn(4, 3) * still + moving).sum().backward()
+            (torch.arange(12.0).view(4, 3) * still + moving).sum().backward()
             optimizer.step()
-        assert torch.equal(still.detach(), before) and still not in optimizer.state
-        assert moving in optimizer.state
+        return still.detach()
+
+    torch.testing.assert_close(run(kind, buffers=True), run("foreach" if kind != "paper" else kind, buffers=False))
 
 
 def test_frozen_layers_keep_the_source_bit_for_bit_through_training_and_resume(idx_folder, tmp_path):

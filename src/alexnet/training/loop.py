@@ -21,7 +21,7 @@ from alexnet.system import distributed, runtime
 from alexnet.system.distributed import World
 from alexnet.system.signals import Stop, StopSignals
 from alexnet.training import engine, launch, progress, transfer
-from alexnet.training.optim import check_extension, halve_lr
+from alexnet.training.optim import STATE_BUFFERS, check_extension, halve_lr, start_buffers
 from alexnet.training.run import Run, start
 from alexnet.training.rundir import RunFolder
 
@@ -136,8 +136,9 @@ def _one_epoch(run: Run, signals: StopSignals, say, quiet: bool) -> None:
     cfg, epoch, world = run.cfg, run.state.epoch, run.world
     if transfer.set_trainable(run.model, cfg, epoch):  # --freeze-epochs: the copied layers train from here
         run.net = distributed.wrap(run.model, world, run.device)
-        if epoch == cfg.freeze_epochs:
-            say(f"epoch {epoch + 1}: the copied layers train from here on (--freeze-epochs {cfg.freeze_epochs})")
+        say(f"epoch {epoch + 1}: the copied layers train from here on (--freeze-epochs {cfg.freeze_epochs})")
+    if cfg.freeze_epochs and epoch >= cfg.freeze_epochs:  # also after a resume at the epoch they start
+        start_buffers(run.optimizer, STATE_BUFFERS[cfg.optimizer])
     tr = _train_epoch(run, signals, quiet)
     if tr.stopped:
         raise _interrupted(run, signals, f"saved a checkpoint at epoch {epoch + 1}, step {tr.steps}")

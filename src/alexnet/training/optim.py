@@ -89,6 +89,18 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, fused: bool = True)
     )
 
 
+def start_buffers(optimizer: torch.optim.Optimizer, buffer: str) -> None:
+    """A zero ``buffer`` (``STATE_BUFFERS``) for every parameter that trains and has none yet: a
+    layer that starts to train part-way through a run (``--freeze-epochs``). torch's fused SGD
+    takes every momentum buffer of a group or none, and fails on a mix; a zero buffer is what the
+    first step makes of a missing one (b <- 0.9 * 0 + g = g, bit for bit), and the velocity
+    PaperSGD starts from."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            if p.requires_grad and buffer not in optimizer.state.get(p, {}):
+                optimizer.state[p][buffer] = torch.zeros_like(p, memory_format=torch.preserve_format)
+
+
 @dataclass
 class Schedule:
     """A run's learning-rate schedule: stepped after every optimizer step (``per_step``: one-cycle,
