@@ -70,7 +70,8 @@ def _train_settings(args) -> TrainConfig:
     for f in dataclasses.fields(TrainConfig):
         if hasattr(args, f.name):  # flags given on the command line win over the file
             values[f.name] = getattr(args, f.name)
-    if isinstance(values.get("init_from"), str):  # the weights' network and input size, under the file and flags
+    # the weights' network and input size, under the settings file and the flags (a missing file: the run says so)
+    if isinstance(values.get("init_from"), str) and os.path.isfile(values["init_from"]):
         from alexnet.training.transfer import source_settings
 
         values = {**source_settings(values["init_from"]), **values}
@@ -110,6 +111,9 @@ def _cmd_experiment(args) -> int:
         return 0
     if args.name is None:
         raise ConfigError(f"name an experiment: {', '.join(EXPERIMENTS)}, transfer, or all (--list describes them)")
+    if args.name not in (*EXPERIMENTS, "transfer", "all"):
+        known = ", ".join([*EXPERIMENTS, "transfer"])
+        raise ConfigError(f"unknown experiment {args.name!r}; choose one of: {known} (or all)")
     if args.name == "transfer":
         return _cmd_transfer(args)
     given = [flag for flag in ("layers", "split", "few") if getattr(args, flag) is not None]

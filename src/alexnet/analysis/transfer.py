@@ -337,4 +337,4 @@ def list_line() -> str:
     """The experiment's line in ``alexnet experiment --list``."""
     o = Options()
     runs = o.seeds * (2 + len(ARMS) * len(o.layers) + 2 * len(o.few))
-    return f"{'transfer':<13} {runs} runs ({o.seeds} seeds), ~{MINUTES:g} min on 2 CPU cores: {SUMMARY}"
+    return f"{'transfer':<20} {runs} runs ({o.seeds} seeds), ~{MINUTES:g} min on 2 CPU cores (estimated): {SUMMARY}"
