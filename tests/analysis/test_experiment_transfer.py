@@ -134,7 +134,9 @@ def test_experiment_flags_are_checked_in_one_line(idx_folder, capsys, tmp_path):
 
 @pytest.mark.slow
 def test_a_real_transfer_experiment_at_test_size(idx_folder, tmp_path):
-    opts = Options(layers=("conv3",), seeds=1, epochs=1, subset=64, few=(3,), data=str(idx_folder.path))
+    opts = Options(
+        layers=("conv3",), seeds=1, epochs=1, subset=64, few=(3,), data=str(idx_folder.path), model="alexnet_tiny"
+    )
     folder = run_transfer(opts, tmp_path / "exp", say=lambda _: None)
     table = json.loads((folder / "table.json").read_text())
     assert len(table["rows"]) == 4 and all(0 <= r["mean"] <= 100 for r in table["rows"])

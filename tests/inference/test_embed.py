@@ -18,11 +18,13 @@ from alexnet.models import build_model
 
 from helpers import _checkpoint, _main, _one_line_error
 
+MODEL = "alexnet_tiny"  # the document's layers at a test size (FC 64): the claims are not about the width
+
 
 def _model_file(tmp_path):
     torch.manual_seed(0)
     path = tmp_path / "model.pt"
-    torch.save(_checkpoint(build_model("alexnet", num_classes=10, in_channels=1).state_dict()), path)
+    torch.save(_checkpoint(build_model(MODEL, num_classes=10, in_channels=1).state_dict(), model=MODEL), path)
     return path
 
 
@@ -31,7 +33,7 @@ def test_fc7_of_an_idx_set_equals_predictor_embed(idx_folder, tmp_path):
     result = embed(path, tmp_path / "f.npz", data=str(idx_folder.path), batch_size=64)
     saved = np.load(tmp_path / "f.npz")
     images = torch.cat([idx_folder.train_images, idx_folder.test_images])
-    assert saved["features"].shape == (400, 4096) and result["images"] == 400
+    assert saved["features"].shape == (400, 64) and result["images"] == 400
     assert saved["labels"].tolist() == torch.cat([idx_folder.train_labels, idx_folder.test_labels]).tolist()
     assert saved["classes"].tolist() == [str(i) for i in range(10)] and str(saved["layer"]) == "fc7"
     assert saved["splits"].tolist() == ["train"] * 320 + ["test"] * 80
@@ -43,9 +45,9 @@ def test_fc7_of_an_idx_set_equals_predictor_embed(idx_folder, tmp_path):
 
 def test_fc6_of_image_files_equals_a_forward_written_out(image_set, tmp_path):
     torch.manual_seed(1)
-    model = build_model("alexnet", num_classes=3).eval()
+    model = build_model(MODEL, num_classes=3).eval()
     pre = {"kind": "folder", "mode": "RGB", "image_size": 67, "resize": 77, "mean": [0.5] * 3, "std": [0.25] * 3}
-    torch.save(_checkpoint(model.state_dict(), classes=3, preprocess=pre), tmp_path / "rgb.pt")
+    torch.save(_checkpoint(model.state_dict(), model=MODEL, classes=3, preprocess=pre), tmp_path / "rgb.pt")
     files = [str(f.path) for f in image_set.files[:5]]
     embed(tmp_path / "rgb.pt", tmp_path / "f6.npz", images=files, layer="fc6")
     saved = np.load(tmp_path / "f6.npz")

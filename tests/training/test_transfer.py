@@ -20,7 +20,8 @@ from alexnet.training.optim import STATE_BUFFERS, PaperSGD, make_optimizer, star
 
 from helpers import PREPROCESS, _checkpoint, _main, _one_line_error
 
-# the document's alexnet has no LRN: conv1..conv5 are features 0, 3, 6, 8, 10; fc6..fc8 classifier 1, 4, 6
+MODEL = "alexnet_tiny"  # the document's layers at a test size: the claims here are not about the network's size
+# alexnet_tiny has the document's layers, no LRN: conv1..conv5 are features 0, 3, 6, 8, 10; fc6..fc8 classifier 1, 4, 6
 KEYS = {
     "conv1": "features.0",
     "conv2": "features.3",
@@ -31,15 +32,15 @@ KEYS = {
     "fc7": "classifier.4",
     "fc8": "classifier.6",
 }
-RUN = dict(image_size=67, batch_size=32, checkpoint_every=None, step_log=0)
+RUN = dict(model=MODEL, image_size=67, batch_size=32, checkpoint_every=None, step_log=0)
 
 
 def _source(path, *, classes=None, in_channels=1, seed=5):
-    """A checkpoint of a gray alexnet with random weights (alexnet convert's kind of file)."""
+    """A checkpoint of a gray alexnet_tiny with random weights (alexnet convert's kind of file)."""
     torch.manual_seed(seed)
     names = classes or [str(i) for i in range(10)]
-    weights = build_model("alexnet", num_classes=len(names), in_channels=in_channels).state_dict()
-    state = _checkpoint(weights, classes=len(names))
+    weights = build_model(MODEL, num_classes=len(names), in_channels=in_channels).state_dict()
+    state = _checkpoint(weights, model=MODEL, classes=len(names))
     state["classes"] = names
     torch.save(state, path)
     return path, weights
@@ -138,9 +139,9 @@ def test_the_head_is_new_only_when_the_classes_differ(tmp_path):
     source = transfer.read_source(src)
     for classes, copied in ((names, True), (names[::-1], False), (names[:4], False)):
         torch.manual_seed(0)
-        net = build_model("alexnet", num_classes=len(classes), in_channels=1)
+        net = build_model(MODEL, num_classes=len(classes), in_channels=1)
         torch.manual_seed(0)
-        fresh = build_model("alexnet", num_classes=len(classes), in_channels=1).state_dict()
+        fresh = build_model(MODEL, num_classes=len(classes), in_channels=1).state_dict()
         record = transfer.initialise(net, source, TrainConfig(init_from=str(src)), classes)
         got = net.state_dict()
         assert _same(got, weights, "fc7")
@@ -151,9 +152,9 @@ def test_the_head_is_new_only_when_the_classes_differ(tmp_path):
 def test_copy_up_to_copies_the_layers_below_and_initialises_the_rest(tmp_path):
     src, weights = _source(tmp_path / "source.pt")
     torch.manual_seed(1)
-    net = build_model("alexnet", num_classes=10, in_channels=1)
+    net = build_model(MODEL, num_classes=10, in_channels=1)
     torch.manual_seed(1)
-    fresh = build_model("alexnet", num_classes=10, in_channels=1).state_dict()
+    fresh = build_model(MODEL, num_classes=10, in_channels=1).state_dict()
     record = transfer.initialise(
         net, transfer.read_source(src), TrainConfig(init_from=str(src), copy_up_to="conv4"), []
     )
@@ -185,7 +186,7 @@ def test_conv1_adapted_to_the_datas_channels_responds_as_the_source(tmp_path, ha
         state = torch.load(src, weights_only=True)
         state["preprocess"] = {**PREPROCESS, "mode": "RGB", "mean": [0.3] * 3, "std": [0.3] * 3}
         torch.save(state, src)
-    net = build_model("alexnet", num_classes=10, in_channels=want)
+    net = build_model(MODEL, num_classes=10, in_channels=want)
     record = transfer.initialise(
         net, transfer.read_source(src), TrainConfig(init_from=str(src)), [str(i) for i in range(10)]
     )
@@ -201,7 +202,7 @@ def test_conv1_adapted_to_the_datas_channels_responds_as_the_source(tmp_path, ha
 def test_transfer_lr_mult_gives_the_copied_layers_their_own_rate(tmp_path):
     src, _ = _source(tmp_path / "source.pt")
     cfg = TrainConfig(init_from=str(src), freeze="conv2", transfer_lr_mult=0.1, lr=0.02, schedule="constant")
-    net = build_model("alexnet", num_classes=10, in_channels=1)
+    net = build_model(MODEL, num_classes=10, in_channels=1)
     groups = make_optimizer(net, cfg, fused=False).param_groups
     params = dict(net.named_parameters())
     by_layer = {k: [params[f"{v}.weight"], params[f"{v}.bias"]] for k, v in KEYS.items()}
@@ -294,7 +295,7 @@ def test_transfer_errors_are_one_line(idx_folder, tmp_path, capsys):
     common = ["--data", str(idx_folder.path), "--epochs", "1", "--out", str(tmp_path)]
     rc, _, err = _main(capsys, "train", "--init-from", str(src), "--model", "alexnet_owt", *common)
     line = _one_line_error(err)
-    assert rc == 2 and "alexnet's layers" in line and "--model alexnet_owt" in line
+    assert rc == 2 and f"{MODEL}'s layers" in line and "--model alexnet_owt" in line
     rc, _, err = _main(capsys, "train", "--init-from", str(src), "--freeze", "conv6", *common)
     line = _one_line_error(err)
     assert rc == 2 and "--freeze 'conv6' is not one of: conv1, conv2" in line
