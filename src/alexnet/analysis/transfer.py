@@ -52,7 +52,7 @@ SUMMARY = (
     "Yosinski et al. 2014 on Fashion-MNIST: baseA, baseB, BnB, BnB+, AnB, AnB+ against the layer n copied, and "
     "fine-tuning vs scratch with 10/100/1000 images per class"
 )
-MINUTES = 45.0  # the defaults' wall time on the 2-core EPYC (docs/transfer.md)
+MINUTES = 34.0  # the defaults' wall time on the 2-core EPYC, estimated from a calibration (docs/transfer.md)
 
 
 @dataclass(frozen=True)
