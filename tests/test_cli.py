@@ -99,10 +99,22 @@ FLAG_VALUES = {
     "lighting": (None, True),
     "augment": (None, False),
     "subset": ("500", 500),
+    "subset_per_class": ("10", 10),
+    "classes": ("5,Bag", "5,Bag"),
     "step_log": ("5", 5),
+    "init_from": ("/some/model.pt", "/some/model.pt"),
+    "init_sha256": ("ab" * 32, "ab" * 32),
+    "copy_up_to": ("conv3", "conv3"),
+    "freeze": ("conv2", "conv2"),
+    "freeze_epochs": ("2", 2),
+    "transfer_lr_mult": ("0.1", 0.1),
 }
 # Flags a setting only takes together with another (TrainConfig refuses it alone).
-FLAG_NEEDS = {"model_parallel": ["--model", "alexnet2012"]}
+FROM = ["--init-from", "/some/model.pt"]  # not there: the run, not the settings, reads the file
+FLAG_NEEDS = {
+    "model_parallel": ["--model", "alexnet2012"],
+    **{k: FROM for k in ("init_sha256", "copy_up_to", "freeze", "freeze_epochs", "transfer_lr_mult")},
+}
 
 
 def test_every_setting_has_a_flag():

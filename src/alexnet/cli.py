@@ -70,6 +70,11 @@ def _train_settings(args) -> TrainConfig:
     for f in dataclasses.fields(TrainConfig):
         if hasattr(args, f.name):  # flags given on the command line win over the file
             values[f.name] = getattr(args, f.name)
+    # the weights' network and input size, under the settings file and the flags (a missing file: the run says so)
+    if isinstance(values.get("init_from"), str) and os.path.isfile(values["init_from"]):
+        from alexnet.training.transfer import source_settings
+
+        values = {**source_settings(values["init_from"]), **values}
     return TrainConfig.from_dict(values, source=args.config or "settings")
 
 
@@ -98,13 +103,22 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_experiment(args) -> int:
+    from alexnet.analysis import transfer
     from alexnet.analysis.experiments import EXPERIMENTS, Options, list_lines, run_all, run_experiment
 
     if args.list:
-        print("\n".join(list_lines()))
+        print("\n".join([*list_lines(), transfer.list_line()]))
         return 0
     if args.name is None:
-        raise ConfigError(f"name an experiment: {', '.join(EXPERIMENTS)}, or all (--list describes them)")
+        raise ConfigError(f"name an experiment: {', '.join(EXPERIMENTS)}, transfer, or all (--list describes them)")
+    if args.name not in (*EXPERIMENTS, "transfer", "all"):
+        known = ", ".join([*EXPERIMENTS, "transfer"])
+        raise ConfigError(f"unknown experiment {args.name!r}; choose one of: {known} (or all)")
+    if args.name == "transfer":
+        return _cmd_transfer(args)
+    given = [flag for flag in ("layers", "split", "few") if getattr(args, flag) is not None]
+    if given:
+        raise ConfigError(f"--{given[0]} is for the transfer experiment; {args.name} does not take it")
     number = lambda flag, text: None if text is None else _positive_flag(flag, text)  # noqa: E731
     if args.seeds is not None and number("--seeds", args.seeds) > MAX_SEEDS:  # each one whole training runs
         raise ConfigError(f"--seeds {args.seeds[:20]} is above the maximum {MAX_SEEDS}")
@@ -126,6 +140,30 @@ def _cmd_experiment(args) -> int:
 
 
 MAX_SEEDS = 1000  # seeds of an experiment's every arm: more is a typo, and each is a run
+
+
+def _cmd_transfer(args) -> int:
+    """``alexnet experiment transfer``: its own options over the defaults (analysis/transfer.py)."""
+    from alexnet.analysis.ablations import BASE
+    from alexnet.analysis.transfer import Options, run_transfer
+
+    given = {}
+    for key in ("epochs", "seeds"):
+        if getattr(args, key) is not None:
+            given[key] = _positive_flag(f"--{key}", getattr(args, key))
+    if args.subset is not None:
+        given["subset"] = None if args.subset == "all" else _positive_flag("--subset", args.subset)
+    if args.image_size != str(BASE["image_size"]):
+        given["image_size"] = _positive_flag("--image-size", args.image_size)
+    if args.layers is not None:
+        given["layers"] = tuple(n.strip() for n in args.layers.split(","))
+    if args.few is not None:
+        given["few"] = tuple(_positive_flag("--few", m.strip()) for m in args.few.split(","))
+    if args.split is not None:
+        given["split"] = args.split
+    opts = Options(**given, data=args.data, device=args.device)
+    run_transfer(opts, args.out, argv=["alexnet", *args.argv])
+    return 0
 
 
 def _positive_flag(flag: str, text: str) -> int:
@@ -164,6 +202,29 @@ def _cmd_predict(args) -> int:
         _say(r["image"])
         for p in r["predictions"]:
             _say(f"  {100 * p['probability']:6.2f}%  {p['class']}")
+    return 0
+
+
+def _cmd_embed(args) -> int:
+    from alexnet.inference.embed import embed
+
+    if (args.checkpoint is None) == (args.weights is None):
+        raise ConfigError("give exactly one of --checkpoint FILE or --weights FILE")
+    if bool(args.images) == (args.data is not None):
+        raise ConfigError("give --data DIR or image files, not both and not neither")
+    result = embed(
+        args.checkpoint or args.weights,
+        args.out,
+        data=args.data,
+        images=args.images,
+        layer=args.layer,
+        split=args.split,
+        format="torchvision" if args.weights is not None else None,
+        batch_size=args.batch_size,
+        device=args.device,
+        force=args.force,
+    )
+    print(f"wrote {result['out']}: {args.layer} features of {result['images']} images ({result['dims']} each)")
     return 0
 
 
@@ -381,7 +442,10 @@ def build_parser() -> argparse.ArgumentParser:
         "name",
         nargs="?",
         metavar="NAME",
-        help="relu-vs-tanh, relu-vs-tanh-alexnet, dropout, augmentation, lrn, pooling, towers, or all",
+        help=(
+            "relu-vs-tanh, relu-vs-tanh-alexnet, dropout, augmentation, lrn, pooling, towers, or all; "
+            "transfer (docs/transfer.md)"
+        ),
     )
     p.add_argument(
         "--list", action="store_true", help="list the experiments, their defaults and their time on 2 CPU cores"
@@ -407,6 +471,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="keep the checkpoints of finished runs (by default deleted once measured: 0.5 GB each for alexnet)",
     )
+    p.add_argument("--layers", default=None, help="transfer: the layers n copied, e.g. conv2,conv4,fc6 (conv1..fc7)")
+    p.add_argument("--split", default=None, help="transfer: fixed (classes 0-4 / 5-9) or random halves per seed")
+    p.add_argument("--few", default=None, help="transfer: training images per class of B, e.g. 10,100,1000")
     p.set_defaults(func=_cmd_experiment)
 
     p = sub.add_parser(
@@ -440,6 +507,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=_positive_int, default=5)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser(
+        "embed", help="FC6 or FC7 features of images from any model file, saved as .npz (DeCAF's use of a network)"
+    )
+    p.add_argument("images", nargs="*", metavar="IMAGE", help="image files (or give --data)")
+    p.add_argument("--checkpoint", default=None, help="a checkpoint, a .safetensors export or a .caffemodel")
+    p.add_argument("--weights", default=None, help="a torchvision AlexNet weights file (alexnet-owt-*.pth)")
+    p.add_argument(
+        "--data",
+        default=None,
+        help="every image of this data with its labels: an IDX folder (train and test) or an image folder",
+    )
+    p.add_argument("--split", default="all", help="all, train or test (an image folder's val/) (default: all)")
+    p.add_argument("--layer", default="fc7", help="fc6 or fc7, after its ReLU (default: fc7)")
+    p.add_argument("--out", required=True, help="the .npz to write: features, labels, classes, paths, splits")
+    p.add_argument("--batch-size", type=_positive_int, default=128, help="images per forward pass (default: 128)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--force", action="store_true", help="replace an existing --out")
+    p.set_defaults(func=_cmd_embed)
 
     p = sub.add_parser(
         "visualize",

@@ -27,6 +27,10 @@ from alexnet.system.runtime import parse_device, parse_devices
 Schedule = Literal["onecycle", "plateau", "cosine", "constant"]
 Recipe = Literal["fast", "augmented", "paper"]
 Optimizer = Literal["sgd", "paper"]
+# The layers transfer learning names (--freeze, --copy-up-to), bottom to top, as summary.py names
+# them; "features" is conv5, the top of the convolutional part. FC8 is the head: never frozen.
+Layer = Literal["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "features"]
+LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7")
 SCHEDULES = get_args(Schedule)
 # Schedules whose shape does not depend on the run's length: such a run can be extended with
 # `--resume RUN --epochs N`. onecycle and cosine are laid out over all steps from the start.
@@ -160,6 +164,20 @@ class TrainConfig:
             "validation/test images stay whole"
         ),
     )
+    subset_per_class: int | None = _f(
+        None,
+        (
+            "train on a seeded random N of each class's training images (all of a class that has fewer); None = all. "
+            "Not with --subset"
+        ),
+    )
+    classes: str | None = _f(
+        None,
+        (
+            "train on these classes only, by index or name, comma-separated (5,6,7,8,9 or Sandal,Bag); labels are "
+            "renumbered 0..K-1 in this order and the names kept in the model file; None = every class"
+        ),
+    )
     skip_bad_images: bool = _f(
         False, "train on the readable images of a folder and list the bad ones in the run folder's bad_images.json"
     )
@@ -196,6 +214,37 @@ class TrainConfig:
     )
     warmup: float = _f(0.15, "onecycle: fraction of all steps spent warming up")
     label_smoothing: float = _f(0.1, "label smoothing of the cross-entropy loss (not in the paper)")
+
+    # -- transfer learning (training/transfer.py, docs/transfer.md) --
+    init_from: str | None = _f(
+        None,
+        (
+            "start from the weights of a model file: a checkpoint (last.pt, best.pt), an export (.safetensors with its "
+            "sidecar), torchvision's alexnet-owt-*.pth or a converted Caffe model. Every layer whose shape fits is "
+            "copied; FC8 is re-initialised when the classes differ; the file's network settings and preprocessing "
+            "are the run's defaults"
+        ),
+    )
+    init_sha256: str | None = _f(
+        None, "the --init-from file's SHA-256: recorded by the run, and when given, a file with another is refused"
+    )
+    copy_up_to: Layer | None = _f(
+        None,
+        "copy conv1 .. this layer from --init-from and initialise the layers above it afresh; None = every layer",
+    )
+    freeze: Layer | None = _f(
+        None,
+        (
+            "keep this layer and every one below it at --init-from's weights (no gradient, no weight decay): conv1 .. "
+            "conv5, fc6, fc7 (a linear probe), features = conv5"
+        ),
+    )
+    freeze_epochs: int = _f(
+        0, "train with the copied layers frozen for N epochs, then unfreeze them (fastai's fine_tune)"
+    )
+    transfer_lr_mult: float = _f(
+        1.0, "learning rate of the copied layers that are not frozen, as a multiple of --lr (discriminative rates)"
+    )
 
     # -- run --
     seed: int = _f(0, "seeds the init, the data order, the augmentation and the hold-out split")
@@ -256,8 +305,16 @@ class TrainConfig:
         for key in ("epochs", "batch_size", "image_size", "eval_every", "save_every"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"--{_flag(key)} must be a positive integer, got {getattr(self, key)}")
-        if self.subset is not None and self.subset < 1:
-            raise ConfigError(f"--subset must be a positive integer, got {self.subset}")
+        for key in ("subset", "subset_per_class"):
+            if getattr(self, key) is not None and getattr(self, key) < 1:
+                raise ConfigError(f"--{_flag(key)} must be a positive integer, got {getattr(self, key)}")
+        if self.subset is not None and self.subset_per_class is not None:
+            raise ConfigError(
+                f"--subset {self.subset} and --subset-per-class {self.subset_per_class} both choose the training "
+                "images; give one"
+            )
+        if self.classes is not None:
+            class_list(self.classes)
         if self.eval_every > 1 and self.schedule == "plateau":
             raise ConfigError(
                 f"--eval-every {self.eval_every}: the plateau schedule divides the rate when validation stops "
@@ -295,6 +352,7 @@ class TrainConfig:
         self._check_upper_bounds()
         parse_device(self.device)
         self._check_model_parallel()
+        self._check_transfer()
         check_image_size(self.image_size, self.model, self.pooling)
         self._check_name()
 
@@ -353,6 +411,44 @@ class TrainConfig:
                 f"--model-parallel {self.model_parallel} places the towers itself; leave out --device {self.device}"
             )
 
+    def _check_transfer(self) -> None:
+        """The transfer settings (training/transfer.py) need a source and agree with each other."""
+        if not is_number(self.transfer_lr_mult) or self.transfer_lr_mult <= 0:
+            raise ConfigError(
+                f"--transfer-lr-mult must be a positive number, got {self.transfer_lr_mult} (to keep layers as they "
+                "are, use --freeze)"
+            )
+        if self.freeze_epochs < 0:
+            raise ConfigError(f"--freeze-epochs must be 0 or more, got {self.freeze_epochs}")
+        if self.init_sha256 is not None and not re.fullmatch(r"[0-9a-f]{64}", self.init_sha256):
+            raise ConfigError(f"--init-sha256 {self.init_sha256!r}: give the 64 lower-case hex digits of a SHA-256")
+        if self.init_from is None:
+            given = [
+                f"--{_flag(k)} {getattr(self, k)}"
+                for k, unset in (("freeze", None), ("copy_up_to", None), ("init_sha256", None))
+                if getattr(self, k) is not unset
+            ]
+            given += [f"--freeze-epochs {self.freeze_epochs}"] if self.freeze_epochs else []
+            given += [f"--transfer-lr-mult {self.transfer_lr_mult}"] if self.transfer_lr_mult != 1 else []
+            if given:
+                raise ConfigError(
+                    f"{given[0]} is about copied layers: give --init-from FILE (the weights to start from)"
+                )
+            return
+        if not self.init_from.strip():
+            raise ConfigError("--init-from: give the path of a model file")
+        top = layer_index(self.copy_up_to or "fc7")
+        if self.freeze is not None and layer_index(self.freeze) > top:
+            raise ConfigError(
+                f"--freeze {self.freeze} would keep layers that --copy-up-to {self.copy_up_to} does not copy; freeze "
+                f"at most {LAYERS[top]}"
+            )
+        if self.freeze_epochs and self.freeze is not None and layer_index(self.freeze) == top:
+            raise ConfigError(
+                f"--freeze-epochs {self.freeze_epochs}: --freeze {self.freeze} already keeps every copied layer "
+                "frozen; drop one of them"
+            )
+
     def checkpoint_interval(self) -> tuple[int, float]:
         """``checkpoint_every`` as (steps, seconds), 0 = off: "500" is 500 steps, "10m" ten minutes."""
         every = self.checkpoint_every
@@ -377,6 +473,22 @@ class TrainConfig:
         if recipe not in RECIPES:
             raise ConfigError(f"{source}: recipe {recipe!r} is not one of: {', '.join(RECIPES)}")
         return cls(**{**RECIPES[recipe], **values})
+
+
+def layer_index(name: str) -> int:
+    """The place of a transfer layer name in :data:`LAYERS` (0 = conv1); ``features`` is conv5."""
+    return LAYERS.index("conv5" if name == "features" else name)
+
+
+def class_list(text: str) -> list[str]:
+    """``--classes``' items (``5,6,7`` or ``Sandal,Bag``), stripped: each given once, none empty.
+    Which class each names is for the data to say (data/classes.py)."""
+    items = [c.strip() for c in text.split(",")] if isinstance(text, str) else []
+    if not items or not all(items) or len(set(items)) != len(items):
+        raise ConfigError(
+            f"--classes {text!r}: give class indices or names separated by commas, each once (e.g. 5,6,7 or Sandal,Bag)"
+        )
+    return items
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
@@ -494,5 +606,8 @@ __all__ = [
     "MAX_WORKERS",
     "MAX_EPOCHS",
     "SEED_RANGE",
+    "LAYERS",
     "is_number",
+    "layer_index",
+    "class_list",
 ]

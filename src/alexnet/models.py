@@ -89,11 +89,14 @@ class AlexNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self._pooled(x))  # logits: the softmax lives in the loss and in prediction
 
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
+    def embed(self, x: torch.Tensor, layer: str = "fc7") -> torch.Tensor:
         """FC7's output (N, 4096; N, 64 in ``alexnet_tiny``) after its activation: the features whose
-        Euclidean neighbours the paper shows in figure 4 (right). Call it in eval mode, where dropout
-        is the identity."""
-        return self.classifier[:-1](self._pooled(x))
+        Euclidean neighbours the paper shows in figure 4 (right); ``layer="fc6"``: FC6's (DeCAF6).
+        Call it in eval mode, where dropout is the identity."""
+        linears = [i for i, m in enumerate(self.classifier) if isinstance(m, nn.Linear)]
+        if layer not in ("fc6", "fc7"):
+            raise ValueError(f"--layer {layer}: give fc6 or fc7")
+        return self.classifier[: linears[("fc6", "fc7").index(layer)] + 2](self._pooled(x))  # through its activation
 
     def check_input_size(self, height: int, width: int) -> None:
         """Refuse an input below :attr:`min_size` (from :func:`min_input_size`) in one line."""

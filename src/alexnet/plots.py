@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import matplotlib
@@ -145,6 +146,64 @@ def plot_frontier(rows: list[dict], out_png: str | Path) -> None:
     ax.set(xlabel="wall time (minutes)", ylabel="test top-1, last epoch (%)", title="accuracy against time")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=90)
+    plt.close(fig)
+
+
+TRANSFER_STYLE = {"BnB": ("C0", "o"), "BnB+": ("C9", "o"), "AnB": ("C3", "D"), "AnB+": ("C1", "D")}
+
+
+def plot_transfer(table: dict, out_png: str | Path) -> None:
+    """Yosinski et al.'s figure 2 from the transfer experiment's table (analysis/transfer.py reads
+    it from the run folders): top-1 on B against the layer n copied, each seed a small dot and
+    the mean over seeds with its 95% interval; baseB at n = 0. Beside it, the few-shot runs:
+    fine-tuned from baseA against from scratch, per training images per class of B."""
+    layers = table["options"]["layers"]
+    order = table["layer_order"]  # conv1 .. fc7
+    fig, (ax, few) = plt.subplots(1, 2, figsize=(12, 4.5), gridspec_kw={"width_ratios": [3, 2]})
+
+    def draw(axis, x, cell, colour, marker, label, offset=0.0):
+        axis.scatter([x + offset] * len(cell["seeds"]), cell["seeds"], s=10, color=colour, alpha=0.5)
+        axis.errorbar(
+            x + offset,
+            cell["mean"],
+            yerr=[[cell["mean"] - cell["low"]], [cell["high"] - cell["mean"]]],
+            fmt=marker,
+            color=colour,
+            capsize=3,
+            markersize=6,
+            label=label,
+        )
+
+    draw(ax, 0, table["baseB"], "black", "s", "baseB")
+    for i, arm in enumerate(TRANSFER_STYLE):
+        colour, marker = TRANSFER_STYLE[arm]
+        cells = [next(r for r in table["rows"] if (r["arm"], r["layer"]) == (arm, n)) for n in layers]
+        xs = [order.index(n) + 1 for n in layers]
+        for j, (x, cell) in enumerate(zip(xs, cells)):
+            draw(ax, x, cell, colour, marker, arm if j == 0 else None, offset=(i - 1.5) * 0.12)
+        ax.plot([x + (i - 1.5) * 0.12 for x in xs], [c["mean"] for c in cells], color=colour, alpha=0.6)
+    ax.axhline(table["baseB"]["mean"], color="black", linestyle=":", linewidth=1)
+    ax.set_xticks(range(8), ["baseB", *order])
+    ax.set(xlabel="layer n copied (conv1 .. n)", ylabel="top-1 on B's test images (%)", title="transfer by layer")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    per_class = [f["per_class"] for f in table["few"]]
+    for key, colour, marker, label in (("scratch", "black", "s", "from scratch"), ("fromA", "C1", "D", "from baseA")):
+        for j, f in enumerate(table["few"]):
+            draw(few, math.log10(f["per_class"]), f[key], colour, marker, label if j == 0 else None)
+        few.plot([math.log10(m) for m in per_class], [f[key]["mean"] for f in table["few"]], color=colour, alpha=0.6)
+    few.set_xticks([math.log10(m) for m in per_class], [str(m) for m in per_class])
+    few.set(xlabel="training images per class of B", ylabel="top-1 (%)", title="few images: fine-tune or scratch")
+    few.grid(alpha=0.3)
+    few.legend(fontsize=8)
+    o = table["options"]
+    fig.suptitle(
+        f"{o['data'] or 'Fashion-MNIST'}, {o['split']} halves, {o['seeds']} seeds, {o['image_size']} px: mean and 95% "
+        "interval over seeds, one dot per seed",
+        fontsize=9,
+    )
     fig.tight_layout()
     fig.savefig(out_png, dpi=90)
     plt.close(fig)

@@ -427,6 +427,7 @@ def test_the_training_error_is_the_final_weights_on_the_training_images(idx_fold
 def test_unknown_experiment_and_bad_flags_are_one_line(tmp_path, capsys):
     for argv, words in (
         (["experiment", "nope"], "relu-vs-tanh, relu-vs-tanh-alexnet, dropout"),
+        (["experiment", "nope"], "towers, transfer (or all)"),
         (["experiment", "lrn", "--seeds", "0"], "--seeds"),
         (["experiment", "lrn", "--subset", "many"], "--subset"),
         (["experiment"], "--list"),
@@ -436,7 +437,7 @@ def test_unknown_experiment_and_bad_flags_are_one_line(tmp_path, capsys):
     assert not (tmp_path / "x").exists()
     rc, out, _ = _main(capsys, "experiment", "--list")
     lines = out.splitlines()
-    assert rc == 0 and [line.split()[0] for line in lines] == list(EXPERIMENTS)
+    assert rc == 0 and [line.split()[0] for line in lines] == [*EXPERIMENTS, "transfer"]
     assert all("(measured)" in line or "(estimated)" in line for line in lines)
 
 

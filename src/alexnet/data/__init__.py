@@ -69,19 +69,37 @@ def build_eval_data(
     workers: int = 2,
     device: torch.device | str = "cpu",
     ten_crop: bool = False,
+    chosen: bool = False,
 ) -> EvalData:
     """The images a model trained with ``preprocess`` on ``classes`` is evaluated on: an IDX set's
     test split, an image folder's ``val/``, or the seeded hold-out of a plain folder (``seed``,
     ``val_fraction`` and the training run's skipped files ``exclude`` redraw it exactly), or the
     val split of prepared shards. ``ten_crop``: each batch holds (N, 10, C, S, S) views, the
-    paper's ten crops (data/transforms.py), view 4 being the single-crop input."""
+    paper's ten crops (data/transforms.py), view 4 being the single-crop input. ``chosen``: the
+    model was trained on ``classes`` chosen out of the data's (``--classes``): only those are
+    read, picked by name and numbered in the model's order."""
     device = torch.device(device)
     if is_shards(data):
         return shards_eval_data(
-            data, preprocess, list(classes), batch_size=batch_size, workers=workers, device=device, ten_crop=ten_crop
+            data,
+            preprocess,
+            list(classes),
+            batch_size=batch_size,
+            workers=workers,
+            device=device,
+            ten_crop=ten_crop,
+            chosen=chosen,
         )
-    if check_eval_data(data, preprocess, classes):
-        return idx_eval_data(data, preprocess, len(classes), batch_size=batch_size, device=device, ten_crop=ten_crop)
+    if check_eval_data(data, preprocess, classes, chosen=chosen):
+        return idx_eval_data(
+            data,
+            preprocess,
+            len(classes),
+            batch_size=batch_size,
+            device=device,
+            ten_crop=ten_crop,
+            chosen=list(classes) if chosen else None,
+        )
     return folder_eval_data(
         _folder(data),
         preprocess,
@@ -94,12 +112,14 @@ def build_eval_data(
         workers=workers,
         device=device,
         ten_crop=ten_crop,
+        chosen=chosen,
     )
 
 
-def check_eval_data(data: str | None, preprocess: Preprocess, classes: list[str]) -> bool:
+def check_eval_data(data: str | None, preprocess: Preprocess, classes: list[str], *, chosen: bool = False) -> bool:
     """Whether ``data`` (not shards) is an IDX set (else an image folder), once it is known to be
-    of the kind the model was trained on (``preprocess.kind``) with the model's ``classes``."""
+    of the kind the model was trained on (``preprocess.kind``) with the model's ``classes`` (with
+    ``chosen``, among them: the readers pick them by name)."""
     idx = data is None or is_idx_folder(data)
     if preprocess.kind != ("tensor" if idx else "folder"):  # each pipeline needs its own fields (source_size, resize)
         kinds = {"tensor": "IDX files", "folder": "an image folder"}
@@ -107,6 +127,8 @@ def check_eval_data(data: str | None, preprocess: Preprocess, classes: list[str]
             f"--data {data}: the model was trained on {kinds[preprocess.kind]}, this is "
             f"{kinds['tensor' if idx else 'folder']}; evaluate it on data of its kind"
         )
+    if chosen:
+        return idx
     found = idx_class_names(data, len(classes)) if idx else folder_classes(_folder(data))
     if found != list(classes):
         raise DataError(f"--data {data}: its classes {found[:5]}... differ from the model's {list(classes)[:5]}...")

@@ -21,9 +21,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from alexnet.data import gpudecode
 from alexnet.data.base import Data, EvalData, class_names_problem
+from alexnet.data.classes import by_names, choose, relabel_samples
 from alexnet.data.images import IMAGE_EXTENSIONS, MIN_IMAGE_SIDE, open_image
 from alexnet.data.loader import folder_loader
-from alexnet.data.sampling import subset_indices
+from alexnet.data.sampling import subset_indices, subset_per_class
 from alexnet.data.scancache import ScanCache
 from alexnet.data.stats import lighting_stats, pixel_moments, stats_problem
 from alexnet.data.transforms import Preprocess
@@ -139,6 +140,16 @@ def has_split_folders(root: Path) -> bool:
     return train
 
 
+def _chosen(root: Path, spec: str | list[str] | None, where: str) -> tuple[list[tuple[str, int]], list[str]]:
+    """The samples and classes of a plain folder, only the chosen classes when ``spec`` says
+    (``--classes``, or a model's class names), relabelled 0..K-1: as if it held no others."""
+    samples, classes = scan_folder(root)
+    if spec is None:
+        return samples, classes
+    chosen = choose(spec, classes, where) if isinstance(spec, str) else by_names(spec, classes, where)
+    return relabel_samples(samples, chosen), [classes[i] for i in chosen]
+
+
 def folder_classes(root: Path) -> list[str]:
     """The class names of an image folder (its training sub-folders), from the listing alone."""
     top = root / "train" if has_split_folders(root) else root
@@ -164,11 +175,15 @@ def split_folder(cfg, root: Path, mode: str = "RGB", name: str = "--data") -> Fo
     if has_split_folders(root):
         train_samples, classes = scan_folder(root / "train")
         val_samples, _ = scan_folder(root / "val", classes)
+        chosen = choose(cfg.classes, classes, f"{name} {root}")
+        if chosen is not None:  # before the scan: the other classes' files are never decoded
+            train_samples, val_samples = relabel_samples(train_samples, chosen), relabel_samples(val_samples, chosen)
+            classes = [classes[i] for i in chosen]
         listed = train_samples
         bad = _bad_images(cfg.skip_bad_images, cfg.workers, root, train_samples + val_samples, mode)
         train_samples, val_samples = _without(train_samples, bad), _without(val_samples, bad)
     else:
-        samples, classes = scan_folder(root)
+        samples, classes = _chosen(root, cfg.classes, f"{name} {root}")
         listed = samples
         # The split is drawn from the readable files only: the same split as after deleting the bad ones.
         bad = _bad_images(cfg.skip_bad_images, cfg.workers, root, samples, mode)
@@ -205,6 +220,8 @@ def folder_data(
     mode = "RGB"
     s = split_folder(cfg, root, mode)
     keep = subset_indices(len(s.train), cfg.subset, cfg.seed)
+    if keep is None:
+        keep = subset_per_class(torch.tensor([label for _, label in s.train]), cfg.subset_per_class, cfg.seed)
     train = s.train if keep is None else [s.train[i] for i in keep.tolist()]
     if stats is None:
         moments = pixel_moments(s.train, mode, seed=cfg.seed)
@@ -214,6 +231,8 @@ def folder_data(
             raise DataError(f"--data {root}: the training images' {problem}")
         if cfg.lighting:
             stats.update(lighting_stats(s.classes, moments))
+    elif cfg.lighting and not stats.get("eigval"):  # weights' own normalization (--init-from), the data's colours
+        stats = {**stats, **lighting_stats(s.classes, pixel_moments(s.train, mode, seed=cfg.seed))}
     preprocess = Preprocess.for_folder(image_size=cfg.image_size, stats=stats, mode=mode, decode=decode)
     decode_on = gpudecode.resolve_decode(cfg.decode, torch.device(device), preprocess)
     loader = gpudecode.gpu_folder_loader if decode_on == "gpu" else folder_loader
@@ -253,15 +272,27 @@ def _check_every_class_trains(name: str, folder: Path, classes: list[str], liste
 
 
 def listed_samples(
-    root: Path, classes: list[str], split: str, *, seed: int, val_fraction: float, exclude: set[str] = frozenset()
+    root: Path,
+    classes: list[str],
+    split: str,
+    *,
+    seed: int,
+    val_fraction: float,
+    exclude: set[str] = frozenset(),
+    chosen: bool = False,
 ) -> list:
     """The (path, class index) samples of ``split`` (``train`` or ``val``) of an image folder, from
     its listing alone, as the training run drew them: ``train/`` or ``val/``, or the seeded
     hold-out of a plain folder less ``exclude`` (the files training skipped as bad). Nothing is
-    decoded, and a split layout's other folder is not listed."""
+    decoded, and a split layout's other folder is not listed. ``chosen``: the model was trained on
+    these ``classes`` chosen out of the folder's (``--classes``), picked again by name."""
+    where = f"--data {root}"
     if has_split_folders(root):
-        return scan_folder(root / split, list(classes))[0]
-    samples, _ = scan_folder(root, list(classes))
+        if not chosen:
+            return scan_folder(root / split, list(classes))[0]
+        samples, found = scan_folder(root / split, folder_classes(root))
+        return relabel_samples(samples, by_names(classes, found, where))
+    samples, _ = _chosen(root, list(classes), where) if chosen else scan_folder(root, list(classes))
     train, val = holdout([s for s in samples if s[0] not in exclude], seed, val_fraction)
     return val if split == "val" else train
 
@@ -279,12 +310,16 @@ def folder_eval_data(
     workers: int,
     device,
     ten_crop: bool = False,
+    chosen: bool = False,
 ) -> EvalData:
     """The validation images of an image folder as evaluation batches: ``val/``, or the hold-out
     of a plain folder redrawn by :func:`holdout` from the listed files less ``exclude`` (the files
     training skipped as bad). Only those images are decoded; no training image is opened.
-    ``ten_crop``: batches of (N, 10, C, S, S) views (:meth:`Preprocess.folder_transform`)."""
-    val_samples = listed_samples(root, classes, "val", seed=seed, val_fraction=val_fraction, exclude=exclude)
+    ``ten_crop``: batches of (N, 10, C, S, S) views (:meth:`Preprocess.folder_transform`);
+    ``chosen``: ``classes`` were chosen out of the folder's (see :func:`listed_samples`)."""
+    val_samples = listed_samples(
+        root, classes, "val", seed=seed, val_fraction=val_fraction, exclude=exclude, chosen=chosen
+    )
     bad = _bad_images(skip_bad_images, workers, root, val_samples, preprocess.mode)
     val_samples = _without(val_samples, bad)
     if not val_samples:

@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 
 from alexnet.data.base import Data, EvalData, class_names_problem
-from alexnet.data.sampling import EpochOrder, subset_indices
+from alexnet.data.classes import by_names, choose, relabel
+from alexnet.data.sampling import EpochOrder, subset_indices, subset_per_class
 from alexnet.data.stats import stats_problem
 from alexnet.data.transforms import Preprocess, random_flips_and_shifts
 from alexnet.errors import DataError
@@ -270,7 +271,9 @@ def idx_data(cfg, device: torch.device, stats: Mapping | None, world: World = SI
     """Training and test batches of an IDX set (Fashion-MNIST by default); see build_data.
 
     The classes are those of the training labels (:func:`count_classes`); every test label must be
-    one of them and the test images the training images' size, all before anything is trained."""
+    one of them and the test images the training images' size, all before anything is trained.
+    ``cfg.classes`` keeps the chosen classes only (data/classes.py), before the statistics and the
+    subset: as if the set held no others."""
     files = find_idx_files(cfg.data)
     train_images, train_labels = load_idx_split(files, "train")
     test_images, test_labels = load_idx_split(files, "test")
@@ -279,6 +282,12 @@ def idx_data(cfg, device: torch.device, stats: Mapping | None, world: World = SI
     side = train_images.shape[-1]
     check_image_side(test_images, side, files["test_images"], f"the training images in {files['train_images']}")
     classes = idx_class_names(cfg.data, num_classes)
+    source = str(cfg.data or FASHION_MNIST_DIR)
+    chosen = choose(cfg.classes, classes, f"--data {source}")
+    if chosen is not None:
+        (keep, train_labels), (keep_test, test_labels) = relabel(train_labels, chosen), relabel(test_labels, chosen)
+        train_images, test_images = train_images[keep], test_images[keep_test]
+        classes = [classes[i] for i in chosen]
     if stats is None:
         pixels = train_images.float().div_(255)
         stats = {"mean": [pixels.mean().item()], "std": [pixels.std().item()]}
@@ -287,7 +296,10 @@ def idx_data(cfg, device: torch.device, stats: Mapping | None, world: World = SI
             raise DataError(f"{files['train_images']}: {problem}")
     preprocess = Preprocess.for_tensors(mode="L", source_size=side, image_size=cfg.image_size, stats=stats)
     common = dict(batch_size=cfg.batch_size, preprocess=preprocess, device=device, seed=cfg.seed, world=world)
-    keep = subset_indices(len(train_images), cfg.subset, cfg.seed)  # after the statistics: they stay the whole set's
+    # after the statistics: they stay the whole (chosen) set's
+    keep = subset_indices(len(train_images), cfg.subset, cfg.seed)
+    if keep is None:
+        keep = subset_per_class(train_labels, cfg.subset_per_class, cfg.seed)
     if keep is not None:
         train_images, train_labels = train_images[keep], train_labels[keep]
     return Data(
@@ -297,7 +309,7 @@ def idx_data(cfg, device: torch.device, stats: Mapping | None, world: World = SI
         preprocess=preprocess,
         num_train=len(train_images),
         num_val=len(test_images),
-        source=str(cfg.data or FASHION_MNIST_DIR),
+        source=source,
     )
 
 
@@ -309,14 +321,22 @@ def idx_eval_data(
     batch_size: int,
     device: torch.device,
     ten_crop: bool = False,
+    chosen: list[str] | None = None,
 ) -> EvalData:
     """The test split of an IDX set as evaluation batches: the training files are not read.
-    ``ten_crop``: batches of (N, 10, C, S, S) views (:meth:`Preprocess.ten_crop_batch`)."""
+    ``ten_crop``: batches of (N, 10, C, S, S) views (:meth:`Preprocess.ten_crop_batch`).
+    ``chosen``: the model's classes, picked out of the set by name (a model trained with ``--classes``)."""
     files = find_idx_files(root, splits=("test",))
     images, labels = load_idx_split(files, "test")
+    source = str(root or FASHION_MNIST_DIR)
+    if chosen is not None:
+        names = idx_class_names(root, int(labels.max()) + 1)
+        keep, labels = relabel(labels, by_names(chosen, names, f"--data {source}"))
+        images = images[keep]
     check_labels(labels, num_classes, files["test_labels"], "the model's")
     check_image_side(images, preprocess.source_size, files["test_images"], "the model's training images")
     batches = TensorBatches(
         images, labels, batch_size=batch_size, preprocess=preprocess, train=False, device=device, ten_crop=ten_crop
     )
-    return EvalData(batches, idx_class_names(root, num_classes), len(images), str(root or FASHION_MNIST_DIR))
+    names = list(chosen) if chosen is not None else idx_class_names(root, num_classes)
+    return EvalData(batches, names, len(images), source)

@@ -56,3 +56,16 @@ def subset_indices(n: int, size: int | None, seed: int) -> torch.Tensor | None:
         return None
     g = torch.Generator().manual_seed((seed * 1_000_003 + 999_983) % 2**64)  # a stream apart from the epochs'
     return torch.randperm(n, generator=g)[:size].sort().values
+
+
+def subset_per_class(labels: torch.Tensor, size: int | None, seed: int) -> torch.Tensor | None:
+    """The sorted indices of a seeded random ``size`` of each class's items (``--subset-per-class``;
+    every item of a class that has no more), or None when ``size`` is None. A function of (seed,
+    labels, size) alone: every arm of an experiment trains on the same images."""
+    if size is None:
+        return None
+    g = torch.Generator().manual_seed((seed * 1_000_003 + 999_979) % 2**64)  # apart from --subset's stream
+    order = torch.randperm(len(labels), generator=g)
+    shuffled = labels[order]
+    keep = [order[shuffled == k][:size] for k in torch.unique(labels).tolist()]
+    return torch.cat(keep).sort().values

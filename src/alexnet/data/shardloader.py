@@ -23,6 +23,7 @@ can be cut exactly:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 
@@ -31,6 +32,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from alexnet.data.base import Data, EvalData
+from alexnet.data.classes import by_names, choose
 from alexnet.data.loader import EpochLoader, collate_images
 from alexnet.data.sampling import epoch_generator
 from alexnet.data.shards import Shard, ShardIndex, ShardReader, decode_jpeg, file_size, join
@@ -214,17 +216,48 @@ def _lighting(location: str, index: ShardIndex, seed: int) -> dict:
     return lighting_stats(index.classes, moments)
 
 
+def _choose(index: ShardIndex, chosen: list[int] | None, location: str) -> ShardIndex:
+    """The index as if it held only the ``chosen`` classes, relabelled 0..K-1 in their order (every
+    shard keeps its file, with the entries of the other classes left out)."""
+    if chosen is None:
+        return index
+    new = {old: i for i, old in enumerate(chosen)}
+
+    def only(shard: Shard) -> Shard:
+        keep = [i for i, label in enumerate(shard.labels) if label in new]
+        pick = lambda values: [values[i] for i in keep]  # noqa: E731
+        return dataclasses.replace(
+            shard,
+            keys=pick(shard.keys),
+            labels=[new[shard.labels[i]] for i in keep],
+            jpg_offset=pick(shard.jpg_offset),
+            jpg_size=pick(shard.jpg_size),
+            cls_offset=pick(shard.cls_offset),
+            cls_size=pick(shard.cls_size),
+        )
+
+    splits = {name: [t for t in map(only, shards) if t.count] for name, shards in index.splits.items()}
+    empty = [name for name, shards in splits.items() if not shards]
+    if empty:
+        raise DataError(f"--data {location}: no {empty[0]} images of the chosen classes")
+    classes = [index.classes[i] for i in chosen]
+    return dataclasses.replace(index, classes=classes, splits=splits)
+
+
 def shards_data(cfg, location: str, device, stats=None, world: World = SINGLE, decode: str | None = None) -> Data:
     """Train and validation batches of the prepared folder at ``location``, this process's share of
     each (see :func:`alexnet.data.build_data`); the statistics stored in its index unless
-    ``stats`` are given (PCA lighting's computed here when on, for RGB shards)."""
-    if cfg.subset is not None:  # shards are read in their stored order, shard by shard: no cheap random subset
+    ``stats`` are given (PCA lighting's computed here when on, for RGB shards). ``cfg.classes``
+    keeps the chosen classes' samples (the stored statistics stay those of every class)."""
+    if cfg.subset is not None or cfg.subset_per_class is not None:
+        # shards are read in their stored order, shard by shard: no cheap random subset
         raise DataError(
-            f"--data {location}: --subset is for IDX sets and "
+            f"--data {location}: --subset and --subset-per-class are for IDX sets and "
             "image folders, not prepared shards; prepare a smaller folder instead"
         )
     index = ShardIndex.read(location)
     _check_files(location, index, ("train", "val"))
+    index = _choose(index, choose(cfg.classes, index.classes, f"--data {location}"), location)
     if cfg.lighting and index.mode == "RGB" and not (stats and stats.get("eigval")):
         stats = {**(stats or index.stats), **_lighting(location, index, cfg.seed)}
     preprocess = _preprocess(location, index, cfg.image_size, stats, decode)
@@ -249,10 +282,13 @@ def shards_eval_data(
     workers: int,
     device,
     ten_crop: bool = False,
+    chosen: bool = False,
 ) -> EvalData:
     """The val split of the prepared folder at ``location`` as evaluation batches (``ten_crop``:
-    (N, 10, C, S, S) views)."""
+    (N, 10, C, S, S) views; ``chosen``: ``classes`` were chosen out of the index's by name)."""
     index = ShardIndex.read(location)
+    if chosen:
+        index = _choose(index, by_names(classes, index.classes, f"--data {location}"), location)
     if preprocess.kind != "folder":
         raise DataError(
             f"--data {location}: the model was trained on "

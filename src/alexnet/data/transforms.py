@@ -99,14 +99,24 @@ class Preprocess:
 
     @classmethod
     def for_tensors(cls, *, mode: str, source_size: int, image_size: int, stats: Mapping) -> Preprocess:
-        return cls("tensor", mode, image_size, tuple(stats["mean"]), tuple(stats["std"]), source_size=source_size)
+        """An IDX pipeline; ``stats`` may also hold ``scale`` (see :attr:`stats`)."""
+        return cls(
+            "tensor",
+            mode,
+            image_size,
+            tuple(stats["mean"]),
+            tuple(stats["std"]),
+            source_size=source_size,
+            **_convention(stats, ("scale",)),
+        )
 
     @classmethod
     def for_folder(
         cls, *, image_size: int, stats: Mapping, mode: str = "RGB", resize: int | None = None, decode: str | None = None
     ) -> Preprocess:
         """A photo pipeline; new ones decode at reduced size, ``decode`` keeps a stored model's rule.
-        ``stats`` may hold ``eigval`` and ``eigvec`` (PCA lighting) beside ``mean`` and ``std``."""
+        ``stats`` may hold ``eigval`` and ``eigvec`` (PCA lighting) beside ``mean`` and ``std``, and
+        the pixel convention of :attr:`stats`."""
         lighting = (
             {"eigval": tuple(stats["eigval"]), "eigvec": tuple(map(tuple, stats["eigvec"]))}
             if stats.get("eigval")
@@ -121,6 +131,7 @@ class Preprocess:
             resize=resize or resize_size(image_size),
             decode=decode or "reduced",
             **lighting,
+            **_convention(stats, tuple(_LATER_FIELDS)),
         )
 
     @property
@@ -130,9 +141,12 @@ class Preprocess:
     @property
     def stats(self) -> dict[str, list]:
         """The normalization statistics (and the lighting's eigen-decomposition, when on), as
-        :func:`alexnet.data.build_data` takes them."""
+        :func:`alexnet.data.build_data` takes them; with the pixel convention the statistics are
+        in (``channel_order``, ``scale``, ``resize_to``) where it is not the default, as weights
+        trained elsewhere bring it (Caffe's BGR in 0..255) to a run that starts from them."""
         lighting = {"eigval": list(self.eigval), "eigvec": [list(v) for v in self.eigvec]} if self.eigval else {}
-        return {"mean": list(self.mean), "std": list(self.std), **lighting}
+        convention = {k: getattr(self, k) for k, v in _LATER_FIELDS.items() if getattr(self, k) != v}
+        return {"mean": list(self.mean), "std": list(self.std), **lighting, **convention}
 
     def to_dict(self) -> dict:
         """The JSON-able form written into checkpoints and sidecars (fields that do not apply left
@@ -335,6 +349,11 @@ def seeded(seed: int):
 
 # Fields added after model files were first written: absent means this value.
 _LATER_FIELDS = {"channel_order": "RGB", "scale": 1, "resize_to": "shorter"}
+
+
+def _convention(stats: Mapping, keys: tuple[str, ...]) -> dict:
+    """The pixel-convention fields among ``keys`` that ``stats`` holds (see :attr:`Preprocess.stats`)."""
+    return {k: stats[k] for k in keys if k in stats}
 
 
 def _check_later_fields(later: Mapping, values: Mapping, source: str) -> None:

@@ -21,7 +21,7 @@ from alexnet.models import LRN_K, AlexNet, build_model, check_image_size, resolv
 MODEL_SETTINGS = ("model", "activation", "lrn", "lrn_k", "pooling", "dropout")
 # Network settings added after model files were first written: absent means this value.
 LATER_SETTINGS = {"lrn_k": LRN_K}
-DATA_SETTINGS = ("data", "image_size", "val_fraction", "seed", "batch_size")
+DATA_SETTINGS = ("data", "image_size", "val_fraction", "seed", "batch_size", "classes")
 
 
 @dataclass

@@ -106,6 +106,7 @@ def evaluate_models(
         workers=cfg.workers,
         device=dev,
         ten_crop=ten_crop,
+        chosen=cfg.classes is not None,  # trained with --classes: the same classes, by name
     )
     models = [f.network().to(dev).eval() for f in files]
     tallies = _score(models, [f.preprocess for f in files], images.batches, len(classes), dev, precision, ten_crop)

@@ -63,9 +63,9 @@ class Predictor:
         return self.model(self.inputs(images)).float().softmax(1)
 
     @torch.no_grad()
-    def embed(self, images: Iterable[ImageLike]) -> torch.Tensor:
-        """FC7 features (N, 4096), as the paper compares images in figure 4."""
-        return self.model.embed(self.inputs(images)).float()
+    def embed(self, images: Iterable[ImageLike], layer: str = "fc7") -> torch.Tensor:
+        """FC7 features (N, 4096), as the paper compares images in figure 4 (``layer="fc6"``: FC6's)."""
+        return self.model.embed(self.inputs(images), layer).float()
 
     def predict(self, images: Iterable[ImageLike], top: int = 5) -> list[dict]:
         """The ``top`` classes of each image with their probabilities, one image at a time so that

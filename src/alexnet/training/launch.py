@@ -20,12 +20,17 @@ from alexnet.system.distributed import World
 from alexnet.training.rundir import RunFolder
 
 
-def data_writer_first(cfg: TrainConfig, device: torch.device, ckpt: Resume | None, world: World) -> Data:
+def data_writer_first(
+    cfg: TrainConfig, device: torch.device, ckpt: Resume | None, world: World, stats: dict | None = None
+) -> Data:
     """The data, built by the writer first: its bad-file scan fills the scan cache the other
     processes on its machine then read instead of decoding every image again, and bad data stops
-    every process with rank 0's one line."""
+    every process with rank 0's one line. ``stats``: normalization to use (the weights' own, for a
+    run from another model's)."""
     # a resumed run keeps its checkpoint's normalization and JPEG decode: the inputs it was trained on
-    stats, decode = (ckpt.model.preprocess.stats, ckpt.model.preprocess.decode) if ckpt else (None, None)
+    decode = None
+    if ckpt:
+        stats, decode = ckpt.model.preprocess.stats, ckpt.model.preprocess.decode
     built: list[Data] = []
     world.from_writer(lambda: built.append(build_data(cfg, device, stats=stats, world=world, decode=decode)))
     return built[0] if built else build_data(cfg, device, stats=stats, world=world, decode=decode)

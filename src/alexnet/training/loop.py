@@ -20,8 +20,8 @@ from alexnet.formats import Resume, Totals, read_resume
 from alexnet.system import distributed, runtime
 from alexnet.system.distributed import World
 from alexnet.system.signals import Stop, StopSignals
-from alexnet.training import engine, launch, progress
-from alexnet.training.optim import check_extension, halve_lr
+from alexnet.training import engine, launch, progress, transfer
+from alexnet.training.optim import STATE_BUFFERS, check_extension, halve_lr, start_buffers
 from alexnet.training.run import Run, start
 from alexnet.training.rundir import RunFolder
 
@@ -133,7 +133,12 @@ def _resumed_settings(folder: RunFolder, epochs: int | None) -> tuple[TrainConfi
 def _one_epoch(run: Run, signals: StopSignals, say, quiet: bool) -> None:
     """Train an epoch (or the rest of one stopped part-way), evaluate it, and record it: its line
     of metrics.jsonl, its checkpoint, its printed line. A signal saves and stops the run."""
-    epoch, world = run.state.epoch, run.world
+    cfg, epoch, world = run.cfg, run.state.epoch, run.world
+    if transfer.set_trainable(run.model, cfg, epoch):  # --freeze-epochs: the copied layers train from here
+        run.net = distributed.wrap(run.model, world, run.device)
+        say(f"epoch {epoch + 1}: the copied layers train from here on (--freeze-epochs {cfg.freeze_epochs})")
+    if cfg.freeze_epochs and epoch >= cfg.freeze_epochs:  # also after a resume at the epoch they start
+        start_buffers(run.optimizer, STATE_BUFFERS[cfg.optimizer])
     tr = _train_epoch(run, signals, quiet)
     if tr.stopped:
         raise _interrupted(run, signals, f"saved a checkpoint at epoch {epoch + 1}, step {tr.steps}")

@@ -15,6 +15,7 @@ import torch
 
 from alexnet.config import EXTENDABLE_SCHEDULES, TrainConfig
 from alexnet.errors import ConfigError
+from alexnet.training import transfer
 
 # The per-parameter state each optimizer keeps (what a checkpoint's optimizer state must hold).
 STATE_BUFFERS = {"sgd": "momentum_buffer", "paper": "velocity"}
@@ -70,18 +71,34 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, fused: bool = True)
     torch's foreach update, a loop over tensors computing the same. ``cfg.nesterov`` (None: on
     whenever there is momentum): the step looks ahead along the momentum, w <- w - lr*(g' + m*v) with
     g' = g + wd*w.
+
+    A run from another model's weights (transfer.py) leaves the layers frozen for the whole run
+    out, and gives the copied layers a group of their own at ``--transfer-lr-mult`` times the rate.
     """
+    groups = transfer.param_groups(model, cfg)
     if cfg.optimizer == "paper":
-        return PaperSGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        return PaperSGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     kind = {"fused": True} if fused else {"foreach": True}
     return torch.optim.SGD(
-        model.parameters(),
+        groups,
         lr=cfg.lr,
         momentum=cfg.momentum,
         weight_decay=cfg.weight_decay,
         nesterov=cfg.momentum > 0 if cfg.nesterov is None else cfg.nesterov,
         **kind,
     )
+
+
+def start_buffers(optimizer: torch.optim.Optimizer, buffer: str) -> None:
+    """A zero ``buffer`` (``STATE_BUFFERS``) for every parameter that trains and has none yet: a
+    layer that starts to train part-way through a run (``--freeze-epochs``). torch's fused SGD
+    takes every momentum buffer of a group or none, and fails on a mix; a zero buffer is what the
+    first step makes of a missing one (b <- 0.9 * 0 + g = g, bit for bit), and the velocity
+    PaperSGD starts from."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            if p.requires_grad and buffer not in optimizer.state.get(p, {}):
+                optimizer.state[p][buffer] = torch.zeros_like(p, memory_format=torch.preserve_format)
 
 
 @dataclass
@@ -111,6 +128,7 @@ class Schedule:
 def make_schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int) -> Schedule:
     """The schedule ``cfg.schedule`` names, laid out over ``cfg.epochs`` epochs."""
     total = cfg.epochs * steps_per_epoch
+    peaks = [group["lr"] for group in optimizer.param_groups]  # each group's own (--transfer-lr-mult)
     if cfg.schedule == "onecycle":
         # Linear warm-up from lr/25 to lr over the first `warmup` of the steps, then cosine decay to
         # ~0: a stable start from scratch (no stall at chance) and most of the budget at high lr.
@@ -120,7 +138,7 @@ def make_schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_
         return Schedule(
             per_step=torch.optim.lr_scheduler.OneCycleLR(
                 optimizer,
-                max_lr=cfg.lr,
+                max_lr=peaks if len(peaks) > 1 else cfg.lr,
                 total_steps=total,
                 pct_start=warmup,
                 anneal_strategy="cos",
@@ -133,10 +151,10 @@ def make_schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_
         return Schedule(per_step=torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total))
     if cfg.schedule == "plateau":
         # The paper: divide by 10 when the validation error stops improving, three times at most.
-        floor = cfg.lr * 0.1**PLATEAU_DIVISIONS * (1 - 1e-6)
+        floors = [lr * 0.1**PLATEAU_DIVISIONS * (1 - 1e-6) for lr in peaks]
         return Schedule(
             plateau=torch.optim.lr_scheduler.ReduceLROnPlateau(
-                optimizer, mode="max", factor=0.1, patience=1, min_lr=floor
+                optimizer, mode="max", factor=0.1, patience=1, min_lr=floors if len(floors) > 1 else floors[0]
             )
         )
     return Schedule()

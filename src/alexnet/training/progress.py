@@ -40,6 +40,10 @@ def announce(run: Run, restarted: bool, say) -> None:
     )
     if run.fit is not None:
         say(run.fit.describe(cfg.time_budget))
+    if run.transfer is not None:
+        from alexnet.training.transfer import describe
+
+        say(describe(run.transfer))
     if cfg.lighting and not d.preprocess.eigval:
         say(f"PCA lighting skipped: {d.source} is grayscale (one channel has no colour to relight)")
     if d.decode_on == "gpu":

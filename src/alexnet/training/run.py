@@ -17,7 +17,7 @@ from alexnet.formats.network import state_dict_mismatch
 from alexnet.models import AlexNet, build_model
 from alexnet.system import distributed, runtime
 from alexnet.system.distributed import World
-from alexnet.training import launch, towers
+from alexnet.training import launch, towers, transfer
 from alexnet.training.budget import Fit, fit_epochs
 from alexnet.training.optim import STATE_BUFFERS, Schedule, make_optimizer, make_schedule
 from alexnet.training.rundir import RunFolder
@@ -56,6 +56,7 @@ class Run:
     channels_last: bool = False  # runtime.fast_path's choice for the device (cfg.channels_last asks for it)
     net: torch.nn.Module | None = None
     fit: Fit | None = None  # --time-budget's measurement, on a fresh run with a budget
+    transfer: dict | None = None  # what a fresh run took from --init-from (transfer.json)
 
     def __post_init__(self):
         self.net = self.net or self.model
@@ -88,7 +89,7 @@ class Run:
         ckpt.check_fits(
             optimizer=self.optimizer.state_dict(),
             scheduler=self.schedule.state_dict(),
-            params=[p.shape for p in self.model.parameters()],
+            params=[p.shape for group in self.optimizer.param_groups for p in group["params"]],  # its numbering
             steps_per_epoch=len(self.data.train),
             num_train=self.data.num_train,
             buffer=STATE_BUFFERS[self.cfg.optimizer],
@@ -129,10 +130,9 @@ class Run:
             self.folder.save(self.checkpoint(epoch, totals), best=best)
 
 
-def _network(
-    cfg: TrainConfig, data: Data, device: torch.device, fast, tower_devices=None
-) -> AlexNet | towers.TwoTowers:
-    """The run's network on its device (or split over the two towers' devices), seeded by the caller."""
+def _network(cfg: TrainConfig, data: Data, source: transfer.Source | None = None) -> tuple[AlexNet, dict | None]:
+    """The run's network on the CPU, seeded by the caller; from ``source``'s weights when given,
+    with the record of what was copied (transfer.initialise)."""
     model = build_model(
         cfg.model,
         num_classes=len(data.classes),
@@ -144,6 +144,12 @@ def _network(
         dropout=cfg.dropout,
         init=cfg.init,
     )
+    record = transfer.initialise(model, source, cfg, data.classes) if source is not None else None
+    return model, record
+
+
+def _place(model: AlexNet, device: torch.device, fast, tower_devices=None) -> AlexNet | towers.TwoTowers:
+    """The network on its device, or split over the two towers' devices."""
     if tower_devices:  # the same seeded weights, split over the two devices
         return towers.TwoTowers(model, tower_devices, channels_last=fast.channels_last)
     return model.to(device, memory_format=torch.channels_last if fast.channels_last else torch.preserve_format)
@@ -175,7 +181,12 @@ def start(
             f"--batch-size {cfg.batch_size} is the global batch and must be at least the {world.size} processes "
             "(one image each per step)"
         )
-    data = launch.data_writer_first(cfg, device, ckpt, world)
+    # a fresh run from another model's weights reads them once (a resumed one has them in its checkpoint)
+    source = transfer.read_source(cfg.init_from, cfg.init_sha256) if cfg.init_from and ckpt is None else None
+    if source is not None:
+        cfg = replace(cfg, init_sha256=source.sha256)  # recorded in config.json: the run is reproducible from it
+    stats = transfer.source_stats(source, transfer.data_channels(cfg)) if source is not None else None
+    data = launch.data_writer_first(cfg, device, ckpt, world, stats=stats)
     if ckpt is not None:
         _check_same_data(ckpt, data)
     fit = None
@@ -184,7 +195,8 @@ def start(
     folder = launch.writer_folder(world, folder, cfg, argv)
     torch.manual_seed(cfg.seed)  # the same initial weights in every process
     runtime.prepare(device)
-    model = _network(cfg, data, device, fast, tower_devices)
+    network, record = _network(cfg, data, source)
+    model = _place(network, device, fast, tower_devices)
     optimizer = make_optimizer(model, cfg, fused=fast.fused_sgd)
     schedule = make_schedule(optimizer, cfg, len(data.train))
     run = Run(
@@ -200,6 +212,7 @@ def start(
         world,
         channels_last=fast.channels_last,
         fit=fit,
+        transfer=record,
     )
     if ckpt is not None:
         run.restore(ckpt)
@@ -217,6 +230,9 @@ def start(
                 folder.write_json("bad_images.json", data.bad_files)
             if fit is not None:
                 folder.write_json("budget.json", fit.to_dict())
+            if record is not None:
+                folder.write_json("transfer.json", record)
+    transfer.set_trainable(model, cfg, run.state.epoch)  # before DDP, which reduces what requires a gradient
     run.net = distributed.wrap(model, world, device)
     return run
 
@@ -225,7 +241,8 @@ def _fit_budget(cfg: TrainConfig, data: Data, device: torch.device, fast, world:
     """--time-budget: time a throwaway copy of the run's network on its data, set the epochs."""
     if world.distributed:
         raise ConfigError("--time-budget sizes a run on one machine's speed; under torchrun give --epochs")
-    model = _network(cfg, data, device, fast)
+    model = _place(_network(cfg, data)[0], device, fast)
+    transfer.set_trainable(model, cfg, 0)  # frozen layers skip their backward pass: part of the time
     fit = fit_epochs(
         cfg,
         data,
