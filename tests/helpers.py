@@ -30,7 +30,7 @@ from alexnet.models import build_model
 CPU = torch.device("cpu")
 
 
-VARIANTS = ("alexnet", "alexnet2012", "alexnet2012_half", "alexnet_owt", "alexnet_tiny")
+VARIANTS = ("alexnet", "alexnet2012", "alexnet2012_half", "alexnet_owt", "alexnet_tiny", "convnet4")
 
 
 # --------------------------------------------------------------------------------------------
