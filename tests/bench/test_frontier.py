@@ -74,9 +74,8 @@ def test_the_script_draws_the_figure_and_refuses_a_record_that_is_not_one(tmp_pa
     (tmp_path / "bad.json").write_text("{not json")
     done = subprocess.run(run[:2] + [str(tmp_path / "bad.json")], capture_output=True, text=True, timeout=120)
     assert done.returncode == 1 and "Traceback" not in done.stderr
-    assert done.stderr.strip().splitlines() == [
-        f"error: {tmp_path / 'bad.json'}: not a readable JSON record (JSONDecodeError); give the file --json wrote"
-    ]
+    (line,) = done.stderr.strip().splitlines()  # one line, naming the file
+    assert line.startswith(f"error: {tmp_path / 'bad.json'}: not readable JSON")
     (tmp_path / "more.json").write_text(json.dumps(_record(["--epochs", "1"], [0.85], [180.0])))
     (pooled,) = [r for r in read_records([*paths, tmp_path / "more.json"]) if r["label"] == "fastest"]
     assert [x["final_top1"] for x in pooled["rows"]] == [0.84, 0.83, 0.835, 0.85]  # the same flags: one recipe

@@ -7,12 +7,12 @@ epoch's), its time the whole run's wall seconds: training, the evaluations and t
 
 from __future__ import annotations
 
-import json
 import statistics
 from pathlib import Path
 
 from alexnet.bench.core import fmt
 from alexnet.errors import ConfigError
+from alexnet.system.files import read_json
 
 
 def read_records(paths: list[str | Path]) -> list[dict]:
@@ -20,12 +20,7 @@ def read_records(paths: list[str | Path]) -> list[dict]:
     records of the same flags (a recipe's seeds measured in several calls) are pooled into the first."""
     records: dict[tuple, dict] = {}
     for path in paths:
-        try:
-            record = json.loads(Path(path).read_text())
-        except (OSError, UnicodeDecodeError, ValueError) as e:
-            raise ConfigError(
-                f"{path}: not a readable JSON record ({type(e).__name__}); give the file --json wrote"
-            ) from None
+        record = read_json(path, error=ConfigError)  # bounded; one line naming the file on any failure
         if not isinstance(record, dict) or not isinstance(record.get("rows"), list) or not record["rows"]:
             raise ConfigError(f"{path}: not a record of alexnet bench --only accuracy --json (no rows)")
         flags = tuple(record.get("train_flags", []))
