@@ -353,6 +353,8 @@ optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_dec
 engine.train_step(net, x[part], y[part], optimizer, device=torch.device("cpu"), world=world)
 if world.writer:
     torch.save(model.state_dict(), sys.argv[2])
+distributed.finish(world)  # as train's loop ends: every process leaves together (gloo aborts an early leaver)
+del net  # DDP's reducer goes before the process group it uses
 distributed.stop()
 """
 
