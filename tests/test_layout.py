@@ -12,6 +12,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 # lowest first: a module may import its own layer and the ones before it, never a later one
 LAYERS = [
     {"errors"},
+    {"layers"},
     {"models"},
     {"summary", "plots"},
     {"system"},

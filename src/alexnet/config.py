@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from alexnet.errors import ConfigError, brief, printable
-from alexnet.models import LRN_K, Activation, Init, ModelName, Pooling, check_image_size
+from alexnet.layers import LRN_K, Activation, Init, Pooling
+from alexnet.models import ModelName, check_image_size
 from alexnet.system.files import read_json
 from alexnet.system.runtime import parse_device, parse_devices
 

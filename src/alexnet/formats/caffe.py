@@ -25,7 +25,8 @@ import torch
 from alexnet.data.transforms import Preprocess
 from alexnet.errors import CheckpointError, first_line
 from alexnet.formats.network import ModelFile
-from alexnet.models import LRN_ALPHA, LRN_BETA, LRN_SIZE, build_model
+from alexnet.layers import LRN_ALPHA, LRN_BETA, LRN_SIZE
+from alexnet.models import build_model
 from alexnet.system.files import read_bytes
 
 SUFFIXES = (".caffemodel",)
