@@ -19,8 +19,9 @@ from torchvision.transforms.v2 import functional as TF
 from alexnet.config import TrainConfig
 from alexnet.data import build_data, gpudecode
 from alexnet.data.folder import scan_folder
-from alexnet.data.gpudecode import Crop, crop_for, gpu_folder_loader, resize_crop_flip, resolve_decode
+from alexnet.data.gpudecode import gpu_folder_loader, resize_crop_flip, resolve_decode
 from alexnet.data.images import open_image, read_jpeg, reduced_size
+from alexnet.data.jpegfiles import Crop, crop_for
 from alexnet.data.loader import folder_loader
 from alexnet.data.transforms import Preprocess
 from alexnet.errors import ConfigError, ImageError
