@@ -9,8 +9,9 @@ import math
 import pytest
 import torch
 
-from alexnet.config import DEFAULTS, SEED_RANGE, ConfigError, TrainConfig, load_config_file
+from alexnet.config import DEFAULTS, ConfigError, TrainConfig, load_config_file
 from alexnet.data.sampling import epoch_generator
+from alexnet.ranges import SEED_RANGE
 
 from helpers import VARIANTS
 

@@ -16,6 +16,7 @@ LAYERS = [
     {"models"},
     {"summary", "plots"},
     {"system"},
+    {"ranges", "recipes"},
     {"config"},
     {"data"},
     {"formats"},

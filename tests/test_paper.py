@@ -14,9 +14,10 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
 
-from alexnet.config import RECIPES, TrainConfig
+from alexnet.config import TrainConfig
 from alexnet.data.stats import IMAGENET_EIGVAL, IMAGENET_EIGVEC, PixelMoments, lighting_from_covariance
 from alexnet.data.transforms import LIGHTING_STD, Lighting, Preprocess
+from alexnet.recipes import RECIPES
 from alexnet.training.optim import PaperSGD, make_optimizer, make_schedule
 
 from helpers import _run as _cli

@@ -15,8 +15,9 @@ import os
 import shlex
 import sys
 
-from alexnet.config import MAX_BATCH_SIZE, SEED_RANGE, TrainConfig, load_config_file, setting_types
+from alexnet.config import TrainConfig, load_config_file, setting_types
 from alexnet.errors import CheckpointError, ConfigError, DataError, Interrupted, RunError, message_lines, printable
+from alexnet.ranges import MAX_BATCH_SIZE, SEED_RANGE
 from alexnet.system.distributed import Forwarded
 from alexnet.system.runtime import parse_device
 
@@ -37,7 +38,8 @@ def _cmd_models(args) -> int:
 
 
 def _cmd_recipes(args) -> int:
-    from alexnet.config import RECIPES, recipe_settings
+    from alexnet.config import recipe_settings
+    from alexnet.recipes import RECIPES
 
     for name in RECIPES:
         settings = recipe_settings(name)

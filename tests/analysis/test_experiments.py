@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-import alexnet.config
+import alexnet.recipes
 import alexnet.training.loop
 from alexnet.analysis import ablations
 from alexnet.analysis.ablations import Arm, Comparison, Experiment
@@ -132,7 +132,7 @@ def test_the_arms_do_not_change_when_the_default_recipe_does(name, tmp_path, mon
         return [cfg.to_dict() for cfg in made]
 
     before = configs()
-    monkeypatch.setitem(alexnet.config.RECIPES, "fast", OTHER_DEFAULTS)
+    monkeypatch.setitem(alexnet.recipes.RECIPES, "fast", OTHER_DEFAULTS)
     assert TrainConfig.from_dict({}).to_dict().items() >= OTHER_DEFAULTS.items()  # the patch takes
     assert configs() == before
 

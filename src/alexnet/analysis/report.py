@@ -23,10 +23,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from alexnet.analysis.reporthtml import GENERATOR, figure, html_table, img, json_html, markdown_html, missing, page
-from alexnet.config import is_number
 from alexnet.errors import CheckpointError, ConfigError, DataError
 from alexnet.formats import atomic_write
 from alexnet.plots import plot_confusion, plot_curves
+from alexnet.ranges import is_number
 from alexnet.system.files import check_regular, read_bytes, read_json
 from alexnet.training.rundir import RunFolder, read_metrics
 

@@ -22,8 +22,8 @@ TAIL = 3  # logged windows averaged for a trial's final training error
 
 def read_steps(run_dir: str | Path) -> list[dict]:
     """The lines of a run's ``steps.jsonl`` (none when it has none), in step order."""
-    from alexnet.config import is_number
     from alexnet.errors import DataError
+    from alexnet.ranges import is_number
     from alexnet.system.files import read_json_lines
 
     path = Path(run_dir) / "steps.jsonl"

@@ -23,8 +23,9 @@ from typing import Any
 from alexnet.analysis import stats
 from alexnet.analysis.ablations import Comparison, Experiment
 from alexnet.analysis.sweep import read_steps, steps_to_reach
-from alexnet.config import TrainConfig, is_number
+from alexnet.config import TrainConfig
 from alexnet.errors import DataError
+from alexnet.ranges import is_number
 from alexnet.system.files import read_json
 from alexnet.training.rundir import read_metrics
 

@@ -32,11 +32,12 @@ from pathlib import Path
 import torch
 
 from alexnet.analysis.stats import mean_interval, paired_difference, verdict
-from alexnet.config import LAYERS, TrainConfig
+from alexnet.config import TrainConfig
 from alexnet.data.folder import folder_classes
 from alexnet.data.idx import count_classes, find_idx_files, is_idx_folder, read_idx
 from alexnet.data.shards import ShardIndex, is_shards
 from alexnet.errors import ConfigError
+from alexnet.ranges import LAYERS
 from alexnet.training.rundir import RunFolder, read_metrics
 
 ARMS = ("BnB", "BnB+", "AnB", "AnB+")

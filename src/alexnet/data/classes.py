@@ -12,8 +12,8 @@ from collections.abc import Sequence
 
 import torch
 
-from alexnet.config import class_list
 from alexnet.errors import DataError
+from alexnet.ranges import class_list
 
 SHOWN = 20  # class names an error lists before "... (N in all)"
 

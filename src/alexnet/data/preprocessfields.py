@@ -10,10 +10,10 @@ from collections.abc import Mapping
 
 import torch
 
-from alexnet.config import is_number
 from alexnet.data.stats import stats_problem
 from alexnet.errors import brief
 from alexnet.models import MAX_IMAGE_SIZE
+from alexnet.ranges import is_number
 
 # Fields added after model files were first written: absent means this value.
 LATER_FIELDS = {"channel_order": "RGB", "scale": 1, "resize_to": "shorter"}

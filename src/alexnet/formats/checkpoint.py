@@ -22,9 +22,10 @@ from pathlib import Path
 
 import torch
 
-from alexnet.config import TrainConfig, is_number
+from alexnet.config import TrainConfig
 from alexnet.errors import CheckpointError, brief
 from alexnet.formats.network import ModelFile, tensor_problem
+from alexnet.ranges import is_number
 from alexnet.system.distributed import SINGLE, World
 from alexnet.system.files import atomic_write, load_torch_file, output_path, torch_save
 

@@ -10,12 +10,13 @@ from dataclasses import dataclass, field
 
 import torch
 
-from alexnet.config import TrainConfig, is_number
+from alexnet.config import TrainConfig
 from alexnet.data.base import class_names_problem
 from alexnet.data.transforms import Preprocess
 from alexnet.errors import CheckpointError, ConfigError, brief, first_line
 from alexnet.layers import LRN_K
 from alexnet.models import AlexNet, build_model, check_image_size, resolve_lrn
+from alexnet.ranges import is_number
 
 # The settings a model file keeps (the rest of TrainConfig only matters to training): those that
 # rebuild the network, and those that rebuild its validation set for `alexnet evaluate`.

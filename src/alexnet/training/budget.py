@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from alexnet.config import MAX_EPOCHS, budget_seconds
 from alexnet.errors import ConfigError, RunError
+from alexnet.ranges import MAX_EPOCHS, budget_seconds
 from alexnet.training import engine
 
 MARGIN = 0.9  # of the budget planned for epochs: checkpoints, the start, a slower spell of the machine

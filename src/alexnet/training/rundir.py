@@ -30,10 +30,11 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from alexnet.config import MAX_CONFIG_BYTES, TrainConfig, is_number
+from alexnet.config import MAX_CONFIG_BYTES, TrainConfig
 from alexnet.errors import CheckpointError, ConfigError, DataError, RunError
 from alexnet.formats import atomic_write, link_file, save_checkpoint
 from alexnet.formats.checkpoint import METRICS
+from alexnet.ranges import is_number
 from alexnet.system.files import parse_json, read_bytes, read_json
 
 # metrics.jsonl and steps.jsonl grow by a line per epoch and per --step-log steps: a few MB in the

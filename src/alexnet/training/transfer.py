@@ -32,11 +32,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from alexnet.config import LAYERS, TrainConfig, layer_index
+from alexnet.config import TrainConfig
 from alexnet.data.idx import is_idx_folder
 from alexnet.data.shards import ShardIndex, is_shards
 from alexnet.errors import ConfigError
 from alexnet.formats import FORMAT, ModelFile, check_weights, identify_weights, load_torch_file, read_model
+from alexnet.ranges import LAYERS, layer_index
 
 HEAD = "fc8"
 # The settings of the file's network that a run from it takes unless told otherwise (with its image size).
