@@ -12,6 +12,7 @@ from torch import nn
 
 from alexnet.models import MODELS, build_model, native_image_size
 
+from helpers import MIN_SIZE
 from reference_seed import AlexNet as SeedAlexNet
 
 VARIANTS = list(MODELS)
@@ -26,14 +27,6 @@ PARAMS = {
     "alexnet_owt": 61_100_840,
     "alexnet_tiny": 122_848,
     "convnet4": 2_384_328,
-}
-MIN_SIZE = {
-    "alexnet": 67,
-    "alexnet2012": 67,
-    "alexnet2012_half": 67,
-    "alexnet_owt": 63,
-    "alexnet_tiny": 67,
-    "convnet4": 27,
 }
 NATIVE = {
     "alexnet": 227,

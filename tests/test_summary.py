@@ -7,6 +7,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from alexnet.models import MODELS, build_model
 from alexnet.summary import format_table, summarize
 
+from helpers import MIN_SIZE
+
 VARIANTS = list(MODELS)
 
 # (image size, parameters, multiply-accumulates per image) for 3 channels and 1000 classes;
@@ -18,14 +20,6 @@ EXPECTED = {
     "alexnet_owt": (224, 61_100_840, 714_188_480),
     "alexnet_tiny": (227, 122_848, 10_487_234),  # test_models.py works its parameters out by hand
     "convnet4": (67, 2_384_328, 39_144_800),  # test_convnet4_rows_by_hand works these out
-}
-MIN_SIZE = {
-    "alexnet": 67,
-    "alexnet2012": 67,
-    "alexnet2012_half": 67,
-    "alexnet_owt": 63,
-    "alexnet_tiny": 67,
-    "convnet4": 27,
 }
 
 
