@@ -1,7 +1,7 @@
-"""cli.py: the ``alexnet`` command - its settings (defaults < --config file < flags), its sub-commands,
+"""cli/: the ``alexnet`` command - its settings (defaults < --config file < flags), its sub-commands,
 and what it does with bad input, in this process and as ``python -m alexnet``.
 
-The error tests hold the CLI to its promise (cli.py's docstring): one line on stderr naming what was
+The error tests hold the CLI to its promise (cli/__init__.py's docstring): one line on stderr naming what was
 wrong, no traceback, exit code 2 for usage errors (argparse, and settings rejected by
 :class:`TrainConfig`) and 1 for the rest (missing data, checkpoints and images). Nothing here
 trains: the cases that reach ``train()`` fail before the first step, and the tests that need a
@@ -18,7 +18,8 @@ import sys
 import pytest
 import torch
 
-from alexnet.cli import _train_settings, build_parser
+from alexnet.cli import build_parser
+from alexnet.cli.training import settings_from_flags, train_settings
 from alexnet.config import DEFAULTS, ConfigError, TrainConfig
 
 from conftest import write_idx_set
@@ -29,7 +30,7 @@ from helpers import VARIANTS, _image_bytes, _main, make_folder
 
 
 def _settings(*argv: str) -> TrainConfig:
-    return _train_settings(build_parser().parse_args(["train", *argv]))
+    return train_settings(build_parser().parse_args(["train", *argv]))
 
 
 def test_no_file_and_no_flags_give_the_defaults():
@@ -137,6 +138,22 @@ def test_skip_bad_images_flag_comes_from_the_config_field():
     assert parser.parse_args(["train", "--skip-bad-images"]).skip_bad_images is True
     assert not hasattr(parser.parse_args(["train"]), "skip_bad_images")  # absent: the file or default decides
     assert TrainConfig().skip_bad_images is False
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [[], ["--recipe", "paper", "--lr", "0.05"], ["--no-augment", "--batch-size", "7"], ["--batch-size", "x"], ["--x"]],
+)
+def test_bench_reads_train_flags_as_alexnet_train_does(capsys, flags):
+    """bench --only accuracy's --train parses with its own parser: the same settings, the same refusals."""
+
+    def outcome(read):
+        try:
+            return read(), capsys.readouterr()
+        except SystemExit as e:
+            return e.code, capsys.readouterr()
+
+    assert outcome(lambda: settings_from_flags(flags)) == outcome(lambda: _settings(*flags))
 
 
 # --------------------------------------------------------------------------------------------

@@ -131,11 +131,11 @@ def test_the_paper_recipe_sets_what_it_documents():
 
 
 def test_recipe_precedence_defaults_recipe_file_flags(tmp_path, capsys, monkeypatch):
-    import alexnet.cli
+    from alexnet.cli import training
 
     seen = {}  # the settings train would get; no training
     monkeypatch.setattr(
-        alexnet.cli, "_cmd_train", lambda args: seen.setdefault("cfg", alexnet.cli._train_settings(args)) and 0
+        training, "_cmd_train", lambda args: seen.setdefault("cfg", training.train_settings(args)) and 0
     )
     settings = tmp_path / "s.json"
     settings.write_text(json.dumps({"image_size": 99, "lr": 0.03}))
