@@ -20,7 +20,7 @@ import torch
 from alexnet.data.base import Data, EvalData, class_names_problem
 from alexnet.data.classes import by_names, choose, relabel
 from alexnet.data.sampling import EpochOrder, subset_indices, subset_per_class
-from alexnet.data.stats import stats_problem
+from alexnet.data.stats import stats_problem, uint8_stats
 from alexnet.data.transforms import Preprocess, random_flips_and_shifts
 from alexnet.errors import DataError
 from alexnet.models import MAX_IMAGE_SIZE
@@ -289,8 +289,8 @@ def idx_data(cfg, device: torch.device, stats: Mapping | None, world: World = SI
         train_images, test_images = train_images[keep], test_images[keep_test]
         classes = [classes[i] for i in chosen]
     if stats is None:
-        pixels = train_images.float().div_(255)
-        stats = {"mean": [pixels.mean().item()], "std": [pixels.std().item()]}
+        mean, std = uint8_stats(train_images)
+        stats = {"mean": [mean], "std": [std]}
         problem = stats_problem(stats["mean"], stats["std"])
         if problem:
             raise DataError(f"{files['train_images']}: {problem}")

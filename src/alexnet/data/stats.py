@@ -11,9 +11,11 @@ here or read from a file, is one rule: :func:`stats_problem`. The results are st
 
 from __future__ import annotations
 
+import math
 import random
 import re
 from collections.abc import Sequence
+from fractions import Fraction
 
 import torch
 
@@ -74,6 +76,20 @@ def lighting_from_covariance(cov) -> tuple[tuple[float, ...], tuple[tuple[float,
     order = values.argsort(descending=True)
     values, vectors = values[order].clamp_min(0), vectors[:, order].T
     return tuple(values.tolist()), tuple(tuple(v) for v in vectors.tolist())
+
+
+def uint8_stats(images: torch.Tensor) -> tuple[float, float]:
+    """Mean and std (n - 1 in the denominator, as ``Tensor.std``) of uint8 pixels scaled to [0, 1],
+    from exact integer sums over a histogram: the same bits on any number of threads (a float32
+    reduction's order depends on them), and exactly 0 for a set of one flat shade."""
+    counts = torch.bincount(images.flatten(), minlength=256).tolist()
+    n = sum(counts)
+    total = sum(v * c for v, c in enumerate(counts))
+    squares = sum(v * v * c for v, c in enumerate(counts))
+    if n < 2:
+        return (total / n / 255 if n else 0.0), 0.0
+    variance = Fraction(n * squares - total * total, n * (n - 1) * 255 * 255)
+    return total / n / 255, math.sqrt(variance)
 
 
 def stats_problem(mean, std, scale: int = 1) -> str | None:
