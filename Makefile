@@ -6,6 +6,8 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 ARGS ?=
+# test processes (pytest-xdist); each file's tests stay in one, so its module fixtures are built once
+WORKERS ?= 2
 
 .PHONY: run test tour lint setup data browser clean
 
@@ -13,7 +15,7 @@ run: setup data
 	$(VENV)/bin/alexnet train $(ARGS)
 
 test: setup data browser lint
-	$(VENV)/bin/python -m pytest -q $(ARGS)
+	$(VENV)/bin/python -m pytest -q -n $(WORKERS) --dist loadfile --no-loadscope-reorder $(ARGS)
 
 tour: setup data
 	$(VENV)/bin/python scripts/tour.py

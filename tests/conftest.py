@@ -48,6 +48,7 @@ def _available_memory() -> int:
 
 @pytest.hookimpl(tryfirst=True)  # before pytest's tmpdir plugin reads --basetemp
 def pytest_configure(config: pytest.Config) -> None:
+    _one_thread_per_worker()
     if config.option.basetemp or not SHM.is_dir() or not os.access(SHM, os.W_OK):
         return
     if min(shutil.disk_usage(SHM).free, _available_memory()) < SHM_NEEDED:
@@ -55,6 +56,16 @@ def pytest_configure(config: pytest.Config) -> None:
     # one folder per pytest process, so concurrent runs never wipe each other's
     config.option.basetemp = str(SHM / f"alexnet-pytest-{os.getpid()}")
     config.stash[SHM_KEY] = Path(config.option.basetemp)
+
+
+def _one_thread_per_worker() -> None:
+    """With as many test processes (pytest-xdist workers) as cores, each computes on one thread,
+    and so do the processes it starts (OMP_NUM_THREADS): two workers of two threads each on two
+    cores spin-wait on each other's threads, which made the suite slower than one process."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1 and workers >= (os.cpu_count() or 1):
+        os.environ["OMP_NUM_THREADS"] = "1"
+        torch.set_num_threads(1)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -66,6 +77,20 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         shutil.rmtree(folder, ignore_errors=True)
     else:
         print(f"\nthe temporary folders stay in {folder} (memory: remove it when done)")
+
+
+# The longest file, first: executing the notebook takes about two minutes on one thread, the rest
+# of the suite is files of at most ~90 s, so it must not be the last file a worker picks up.
+LONGEST_FIRST = ("test_tour.py",)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The longest file first, then files with a slow test, then the rest, each file's tests in
+    their own order: `make test` hands whole files to its workers in this order (pytest-xdist's
+    --dist loadfile --no-loadscope-reorder), longest first, so no worker is left running a long
+    file alone at the end. A stable sort, so every worker collects the same order."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: 0 if item.path.name in LONGEST_FIRST else 1 if item.path in slow_files else 2)
 
 
 @pytest.fixture(scope="session", autouse=True)
