@@ -144,3 +144,17 @@ def test_a_real_transfer_experiment_at_test_size(idx_folder, tmp_path):
     assert record["copied"] == ["conv1", "conv2", "conv3"] and record["frozen"] == ["conv1", "conv2", "conv3"]
     assert record["init_from"] == str(folder / "baseA-seed0" / "checkpoints" / "last.pt")
     assert json.loads((folder / "few3-fromA-seed0" / "config.json").read_text())["subset_per_class"] == 3
+    # measured runs give their checkpoints back; the base nets keep theirs, which the others copy
+    kept = sorted(p.parent.parent.name for p in folder.glob("*/checkpoints/*.pt"))
+    assert kept == ["baseA-seed0", "baseA-seed0", "baseB-seed0", "baseB-seed0"]
+    assert json.loads((folder / "AnB+-conv3-seed0" / "metrics.jsonl").read_text().splitlines()[-1])["epoch"] == 0
+
+
+def test_keep_checkpoints_keeps_every_runs(idx_folder, tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(alexnet.training.loop, "train", _stand_in(calls, _top1))
+    opts = Options(layers=("conv2",), seeds=1, few=(10,), data=str(idx_folder.path))
+    for keep, folder in ((False, tmp_path / "a"), (True, tmp_path / "b")):
+        run_transfer(Options(**{**opts.__dict__, "keep_checkpoints": keep}), folder, say=lambda _: None)
+        kept = sorted(p.parent.parent.name for p in folder.glob("*/checkpoints/last.pt"))
+        assert kept == (sorted(name for name, _ in calls[-8:]) if keep else ["baseA-seed0", "baseB-seed0"])

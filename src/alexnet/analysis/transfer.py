@@ -72,6 +72,7 @@ class Options:
     data: str | None = None
     device: str = "auto"
     model: str = "alexnet"
+    keep_checkpoints: bool = False  # of every run; the base nets' are always kept (the others start from them)
 
 
 @dataclass(frozen=True)
@@ -176,6 +177,14 @@ def _finished(run_dir: Path, epochs: int) -> bool:
     return path.is_file() and any(r["epoch"] == epochs - 1 for r in read_metrics(path, ()))
 
 
+def _tidy(run_dir: Path) -> None:
+    """A finished run's checkpoints deleted (0.5-0.9 GB each for alexnet, 60 runs by default): its
+    table entry is read from metrics.jsonl; the base nets' stay, since the other runs copy them."""
+    folder = RunFolder(run_dir)
+    for path in (folder.last, folder.best):
+        path.unlink(missing_ok=True)
+
+
 def _check_same(stored: TrainConfig, cfg: TrainConfig, where: Path) -> None:
     """A run folder found again holds this run's settings (the device, and the source's hash the
     run recorded, aside)."""
@@ -219,14 +228,15 @@ def run_transfer(
     for job in jobs:
         cfg, run_dir = configs[job.name], folder / job.name
         if (run_dir / "config.json").is_file():
-            if _finished(run_dir, cfg.epochs):
-                continue
-            say(f"transfer: {job.name} resumed")
-            train(cfg, resume=run_dir, quiet=True)
-            continue
-        t = time.monotonic()
-        result = train(cfg, argv=argv or ["alexnet", "experiment", "transfer"], quiet=True)
-        say(f"transfer: {job.name} top-1 {100 * result['val_top1']:.2f}% ({time.monotonic() - t:.0f} s)")
+            if not _finished(run_dir, cfg.epochs):
+                say(f"transfer: {job.name} resumed")
+                train(cfg, resume=run_dir, quiet=True)
+        else:
+            t = time.monotonic()
+            result = train(cfg, argv=argv or ["alexnet", "experiment", "transfer"], quiet=True)
+            say(f"transfer: {job.name} top-1 {100 * result['val_top1']:.2f}% ({time.monotonic() - t:.0f} s)")
+        if not opts.keep_checkpoints and job.arm not in ("baseA", "baseB"):
+            _tidy(run_dir)
     table = make_table(opts, folder, jobs, count)
     table["wall_seconds_this_call"] = round(time.monotonic() - started, 1)
     (folder / "table.json").write_text(json.dumps(table, indent=2) + "\n")

@@ -65,7 +65,7 @@ def _cmd_transfer(args) -> int:
         given["few"] = tuple(positive_flag("--few", m.strip()) for m in args.few.split(","))
     if args.split is not None:
         given["split"] = args.split
-    opts = Options(**given, data=args.data, device=args.device)
+    opts = Options(**given, data=args.data, device=args.device, keep_checkpoints=args.keep_checkpoints)
     run_transfer(opts, args.out, argv=["alexnet", *args.argv])
     return 0
 
@@ -137,7 +137,8 @@ def add_experiment(sub) -> None:
     p.add_argument(
         "--keep-checkpoints",
         action="store_true",
-        help="keep the checkpoints of finished runs (by default deleted once measured: 0.5 GB each for alexnet)",
+        help="keep the checkpoints of finished runs (by default deleted once measured: 0.5 GB each for alexnet; "
+        "transfer always keeps its base nets', which the other runs copy)",
     )
     p.add_argument("--layers", default=None, help="transfer: the layers n copied, e.g. conv2,conv4,fc6 (conv1..fc7)")
     p.add_argument("--split", default=None, help="transfer: fixed (classes 0-4 / 5-9) or random halves per seed")
