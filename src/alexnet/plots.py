@@ -187,6 +187,7 @@ def plot_transfer(table: dict, out_png: str | Path) -> None:
     ax.axhline(table["baseB"]["mean"], color="black", linestyle=":", linewidth=1)
     ax.set_xticks(range(8), ["baseB", *order])
     ax.set(xlabel="layer n copied (conv1 .. n)", ylabel="top-1 on B's test images (%)", title="transfer by layer")
+    ax.set_ylim(0, 100)  # a t interval over a few seeds can reach past what top-1 can be: drawn to the bounds
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     per_class = [f["per_class"] for f in table["few"]]
@@ -196,6 +197,7 @@ def plot_transfer(table: dict, out_png: str | Path) -> None:
         few.plot([math.log10(m) for m in per_class], [f[key]["mean"] for f in table["few"]], color=colour, alpha=0.6)
     few.set_xticks([math.log10(m) for m in per_class], [str(m) for m in per_class])
     few.set(xlabel="training images per class of B", ylabel="top-1 (%)", title="few images: fine-tune or scratch")
+    few.set_ylim(0, 100)
     few.grid(alpha=0.3)
     few.legend(fontsize=8)
     o = table["options"]
