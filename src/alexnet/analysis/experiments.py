@@ -248,8 +248,7 @@ class _Runner:
     def _tidy(self, run_dir: Path) -> None:
         if self.opts.keep_checkpoints:
             return
-        for path in (RunFolder(run_dir).last, RunFolder(run_dir).best):
-            path.unlink(missing_ok=True)
+        RunFolder(run_dir).delete_checkpoints()
 
 
 def training_error(run_dir: Path) -> dict:

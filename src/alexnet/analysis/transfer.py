@@ -177,14 +177,6 @@ def _finished(run_dir: Path, epochs: int) -> bool:
     return path.is_file() and any(r["epoch"] == epochs - 1 for r in read_metrics(path, ()))
 
 
-def _tidy(run_dir: Path) -> None:
-    """A finished run's checkpoints deleted (0.5-0.9 GB each for alexnet, 60 runs by default): its
-    table entry is read from metrics.jsonl; the base nets' stay, since the other runs copy them."""
-    folder = RunFolder(run_dir)
-    for path in (folder.last, folder.best):
-        path.unlink(missing_ok=True)
-
-
 def _check_same(stored: TrainConfig, cfg: TrainConfig, where: Path) -> None:
     """A run folder found again holds this run's settings (the device, and the source's hash the
     run recorded, aside)."""
@@ -236,7 +228,7 @@ def run_transfer(
             result = train(cfg, argv=argv or ["alexnet", "experiment", "transfer"], quiet=True)
             say(f"transfer: {job.name} top-1 {100 * result['val_top1']:.2f}% ({time.monotonic() - t:.0f} s)")
         if not opts.keep_checkpoints and job.arm not in ("baseA", "baseB"):
-            _tidy(run_dir)
+            RunFolder(run_dir).delete_checkpoints()  # the base nets' stay: the other runs copy them
     table = make_table(opts, folder, jobs, count)
     table["wall_seconds_this_call"] = round(time.monotonic() - started, 1)
     (folder / "table.json").write_text(json.dumps(table, indent=2) + "\n")

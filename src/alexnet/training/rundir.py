@@ -66,6 +66,11 @@ class RunFolder:
     def best(self) -> Path:
         return self.path / "checkpoints" / "best.pt"
 
+    def delete_checkpoints(self) -> None:
+        """Remove last.pt and best.pt (a measured experiment run's: its record is metrics.jsonl)."""
+        for path in (self.last, self.best):
+            path.unlink(missing_ok=True)
+
     @property
     def metrics_file(self) -> Path:
         return self.path / "metrics.jsonl"
