@@ -203,6 +203,7 @@ EXPERIMENTS: dict[str, Experiment] = {
             epochs=6,
             seeds=5,
             minutes=25,
+            timing="measured",
         ),
         Experiment(
             "pooling",
